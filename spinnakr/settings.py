@@ -1,0 +1,300 @@
+"""Spinnakr settings: one module, read from the environment.
+
+Every variable is listed with its default in README.md. Unset server URLs mean
+the embedded default (``spinnakr.embedded``): a PostgreSQL and a Redis started
+from Python packages under ``var/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+from spinnakr import embedded
+from spinnakr.env import env_bool, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Profiles ---------------------------------------------------------------------
+
+SPINNAKR_ENV = env_str("SPINNAKR_ENV", "development")
+if SPINNAKR_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(f"SPINNAKR_ENV={SPINNAKR_ENV!r} must be 'development' or 'production'")
+PRODUCTION = SPINNAKR_ENV == "production"
+# pytest sets PYTEST_VERSION; tests then use their own database, Redis
+# databases and queue names, so they can run beside `make run`.
+TESTING = env_bool("SPINNAKR_TESTING", "PYTEST_VERSION" in os.environ)
+
+DEBUG = env_bool("DEBUG", False)
+_DEV_SECRET = "django-insecure-development-only-never-use-in-production-5p1nn4kr"  # noqa: S105 - development only; production refuses it
+SECRET_KEY = env_str("SECRET_KEY", "" if PRODUCTION else _DEV_SECRET)
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set in production (SPINNAKR_ENV=production)")
+if PRODUCTION and (SECRET_KEY == _DEV_SECRET or len(SECRET_KEY) < 50):
+    raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters in production")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must list the service's host names in production")
+if TESTING and "testserver" not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
+if not SITE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"SITE_URL={SITE_URL!r} must start with http:// or https://")
+
+# Applications -----------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "accounts",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "spinnakr.urls"
+ASGI_APPLICATION = "spinnakr.asgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# PostgreSQL -------------------------------------------------------------------
+
+
+def _database(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    host = query.pop("host", None) or unquote(parts.hostname or "")
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured(f"DATABASE_URL={url!r} names no database (postgres://user@host/NAME)")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": query,
+        "TEST": {"NAME": f"test_{name}"},
+    }
+
+
+DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql")) or embedded.database_url()
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis ------------------------------------------------------------------------
+# REDIS_URL's database holds the rollups; the cache, the channel layer and a
+# Redis broker use the next three. Tests add 8, so they never touch live data.
+
+REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix")) or embedded.redis_url(0)
+
+
+def redis_db_url(url: str, offset: int) -> str:
+    """``url`` with its database number moved by ``offset`` (+8 under tests)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    base = query.get("db") or parts.path.strip("/") or "0"
+    if not base.isdigit():
+        raise ImproperlyConfigured(f"REDIS_URL={url!r} has a database that is not a number")
+    db = int(base) + offset + (8 if TESTING else 0)
+    if parts.scheme == "unix":
+        query["db"] = str(db)
+        return f"unix://{parts.path}?{urlencode(query)}"
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", urlencode(query), ""))
+
+
+REDIS_DATA_URL = redis_db_url(REDIS_URL, 0)
+REDIS_CACHE_URL = redis_db_url(REDIS_URL, 1)
+REDIS_CHANNELS_URL = redis_db_url(REDIS_URL, 2)
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_CACHE_URL,
+        "KEY_PREFIX": "spinnakr",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 2},
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_CHANNELS_URL],
+            "prefix": "spinnakr-test" if TESTING else "spinnakr",
+            "capacity": 1000,
+            "expiry": 30,
+        },
+    }
+}
+
+# Celery -----------------------------------------------------------------------
+
+
+def _redis_broker(url: str) -> str:
+    moved = redis_db_url(url, 3)
+    parts = urlsplit(moved)
+    if parts.scheme == "unix":
+        db = dict(parse_qsl(parts.query)).get("db", "0")
+        return f"redis+socket://{parts.path}?virtual_host={db}"
+    return moved
+
+
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", ("amqp", "amqps", "pyamqp", "redis", "rediss", "redis+socket"))
+if CELERY_BROKER_URL is None:
+    CELERY_BROKER_URL = _redis_broker(REDIS_URL)
+BROKER_IS_AMQP = CELERY_BROKER_URL.startswith(("amqp", "pyamqp"))
+QUEUE_PREFIX = env_str("SPINNAKR_QUEUE_PREFIX", "test." if TESTING else "")
+EVENTS_QUEUE = f"{QUEUE_PREFIX}events"
+DEFAULT_QUEUE = f"{QUEUE_PREFIX}default"
+
+# Quorum queues replicate across a RabbitMQ cluster and survive a node loss.
+_QUEUE_ARGUMENTS = {"x-queue-type": "quorum"} if BROKER_IS_AMQP else None
+CELERY_TASK_QUEUES = (
+    Queue(EVENTS_QUEUE, durable=True, queue_arguments=_QUEUE_ARGUMENTS),
+    Queue(DEFAULT_QUEUE, durable=True, queue_arguments=_QUEUE_ARGUMENTS),
+)
+CELERY_TASK_ROUTES = {"analytics.ingest_batch": {"queue": EVENTS_QUEUE}}
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
+CELERY_TASK_DEFAULT_DELIVERY_MODE = "persistent"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH", 4, minimum=1)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any]
+if BROKER_IS_AMQP:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+else:
+    # With a Redis broker a message not acknowledged within this many seconds
+    # is redelivered to another worker; it must exceed the longest batch.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=CELERY_TASK_TIME_LIMIT + 60)
+    }
+CELERY_TIMEZONE = "UTC"
+
+# Auth, i18n, static -----------------------------------------------------------
+
+AUTH_USER_MODEL = "accounts.User"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Spinnakr <noreply@spinnakr.localhost>")
+
+# Security ---------------------------------------------------------------------
+
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [f"https://{host}" for host in ALLOWED_HOSTS])
+
+# API --------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Spinnakr API",
+    "DESCRIPTION": "Real-time website analytics. Wire-compatible with Plausible's Events, Stats and Sites APIs.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Logging ----------------------------------------------------------------------
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

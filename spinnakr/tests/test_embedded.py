@@ -1,0 +1,181 @@
+"""The embedded PostgreSQL and Redis: one per checkout, shared, crash-safe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from django.conf import settings
+
+pytestmark = pytest.mark.slow
+
+
+def checkout_env(var: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+    }
+    return {**env, "SPINNAKR_VAR_DIR": str(var), **extra}
+
+
+def embedded_cli(var: Path, command: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "spinnakr.embedded", command],
+        env=checkout_env(var),
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def server_pids(var: Path) -> tuple[int, int]:
+    postmaster = int((var / "pg" / "data" / "postmaster.pid").read_text().splitlines()[0])
+    valkey = int((var / "redis" / "valkey.pid").read_text().strip())
+    return postmaster, valkey
+
+
+def processes_using(var: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            text = " ".join(process.info["cmdline"] or []) + " ".join(
+                f"{k}={v}" for k, v in (process.info["environ"] or {}).items()
+            )
+        except (psutil.Error, TypeError):
+            continue
+        if str(var) in text and process.pid != os.getpid():
+            found.append(process)
+    return found
+
+
+@pytest.fixture
+def var_dir() -> Iterator[Path]:
+    # Not under pytest's 0700 tmp_path: the PostgreSQL user must reach it.
+    path = Path(tempfile.mkdtemp(prefix="spinnakr-var-"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(
+        [sys.executable, "-m", "spinnakr.embedded", "stop"],
+        env=checkout_env(path),
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        timeout=120,
+    )
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_servers_are_started_once_and_reused(var_dir: Path) -> None:
+    embedded_cli(var_dir, "start")
+    first = server_pids(var_dir)
+
+    embedded_cli(var_dir, "start")
+
+    assert server_pids(var_dir) == first
+    assert "postgres: running" in embedded_cli(var_dir, "status")
+
+
+def test_two_checkouts_run_side_by_side(var_dir: Path) -> None:
+    other = Path(tempfile.mkdtemp(prefix="spinnakr-var-"))
+    other.chmod(0o755)
+    try:
+        embedded_cli(var_dir, "start")
+        embedded_cli(other, "start")
+
+        assert set(server_pids(var_dir)).isdisjoint(server_pids(other))
+        assert (var_dir / "run" / "redis.sock").exists()
+        assert (other / "run" / "redis.sock").exists()
+    finally:
+        embedded_cli(other, "stop")
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def test_data_survives_a_restart(var_dir: Path) -> None:
+    import psycopg
+    import redis
+
+    embedded_cli(var_dir, "start")
+    pg_host = str(var_dir / "run" / "pg")
+    with psycopg.connect(host=pg_host, user="postgres", dbname="spinnakr", autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (v int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+    redis.Redis(unix_socket_path=str(var_dir / "run" / "redis.sock")).set("kept", "42")
+
+    embedded_cli(var_dir, "stop")
+    embedded_cli(var_dir, "start")
+
+    with psycopg.connect(host=pg_host, user="postgres", dbname="spinnakr") as conn:
+        assert conn.execute("SELECT v FROM kept").fetchone() == (42,)
+    assert redis.Redis(unix_socket_path=str(var_dir / "run" / "redis.sock")).get("kept") == b"42"
+
+
+def test_it_recovers_from_a_crash_that_left_pid_files_and_sockets(var_dir: Path) -> None:
+    embedded_cli(var_dir, "start")
+    postmaster, valkey = server_pids(var_dir)
+    os.kill(postmaster, signal.SIGKILL)
+    os.kill(valkey, signal.SIGKILL)
+    assert (var_dir / "pg" / "data" / "postmaster.pid").exists()
+    assert (var_dir / "redis" / "valkey.pid").exists()
+
+    output = embedded_cli(var_dir, "start")
+
+    assert "postgres: running" in output
+    assert "redis: running" in output
+    assert set(server_pids(var_dir)).isdisjoint({postmaster, valkey})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_health(port: int, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    status = 0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return int(response.status)
+        except OSError:
+            time.sleep(0.3)
+    return status
+
+
+def test_make_run_stops_every_process_it_started_on_sigint(var_dir: Path) -> None:
+    port = free_port()
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "spinnakr.run"],
+        env=checkout_env(var_dir, PORT=str(port), SPINNAKR_TESTING="0", SITE_URL=f"http://127.0.0.1:{port}"),
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for_health(port, 90) == 200
+        started = processes_using(var_dir)
+        assert len(started) >= 5  # supervisor, web, worker (+ pool), beat, postgres, valkey
+
+        supervisor.send_signal(signal.SIGINT)
+        output = supervisor.communicate(timeout=60)[0].decode()
+    finally:
+        if supervisor.poll() is None:
+            os.killpg(supervisor.pid, signal.SIGKILL)
+
+    assert supervisor.returncode == 0, output
+    assert "supervisor: stopped" in output
+    time.sleep(0.5)
+    assert [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []

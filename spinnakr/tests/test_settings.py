@@ -1,0 +1,96 @@
+"""Settings fail loudly, naming the variable, on every malformed value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from spinnakr import embedded
+
+LOAD_SETTINGS = "import django; django.setup(); print('ok')"
+
+
+def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "spinnakr.settings", **overrides}
+    return subprocess.run(
+        [sys.executable, "-c", LOAD_SETTINGS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=settings.BASE_DIR,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DEBUG", "maybe", "DEBUG='maybe' is not a boolean"),
+        ("PORT", "eighty", "PORT='eighty' is not an integer"),
+        ("PORT", "70000", "PORT=70000 is above the maximum"),
+        (
+            "DATABASE_URL",
+            "mysql://db/spinnakr",
+            "DATABASE_URL='mysql://db/spinnakr' must start with one of postgres://",
+        ),
+        ("DATABASE_URL", "postgres://db:notaport/x", "DATABASE_URL='postgres://db:notaport/x' has an invalid port"),
+        ("DATABASE_URL", "postgres://db:5432", "names no database"),
+        ("REDIS_URL", "http://cache:6379/0", "REDIS_URL='http://cache:6379/0' must start with one of redis://"),
+        ("REDIS_URL", "redis://cache:6379/zero", "has a database that is not a number"),
+        ("CELERY_BROKER_URL", "sqs://queue", "CELERY_BROKER_URL='sqs://queue' must start with one of amqp://"),
+        ("SPINNAKR_ENV", "staging", "SPINNAKR_ENV='staging' must be 'development' or 'production'"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be"),
+        ("SITE_URL", "ftp://example.com", "SITE_URL='ftp://example.com' must start with http"),
+    ],
+)
+def test_it_rejects_a_malformed_value_naming_the_variable(variable: str, value: str, message: str) -> None:
+    result = load_settings(**{variable: value})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_it_hides_the_password_of_a_rejected_url() -> None:
+    result = load_settings(DATABASE_URL="mysql://user:hunter2@db/x")
+
+    assert result.returncode != 0
+    assert "hunter2" not in result.stderr
+    assert "user:***@db" in result.stderr
+
+
+def test_production_requires_a_secret_key_and_hosts() -> None:
+    no_key = load_settings(SPINNAKR_ENV="production", SECRET_KEY="", ALLOWED_HOSTS="spinnakr.example")
+    no_hosts = load_settings(SPINNAKR_ENV="production", SECRET_KEY="x" * 60, ALLOWED_HOSTS="")
+
+    assert "SECRET_KEY must be set in production" in no_key.stderr
+    assert "ALLOWED_HOSTS must list" in no_hosts.stderr
+
+
+def test_valid_values_load() -> None:
+    result = load_settings(
+        DEBUG="yes", PORT="8123", REDIS_URL="redis://cache:6379/2", CELERY_BROKER_URL="amqp://guest:guest@mq:5672//"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL")), reason="this run names its servers"
+)
+def test_unset_urls_mean_the_embedded_servers() -> None:
+    assert settings.DATABASES["default"]["HOST"] == str(embedded.pg_socket_dir())
+    assert embedded.redis_url(0) == settings.REDIS_URL
+    assert str(settings.CELERY_BROKER_URL).startswith("redis+socket://")
+
+
+def test_tests_use_their_own_redis_databases_and_queues() -> None:
+    assert settings.TESTING
+    assert settings.REDIS_DATA_URL != settings.REDIS_URL
+    assert settings.EVENTS_QUEUE == "test.events"
+    assert settings.DATABASES["default"]["NAME"].startswith("test_")
