@@ -277,6 +277,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    # API keys (Authorization: Bearer); errors as Plausible's {"error": "…"}.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.api_auth.APIKeyAuthentication"],
+    "EXCEPTION_HANDLER": "accounts.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Spinnakr API",
