@@ -7,7 +7,7 @@ from spinnakr.logs import KeyValueFormatter
 
 def make_record(extra: dict[str, object]) -> logging.LogRecord:
     logger = logging.getLogger("spinnakr.test")
-    return logger.makeRecord("spinnakr.test", logging.INFO, __file__, 1, "collector.rejected", None, None, extra=extra)
+    return logger.makeRecord("spinnakr.test", logging.INFO, __file__, 1, "collector.rejected", (), None, extra=extra)
 
 
 def test_it_appends_extra_fields_as_key_values() -> None:
