@@ -33,6 +33,7 @@ def snapshot(site_id):
         if rest in ("meta", "live") or rest.startswith(("batch:", "rb:")):
             continue
         kind = client.type(key)
+        value: tuple[str, object]
         if rest.startswith(("uv:", "uvm:")):
             value = ("hll", client.pfcount(key))
         elif kind == "hash":
@@ -40,7 +41,7 @@ def snapshot(site_id):
         elif kind == "zset":
             value = ("zset", client.zrange(key, 0, -1, withscores=True))
         else:
-            value = ("json", json.loads(client.get(key)))
+            value = ("json", json.loads(str(client.get(key))))
         found[key] = (value, client.ttl(key))
     return found
 
