@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 
-from accounts.models import ROLE_RANK, Account, Membership, Role, Site
+from accounts.models import ROLE_RANK, Account, Membership, Role, Site, User
 
 SESSION_ACCOUNT_KEY = "spinnakr_account"
 
@@ -94,6 +94,14 @@ def current_account(request: HttpRequest) -> Account | None:
         if account is not None:
             return account
     return accounts.first()
+
+
+def request_user(request: HttpRequest) -> User:
+    """The logged-in user of a view behind ``login_required``."""
+    user = request.user
+    if not isinstance(user, User):
+        raise Http404("not found")
+    return user
 
 
 def set_current_account(request: HttpRequest, account: Account) -> None:

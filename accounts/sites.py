@@ -29,8 +29,8 @@ MAX_DOMAIN_LENGTH = 255
 MAX_ALLOWED_ORIGINS = 50
 _LABEL = re.compile(r"^(?!-)[^\W_](?:[^\W_]|-){0,62}(?<!-)$")
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
-# Path segments the API routes under /api/v1/sites/ use for themselves.
-RESERVED_DOMAINS = frozenset({"goals", "guests", "shared-links", "teams"})
+# Path segments that routes under /api/v1/sites/ and /sites/ use for themselves.
+RESERVED_DOMAINS = frozenset({"goals", "guests", "shared-links", "teams", "new"})
 
 
 class SiteError(ValueError):
