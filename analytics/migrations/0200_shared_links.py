@@ -11,6 +11,7 @@ import analytics.models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0001_initial"),
+        ("analytics", "0002_event_partitions"),
         ("analytics", "0100_goals"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

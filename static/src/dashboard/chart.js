@@ -60,16 +60,20 @@ export class MainChart {
     const points = this.points;
     const extent = this.domain || d3.extent(points, (p) => p.t);
     const x = d3.scaleUtc().domain(extent[0] === undefined ? [Date.now() - 864e5, Date.now()] : extent).range([left, left + w]);
-    const max = d3.max(points, (p) => Math.max(p.visitors, p.pageviews)) || 1;
+    const max = Math.max(4, d3.max(points, (p) => Math.max(p.visitors, p.pageviews)) || 0);
     const y = d3.scaleLinear().domain([0, max]).nice(4).range([top + h, top]);
+    const yTicks = y.ticks(4).filter(Number.isInteger);
     this.x = x;
     const t = animate ? this.svg.transition().duration(450).ease(d3.easeCubicOut) : null;
     const apply = (sel) => (t ? sel.transition(t) : sel);
-    const ticks = Math.max(2, Math.floor(w / 90));
+    const room = Math.max(2, Math.floor(w / 90));
+    // Ticks on the buckets themselves (thinned to fit), so a label never repeats a day or a month.
+    const step = Math.ceil(points.length / room) || 1;
+    const tickValues = this.domain ? null : points.filter((_, i) => i % step === 0).map((p) => new Date(p.t));
     const fmt = this.bucket === "time:month" ? d3.utcFormat("%b %Y") : this.bucket === "time:day" ? d3.utcFormat("%b %d") : d3.utcFormat("%H:%M");
-    apply(this.gx.attr("transform", `translate(0,${top + h})`)).call(d3.axisBottom(x).ticks(ticks).tickFormat(fmt).tickSizeOuter(0));
-    apply(this.gy.attr("transform", `translate(${left},0)`)).call(d3.axisLeft(y).ticks(4).tickFormat(d3.format("~s")));
-    this.grid.selectAll("line").data(y.ticks(4)).join("line")
+    apply(this.gx.attr("transform", `translate(0,${top + h})`)).call(d3.axisBottom(x).ticks(room).tickValues(tickValues).tickFormat(fmt).tickSizeOuter(0));
+    apply(this.gy.attr("transform", `translate(${left},0)`)).call(d3.axisLeft(y).tickValues(yTicks).tickFormat(d3.format("~s")));
+    this.grid.selectAll("line").data(yTicks).join("line")
       .attr("x1", left).attr("x2", left + w).attr("y1", (d) => y(d)).attr("y2", (d) => y(d));
     const curve = d3.curveMonotoneX;
     const area = d3.area().x((p) => x(p.t)).y0(y(0)).y1((p) => y(p.visitors)).curve(curve);

@@ -50,6 +50,7 @@ export class Dashboard {
   // ---- controls and URL state ----------------------------------------------------------------
 
   bindControls() {
+    document.getElementById("controls").addEventListener("submit", (e) => e.preventDefault());
     const period = document.getElementById("period");
     const custom = document.getElementById("custom-range");
     period.addEventListener("change", () => {

@@ -1,5 +1,7 @@
 // Spinnakr's dashboard client: D3 charts fed by the query engine, kept live over one WebSocket.
 import "./dashboard.css";
+// selection.transition() is a side effect of d3-transition, which d3 marks side-effect free.
+import "d3-transition";
 import { Dashboard } from "./dashboard.js";
 import { Overview } from "./overview.js";
 
