@@ -51,7 +51,6 @@ export function renderStream(list, events, now, formatAge) {
   entered.append("span").attr("class", "stream-path");
   entered.append("span").attr("class", "stream-meta muted");
   entered.append("time").attr("class", "stream-age muted");
-  entered.transition().delay(1200).duration(600).on("end", function () { this.classList.remove("fresh"); });
   const merged = entered.merge(items).order();
   merged.select(".stream-name").text((e) => (e.name === "pageview" ? "Pageview" : e.name));
   merged.select(".stream-path").text((e) => e.pathname || "/");
