@@ -6,3 +6,9 @@ from django.apps import AppConfig
 class AnalyticsConfig(AppConfig):
     name = "analytics"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from analytics import sitecache
+
+        # Site and account changes reach every collector process's cache.
+        sitecache.connect_signals()
