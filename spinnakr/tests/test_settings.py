@@ -92,5 +92,6 @@ def test_unset_urls_mean_the_embedded_servers() -> None:
 def test_tests_use_their_own_redis_databases_and_queues() -> None:
     assert settings.TESTING
     assert settings.REDIS_DATA_URL != settings.REDIS_URL
-    assert settings.EVENTS_QUEUE == "test.events"
+    assert settings.QUEUE_PREFIX
+    assert settings.EVENTS_QUEUE == f"{settings.QUEUE_PREFIX}events"
     assert settings.DATABASES["default"]["NAME"].startswith("test_")
