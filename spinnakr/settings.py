@@ -238,6 +238,21 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "analytics-apply-retention": {"task": "analytics.apply_retention", "schedule": 24 * 3600.0},
     "analytics-refresh-quota-flags": {"task": "analytics.refresh_quota_flags", "schedule": 60.0},
 }
+# Tasks outside the apps' tasks modules (autodiscovery only finds those).
+CELERY_IMPORTS = ["analytics.enrich"]
+# The collector's daily visitor-id salt: create today's, delete those older than yesterday.
+CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "schedule": 600.0}
+
+# Collector --------------------------------------------------------------------
+
+# Peers whose X-Forwarded-For is believed (addresses or CIDR networks). Empty:
+# every peer's, as Plausible does for server-side senders.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+# Per client address and per web process: events per second, and the burst above it.
+COLLECTOR_RATE_PER_IP = env_int("COLLECTOR_RATE_PER_IP", 100, minimum=1)
+COLLECTOR_BURST_PER_IP = env_int("COLLECTOR_BURST_PER_IP", 500, minimum=1)
+# Seconds between flushes of the per-site count of dropped bot events to Redis.
+COLLECTOR_FLUSH_SECONDS = env_int("COLLECTOR_FLUSH_SECONDS", 10, minimum=1)
 
 # Auth, i18n, static -----------------------------------------------------------
 
@@ -332,5 +347,10 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # One line per received and finished task would dwarf everything else at ingestion rates.
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+    },
 }
