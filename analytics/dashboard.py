@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_QUERIES = 30
 RELATIVE_MINUTES = {"realtime": 30, "now": 5}
 MAX_RECENT = 50
+NO_VALUE = "(none)"  # the engine's value for events without the property
 PROP_SAMPLE = 5000
 MAX_PROP_KEYS = 5
 STREAM_FIELDS = (
@@ -98,7 +99,10 @@ def _props_entry(site: Site, entry: Entry, body: dict[str, Any], now: dt.datetim
     start, end = (dt.datetime.fromisoformat(value) for value in echo)
     breakdowns = {}
     for key in prop_keys(site, start, end):
-        breakdowns[key] = run_query(site, {**body, "dimensions": [f"event:props:{key}"]})
+        result = run_query(site, {**body, "dimensions": [f"event:props:{key}"]})
+        # The panel lists the values of events that carry the property, not the rest.
+        result["results"] = [r for r in result.get("results") or [] if r.get("dimensions") != [NO_VALUE]]
+        breakdowns[key] = result
     entry["result"] = {"props": breakdowns}
 
 
@@ -175,11 +179,10 @@ def overview(sites: list[Site], now: dt.datetime | None = None) -> list[dict[str
             continue
         row["visitors_now"] = _first_metric(current)
         row["totals"] = (totals.get("results") or [{}])[0].get("metrics") or [0, 0]
-        row["series"] = [
-            {"time": (r.get("dimensions") or [""])[0], "visitors": (r.get("metrics") or [0])[0]}
-            for r in series.get("results") or []
-        ]
-        row["time_labels"] = (series.get("meta") or {}).get("time_labels") or []
+        # One point per hour of the last 24, zeros included, so every sparkline has the same shape.
+        by_time = {(r.get("dimensions") or [""])[0]: (r.get("metrics") or [0])[0] for r in series.get("results") or []}
+        labels = (series.get("meta") or {}).get("time_labels") or list(by_time)
+        row["series"] = [{"time": label, "visitors": by_time.get(label, 0)} for label in labels]
         rows.append(row)
     return rows
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import uuid
 from typing import Any
 
+import pytest
 from django.test import Client
+from django.utils import timezone
 
-from analytics import sharing
+from analytics import sharing, tasks
 from analytics.models import SharedLink
 from analytics.tests.dashboard_fixtures import Cast, cast
+from analytics.tests.factories import make_event
 
 __all__ = ["cast"]
 
@@ -164,7 +169,8 @@ def test_the_overview_data_covers_each_site_of_the_account(cast: Cast) -> None:
     sites = {row["domain"]: row for row in response.json()["sites"]}
     assert set(sites) == {"dash.example", "blog.dash.example"}
     assert sites["dash.example"]["visitors_now"] == 0
-    assert len(sites["dash.example"]["time_labels"]) >= 24
+    assert len(sites["dash.example"]["series"]) >= 24
+    assert {point["visitors"] for point in sites["dash.example"]["series"]} == {0}
 
 
 def test_the_overview_asks_an_anonymous_visitor_to_log_in(cast: Cast) -> None:
@@ -260,3 +266,65 @@ def test_a_suspended_account_hides_its_public_dashboard(cast: Cast) -> None:
     cast.account.suspended = True
     cast.account.save()
     assert client_for().get("/sites/dash.example/").status_code == 404
+
+
+@pytest.fixture
+def ingested(cast: Cast, data_redis: Any, clean_events: None) -> Cast:
+    """Four events of the last minutes, ingested by the worker's own code (rollups and raw store)."""
+    now = timezone.now() - dt.timedelta(minutes=2)
+    events = [
+        make_event(cast.site, now, visitor=1, pathname="/pricing"),
+        make_event(cast.site, now + dt.timedelta(seconds=5), visitor=2, pathname="/pricing", country="FR"),
+        make_event(cast.site, now + dt.timedelta(seconds=9), visitor=2, pathname="/blog", country="FR"),
+        make_event(
+            cast.site, now + dt.timedelta(seconds=12), visitor=2, name="Signup", pathname="/blog", props={"plan": "pro"}
+        ),
+    ]
+    tasks.ingest(uuid.uuid4().hex, events)
+    return cast
+
+
+def test_the_data_endpoint_answers_with_the_sites_own_events(ingested: Cast) -> None:
+    base = {"date_range": "day"}
+    response = post_query(
+        client_for(ingested.owner),
+        "dash.example",
+        {
+            "queries": [
+                {"id": "top", "query": {**base, "metrics": ["visitors", "visits", "pageviews"]}},
+                {"id": "now", "query": {"date_range": "now", "metrics": ["visitors"]}},
+                {"id": "pages", "query": {**base, "metrics": ["visitors"], "dimensions": ["event:page"]}},
+                {"id": "props", "props": True, "query": {**base, "metrics": ["visitors", "events"]}},
+                {
+                    "id": "filtered",
+                    "query": {**base, "metrics": ["pageviews"], "filters": [["is", "visit:country", ["FR"]]]},
+                },
+                {"id": "recent", "recent": 3},
+            ]
+        },
+    )
+    results = {entry["id"]: entry["result"] for entry in response.json()["results"]}
+    assert results["top"]["results"][0]["metrics"] == [2, 2, 3]
+    assert results["now"]["results"][0]["metrics"] == [2]
+    assert [(r["dimensions"][0], r["metrics"][0]) for r in results["pages"]["results"]] == [
+        ("/pricing", 2),
+        ("/blog", 1),
+    ]
+    assert [(r["dimensions"], r["metrics"]) for r in results["props"]["props"]["plan"]["results"]] == [
+        (["pro"], [1, 1])
+    ]
+    assert results["filtered"]["results"][0]["metrics"] == [2]
+    assert [(e["name"], e["pathname"]) for e in results["recent"]["events"]] == [
+        ("Signup", "/blog"),
+        ("pageview", "/blog"),
+        ("pageview", "/pricing"),
+    ]
+    assert results["recent"]["events"][0]["props"] == {"plan": "pro"}
+
+
+def test_the_overview_data_counts_the_last_24_hours(ingested: Cast) -> None:
+    sites = {row["domain"]: row for row in client_for(ingested.teammate).get("/sites/summary.json").json()["sites"]}
+    assert sites["dash.example"]["visitors_now"] == 2
+    assert sites["dash.example"]["totals"] == [2, 3]
+    assert sum(point["visitors"] for point in sites["dash.example"]["series"]) == 2
+    assert sites["blog.dash.example"]["totals"] == [0, 0]

@@ -44,7 +44,8 @@ export function renderError(list, message) {
 // The live stream: newest first, at most `limit` rows, new rows fade in.
 export function renderStream(list, events, now, formatAge) {
   const sel = d3.select(list);
-  const items = sel.selectAll("li").data(events, (e) => e.key);
+  if (events.length) sel.selectAll("li.empty").remove();
+  const items = sel.selectAll("li.stream-row").data(events, (e) => e.key);
   items.exit().remove();
   const entered = items.enter().append("li").attr("class", "stream-row fresh");
   entered.append("span").attr("class", "stream-name");
@@ -61,5 +62,4 @@ export function renderStream(list, events, now, formatAge) {
   });
   merged.select(".stream-age").attr("datetime", (e) => new Date(e.ts).toISOString()).text((e) => formatAge(now - e.ts));
   if (!events.length && !sel.select("li.empty").size()) sel.append("li").attr("class", "empty muted").text("Waiting for events…");
-  if (events.length) sel.selectAll("li.empty").remove();
 }

@@ -63,8 +63,11 @@ export class Overview {
     const site = this.sites.get(message.domain);
     if (!site) return;
     if (typeof message.visitors_now === "number") site.visitors_now = message.visitors_now;
+    // Optimistic until the next refetch: a batch's distinct visitors may have been counted already.
     const series = site.series || [];
-    if (series.length && message.counts) series[series.length - 1].visitors += message.counts.visitors || 0;
+    const added = (message.counts && message.counts.visitors) || 0;
+    if (series.length) series[series.length - 1].visitors += added;
+    if (site.totals) site.totals[0] += added;
     this.pending.set(message.domain, true);
     this.scheduleRender();
     this.scheduleRefetch();
