@@ -13,6 +13,14 @@ from accounts.apikeys import create_api_key
 from accounts.models import Account, APIKey, Membership, Role, Site, User
 
 PASSWORD = "correct horse battery staple 42"
+ARGON2 = "django.contrib.auth.hashers.Argon2PasswordHasher"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Argon2 costs ~0.3 s a hash on a shared 2-core box; the cast needs many.
+    test_security checks that the project itself hashes with argon2."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", ARGON2]
 
 
 def make_user(email: str, **extra) -> User:

@@ -102,7 +102,7 @@ def signup(request: HttpRequest) -> HttpResponseBase:
         except ValueError as error:
             form.add_error("email", str(error))
         else:
-            transaction.on_commit(lambda: send_verification(user))
+            send_verification(user)
             return render(request, "registration/signup_done.html", {"email": user.email})
     return render(request, "registration/signup.html", {"form": form})
 
