@@ -14,7 +14,9 @@ from accounts.team import hash_token
 def invite(client, account, email="newbie@example.org", role="admin"):
     response = client.post(f"/accounts/{account.public_id}/team/", {"email": email, "role": role})
     assert response.status_code == 302
-    return re.search(r"/accounts/invitations/[^\s/]+/", mail.outbox[-1].body).group(0)
+    match = re.search(r"/accounts/invitations/[^\s/]+/", str(mail.outbox[-1].body))
+    assert match
+    return match.group(0)
 
 
 def test_the_team_page_lists_members_for_a_viewer(viewer_client, account, owner):
