@@ -124,6 +124,9 @@ def _database(url: str) -> dict[str, Any]:
 
 DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql")) or embedded.database_url()
 DATABASES = {"default": _database(DATABASE_URL)}
+# A Celery worker started by a test runs outside pytest-django: this names the test database.
+if TESTING and env_str("SPINNAKR_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = env_str("SPINNAKR_TEST_DB_NAME")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis ------------------------------------------------------------------------
@@ -218,9 +221,36 @@ else:
     # With a Redis broker a message not acknowledged within this many seconds
     # is redelivered to another worker; it must exceed the longest batch.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=CELERY_TASK_TIME_LIMIT + 60)
+        # Tests kill workers on purpose and want the batch back within seconds.
+        "visibility_timeout": env_int(
+            "CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1 if TESTING else CELERY_TASK_TIME_LIMIT + 60
+        )
     }
+    if TESTING:
+        CELERY_BROKER_TRANSPORT_OPTIONS |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    # Ingestion housekeeping (analytics.tasks): monthly partitions ahead of time, retention of
+    # raw events, the set of accounts past their quota.
+    "analytics-ensure-partitions": {"task": "analytics.ensure_partitions", "schedule": 6 * 3600.0},
+    "analytics-apply-retention": {"task": "analytics.apply_retention", "schedule": 24 * 3600.0},
+    "analytics-refresh-quota-flags": {"task": "analytics.refresh_quota_flags", "schedule": 60.0},
+}
+# Tasks outside the apps' tasks modules (autodiscovery only finds those).
+CELERY_IMPORTS = ["analytics.enrich"]
+# The collector's daily visitor-id salt: create today's, delete those older than yesterday.
+CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "schedule": 600.0}
+
+# Collector --------------------------------------------------------------------
+
+# Peers whose X-Forwarded-For is believed (addresses or CIDR networks). Empty:
+# every peer's, as Plausible does for server-side senders.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+# Per client address and per web process: events per second, and the burst above it.
+COLLECTOR_RATE_PER_IP = env_int("COLLECTOR_RATE_PER_IP", 100, minimum=1)
+COLLECTOR_BURST_PER_IP = env_int("COLLECTOR_BURST_PER_IP", 500, minimum=1)
+# Seconds between flushes of the per-site count of dropped bot events to Redis.
+COLLECTOR_FLUSH_SECONDS = env_int("COLLECTOR_FLUSH_SECONDS", 10, minimum=1)
 
 # Auth, i18n, static -----------------------------------------------------------
 
