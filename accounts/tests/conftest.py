@@ -27,9 +27,11 @@ def fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def fresh_login_throttle():
     """Failed log-ins are counted in Redis, which outlives a test's database transaction."""
-    cache.delete_pattern("login:fail:*")  # type: ignore[attr-defined]
+    for pattern in ("login:fail:*", "signup:ip:*"):
+        cache.delete_pattern(pattern)  # type: ignore[attr-defined]
     yield
-    cache.delete_pattern("login:fail:*")  # type: ignore[attr-defined]
+    for pattern in ("login:fail:*", "signup:ip:*"):
+        cache.delete_pattern(pattern)  # type: ignore[attr-defined]
 
 
 def make_user(email: str, **extra) -> User:

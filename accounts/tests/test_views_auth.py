@@ -189,3 +189,27 @@ def test_password_reset_end_to_end(client, owner):
 @pytest.mark.parametrize("path", ["/accounts/2fa/", "/accounts/team/", "/accounts/keys/", "/sites/new/"])
 def test_pages_need_a_login(client, db, path):
     assert client.get(path)["Location"].startswith("/accounts/login/?next=")
+
+
+def test_sign_up_is_throttled_per_ip(client, db, settings):
+    settings.SIGNUPS_PER_IP_PER_HOUR = 2
+    for n in range(3):
+        client.post("/accounts/signup/", {**SIGNUP, "email": f"n{n}@example.org"}, REMOTE_ADDR="10.9.9.9")
+    assert sorted(User.objects.values_list("email", flat=True)) == ["n0@example.org", "n1@example.org"]
+
+
+def test_a_password_reset_also_verifies_the_email(client, db):
+    client.post("/accounts/signup/", SIGNUP)
+    mail.outbox.clear()
+    client.post("/accounts/password_reset/", {"email": "new@example.org"})
+    form = client.get(link_in(mail.outbox[0], "/accounts/reset/"), follow=True)
+    client.post(
+        form.redirect_chain[-1][0], {"new_password1": "another long phrase 7", "new_password2": "another long phrase 7"}
+    )
+    assert User.objects.get(email="new@example.org").email_verified
+    assert (
+        client.post(
+            "/accounts/login/", {"username": "new@example.org", "password": "another long phrase 7"}
+        ).status_code
+        == 302
+    )
