@@ -113,6 +113,18 @@ def celery_worker_factory(tmp_path: Path, data_redis: redis.Redis) -> Iterator[C
     for worker in workers:
         worker.stop()
     _broker().flushdb()
+    # The workers' database sessions end a moment after the processes; the test database can
+    # only be dropped once they have.
+    wait_for(_no_other_sessions, timeout=15)
+
+
+def _no_other_sessions() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        row = cursor.fetchone()
+    return row is not None and row[0] == 0
 
 
 @pytest.fixture
