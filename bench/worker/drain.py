@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
     worker.wait(timeout=30)
 
 
-def wait_until(predicate, timeout: float) -> float:
+def wait_until(predicate: Callable[[], bool], timeout: float) -> float:
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:
