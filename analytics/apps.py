@@ -12,3 +12,8 @@ class AnalyticsConfig(AppConfig):
         from analytics import cleanup
 
         cleanup.connect()
+
+        from analytics import sitecache
+
+        # Site and account changes reach every collector process's cache.
+        sitecache.connect_signals()

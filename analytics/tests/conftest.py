@@ -17,6 +17,9 @@ from django.conf import settings
 from django.db import connection
 
 from analytics import rollups, siteinfo, store
+from analytics.tests.collector_fixtures import collector, strict_collector
+
+__all__ = ["collector", "strict_collector"]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> object:
