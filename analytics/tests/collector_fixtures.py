@@ -64,7 +64,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, workers: in
         **os.environ,
         "SPINNAKR_TESTING": "1",
         "DATABASE_URL": database_url(),
-        "COLLECTOR_RATE_PER_IP": os.environ.get("COLLECTOR_RATE_PER_IP", "100"),
+        "COLLECTOR_FLUSH_SECONDS": "1",
         **(extra_env or {}),
     }
     command = [
