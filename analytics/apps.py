@@ -8,6 +8,11 @@ class AnalyticsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Deletion clean-up, timezone-change rebuilds and their tasks.
+        from analytics import cleanup
+
+        cleanup.connect()
+
         from analytics import sitecache
 
         # Site and account changes reach every collector process's cache.
