@@ -13,9 +13,10 @@ Every response, errors included, carries CORS headers. Errors are JSON
 
 - 400 malformed body or an invalid field (named), 404 unknown domain or key,
   403 origin outside the site's allowed origins, 403 ``account suspended``,
-  402 ``monthly event quota exhausted``, 413 body too large, 429 rate limited
-  (Retry-After), 503 broker or Redis unreachable (Retry-After). Bots get 202
-  and are dropped, counted per site in Redis ``{s:<id>}:dropped:bots``.
+  403 ``monthly event quota exceeded`` (``analytics.quota``: past 110% of the
+  quota), 413 body too large, 429 rate limited (Retry-After), 503 broker or
+  Redis unreachable (Retry-After). Bots get 202 and are dropped, counted per
+  site in Redis ``{s:<id>}:dropped:bots``.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ def admit(site: SiteInfo, origin: str | None, count: int, now: float) -> None:
     if site.suspended:
         raise Reject(403, "account suspended")
     if CACHE.is_over_quota(site.account_id):
-        raise Reject(402, "monthly event quota exhausted")
+        raise Reject(403, "monthly event quota exceeded")
     rate, burst = site.rate
     wait = SITE_BUCKETS.take(site.site_id, count, rate=rate, burst=burst, now=now)
     if wait:

@@ -14,8 +14,8 @@ changed site within a round trip of that call. Losing the subscription clears
 the whole cache, so a missed message cannot leave a stale entry behind.
 
 Quotas: a background loop reads, every ``QUOTA_REFRESH_SECONDS``, the Redis set
-``OVER_QUOTA_KEY`` (account ids whose monthly quota is exhausted, maintained
-by the worker's quota accounting) into memory; requests only read memory.
+``analytics.quota.OVER_SET`` (account ids past their monthly quota, kept by
+the worker's quota accounting) into memory; requests only read memory.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ POSITIVE_TTL = 300.0
 NEGATIVE_TTL = 10.0
 MAX_NEGATIVE = 100_000
 QUOTA_REFRESH_SECONDS = 5.0
-OVER_QUOTA_KEY = "quota:over"
 
 # Events per second per site (per web process), with the burst allowed above it.
 PLAN_RATES: dict[str, tuple[float, float]] = {
@@ -249,7 +248,9 @@ async def _subscribe() -> None:
 
 
 async def refresh_quota(client: aioredis.Redis) -> None:
-    members = await client.smembers(OVER_QUOTA_KEY)
+    from analytics.quota import OVER_SET
+
+    members = await client.smembers(OVER_SET)
     CACHE.over_quota = frozenset(int(member) for member in members if member.isdigit())
 
 

@@ -253,12 +253,12 @@ def test_it_refuses_events_of_an_account_over_its_quota(collector: str) -> None:
     try:
         statuses = [post(collector, body, ip=unique_ip()).status_code for _ in range(3)]
         # The collector reads the over-quota set every few seconds, never per request.
-        refused = wait_for_status(collector, body, 402, seconds=10)
+        refused = wait_for_status(collector, body, 403, seconds=10)
     finally:
         client.srem("quota:over", site.account_id)
 
-    assert statuses[0] in {202, 402}
-    assert refused.json() == {"error": "monthly event quota exhausted"}
+    assert statuses[0] in {202, 403}
+    assert refused.json() == {"error": "monthly event quota exceeded"}
 
 
 def wait_for_status(url: str, body: object, status: int, seconds: float) -> httpx.Response:

@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from analytics import rollups
+from analytics.models import Event
 from analytics.tests.collector_fixtures import (
     BASE_DIR,
     BROWSER_UA,
@@ -24,6 +27,7 @@ from analytics.tests.collector_fixtures import (
     start_server,
     stop_server,
 )
+from analytics.tests.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -145,3 +149,28 @@ def test_it_answers_503_with_retry_after_when_the_broker_is_unreachable(brokerle
     assert response.json() == {"error": "queue unavailable, retry later"}
     assert int(response.headers["retry-after"]) >= 1
     assert response.headers["access-control-allow-origin"] == "https://shop.example"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("clean_events")
+def test_events_accepted_over_http_are_stored_and_counted_by_the_real_worker(
+    collector: str, celery_worker_factory: Callable[..., object]
+) -> None:
+    site = make_site()
+    celery_worker_factory()
+    bodies = [pageview(site.domain, f"/e2e/{n}") for n in range(12)]
+    bodies.append(
+        json.dumps(
+            {"n": "engagement", "u": f"https://{site.domain}/e2e/0", "d": site.domain, "sd": 50, "e": 4000}
+        ).encode()
+    )
+
+    statuses = asyncio.run(post_concurrently(collector, bodies))
+    stored = wait_for(lambda: Event.objects.filter(site_id=site.id).count() == 13, timeout=30)
+
+    assert statuses == [202] * 13
+    assert stored is True
+    day = time.strftime("%Y%m%d", time.gmtime())
+    assert rollups.counters(site.id, "d", [day])[0]["pageviews"] == 12
+    engagement = Event.objects.get(site_id=site.id, name="engagement")
+    assert (engagement.scroll_depth, engagement.engagement_ms) == (50, 4000)
