@@ -163,6 +163,7 @@ def purge_events_queue() -> None:
 
 
 def make_site(**account_fields: Any) -> Site:
+    """A site of a new account (``account_fields``: plan, suspended, …) on a random domain."""
     account = Account.objects.create(name="Acme", **account_fields)
     return Site.objects.create(account=account, domain=f"{uuid.uuid4().hex[:12]}.example.com")
 
