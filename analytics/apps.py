@@ -6,3 +6,14 @@ from django.apps import AppConfig
 class AnalyticsConfig(AppConfig):
     name = "analytics"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Deletion clean-up, timezone-change rebuilds and their tasks.
+        from analytics import cleanup
+
+        cleanup.connect()
+
+        from analytics import sitecache
+
+        # Site and account changes reach every collector process's cache.
+        sitecache.connect_signals()

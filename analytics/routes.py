@@ -1,6 +1,7 @@
 """What the ASGI application routes around Django (see ``spinnakr.asgi``).
 
-``HTTP_ROUTES`` maps exact paths to lean ASGI handlers (the collector);
+``HTTP_ROUTES`` maps exact paths to lean ASGI handlers (the collector),
+``HTTP_PREFIX_ROUTES`` path prefixes (the pixel);
 ``websocket_urlpatterns`` are the Channels consumers; ``STARTUP`` and
 ``SHUTDOWN`` are coroutines run on the server's lifespan events.
 """
@@ -15,6 +16,20 @@ from django.urls import URLPattern, URLResolver
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 HTTP_ROUTES: dict[str, ASGIApp] = {}
+# Path prefixes → lean handlers, tried in order when no exact route matches.
+HTTP_PREFIX_ROUTES: dict[str, ASGIApp] = {}
 websocket_urlpatterns: list[URLPattern | URLResolver] = []
 STARTUP: list[Callable[[], Awaitable[None]]] = []
 SHUTDOWN: list[Callable[[], Awaitable[None]]] = []
+
+
+def _register_collector() -> None:
+    from analytics import collector
+
+    HTTP_ROUTES.update(collector.HTTP_ROUTES)
+    HTTP_PREFIX_ROUTES.update(collector.HTTP_PREFIX_ROUTES)
+    STARTUP.extend(collector.STARTUP)
+    SHUTDOWN.extend(collector.SHUTDOWN)
+
+
+_register_collector()

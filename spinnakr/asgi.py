@@ -53,6 +53,9 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if kind == "http":
         path: str = scope["path"]
         handler = routes.HTTP_ROUTES.get(path)
+        if handler is None:
+            prefix = next((prefix for prefix in routes.HTTP_PREFIX_ROUTES if path.startswith(prefix)), None)
+            handler = routes.HTTP_PREFIX_ROUTES[prefix] if prefix is not None else None
         if handler is not None:
             await handler(scope, receive, send)
         elif path.startswith("/static/"):

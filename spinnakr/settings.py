@@ -62,6 +62,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "accounts",
     "analytics",
 ]
@@ -74,6 +76,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "accounts.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "spinnakr.urls"
@@ -90,6 +93,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.navigation",
             ],
         },
     },
@@ -121,6 +125,9 @@ def _database(url: str) -> dict[str, Any]:
 
 DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql")) or embedded.database_url()
 DATABASES = {"default": _database(DATABASE_URL)}
+# A Celery worker started by a test runs outside pytest-django: this names the test database.
+if TESTING and env_str("SPINNAKR_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = env_str("SPINNAKR_TEST_DB_NAME")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis ------------------------------------------------------------------------
@@ -215,9 +222,36 @@ else:
     # With a Redis broker a message not acknowledged within this many seconds
     # is redelivered to another worker; it must exceed the longest batch.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=CELERY_TASK_TIME_LIMIT + 60)
+        # Tests kill workers on purpose and want the batch back within seconds.
+        "visibility_timeout": env_int(
+            "CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1 if TESTING else CELERY_TASK_TIME_LIMIT + 60
+        )
     }
+    if TESTING:
+        CELERY_BROKER_TRANSPORT_OPTIONS |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    # Ingestion housekeeping (analytics.tasks): monthly partitions ahead of time, retention of
+    # raw events, the set of accounts past their quota.
+    "analytics-ensure-partitions": {"task": "analytics.ensure_partitions", "schedule": 6 * 3600.0},
+    "analytics-apply-retention": {"task": "analytics.apply_retention", "schedule": 24 * 3600.0},
+    "analytics-refresh-quota-flags": {"task": "analytics.refresh_quota_flags", "schedule": 60.0},
+}
+# Tasks outside the apps' tasks modules (autodiscovery only finds those).
+CELERY_IMPORTS = ["analytics.enrich"]
+# The collector's daily visitor-id salt: create today's, delete those older than yesterday.
+CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "schedule": 600.0}
+
+# Collector --------------------------------------------------------------------
+
+# Peers whose X-Forwarded-For is believed (addresses or CIDR networks). Empty:
+# every peer's, as Plausible does for server-side senders.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+# Per client address and per web process: events per second, and the burst above it.
+COLLECTOR_RATE_PER_IP = env_int("COLLECTOR_RATE_PER_IP", 100, minimum=1)
+COLLECTOR_BURST_PER_IP = env_int("COLLECTOR_BURST_PER_IP", 500, minimum=1)
+# Seconds between flushes of the per-site count of dropped bot events to Redis.
+COLLECTOR_FLUSH_SECONDS = env_int("COLLECTOR_FLUSH_SECONDS", 10, minimum=1)
 
 # Auth, i18n, static -----------------------------------------------------------
 
@@ -232,6 +266,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# open: anyone may sign up; invite: only with an invitation to an existing account.
+SIGNUP_MODE = env_str("SIGNUP_MODE", "open")
+if SIGNUP_MODE not in {"open", "invite"}:
+    raise ImproperlyConfigured(f"SIGNUP_MODE={SIGNUP_MODE!r} must be 'open' or 'invite'")
+# Failed log-ins allowed per account and per client IP within LOGIN_THROTTLE_WINDOW seconds.
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 30, minimum=1)
+LOGIN_THROTTLE_WINDOW = env_int("LOGIN_THROTTLE_WINDOW", 900, minimum=1)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -264,6 +306,8 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (accounts.middleware): on in production, off by default in development.
+CSP_ENABLED = env_bool("CSP_ENABLED", PRODUCTION)
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -278,6 +322,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    # API keys (Authorization: Bearer); errors as Plausible's {"error": "…"}.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.api_auth.APIKeyAuthentication"],
+    "EXCEPTION_HANDLER": "accounts.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Spinnakr API",

@@ -8,6 +8,7 @@ from spinnakr.health import healthz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("", include("accounts.urls_pages")),
     path("", include("analytics.urls")),
     path("", include("accounts.urls")),
 ]

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.test import RequestFactory
+
+from accounts.access import (
+    current_account,
+    get_account_for_user,
+    get_site_for_user,
+    set_current_account,
+    sites_for_user,
+    user_role,
+)
+from accounts.models import Membership, Role
+
+
+def test_it_returns_the_site_to_a_viewer(site, viewer):
+    assert get_site_for_user(viewer, "shop.example") == site
+
+
+def test_it_matches_the_domain_case_insensitively(site, owner):
+    assert get_site_for_user(owner, "Shop.Example") == site
+
+
+def test_it_hides_a_site_from_an_outsider(site, outsider):
+    with pytest.raises(Http404):
+        get_site_for_user(outsider, "shop.example")
+
+
+def test_it_hides_a_site_from_an_anonymous_user(site):
+    with pytest.raises(Http404):
+        get_site_for_user(AnonymousUser(), "shop.example")
+
+
+def test_it_hides_a_site_from_an_inactive_member(site, viewer):
+    viewer.is_active = False
+    viewer.save()
+    with pytest.raises(Http404):
+        get_site_for_user(viewer, "shop.example")
+
+
+def test_it_answers_404_for_an_unknown_domain(site, owner):
+    with pytest.raises(Http404):
+        get_site_for_user(owner, "nowhere.example")
+
+
+def test_it_refuses_a_viewer_an_admin_action(site, viewer):
+    with pytest.raises(PermissionDenied):
+        get_site_for_user(viewer, "shop.example", role=Role.ADMIN)
+
+
+def test_it_allows_an_admin_an_admin_action(site, admin_user):
+    assert get_site_for_user(admin_user, "shop.example", role=Role.ADMIN) == site
+
+
+def test_it_refuses_an_admin_an_owner_action(account, admin_user):
+    with pytest.raises(PermissionDenied):
+        get_account_for_user(admin_user, account.public_id, role=Role.OWNER)
+
+
+def test_it_returns_the_account_to_its_owner_by_string_id(account, owner):
+    assert get_account_for_user(owner, str(account.public_id), role=Role.OWNER) == account
+
+
+def test_it_hides_an_account_from_an_outsider(account, outsider):
+    with pytest.raises(Http404):
+        get_account_for_user(outsider, account.public_id)
+
+
+def test_it_answers_404_for_a_malformed_account_id(owner):
+    with pytest.raises(Http404):
+        get_account_for_user(owner, "not-a-uuid")
+
+
+def test_it_answers_404_for_an_unknown_account_id(owner):
+    with pytest.raises(Http404):
+        get_account_for_user(owner, uuid.uuid4())
+
+
+def test_it_reports_each_role(account, owner, admin_user, viewer, outsider):
+    assert [user_role(u, account) for u in (owner, admin_user, viewer, outsider)] == [
+        Role.OWNER,
+        Role.ADMIN,
+        Role.VIEWER,
+        None,
+    ]
+
+
+def test_it_lists_only_the_users_sites(site, other_site, owner, outsider):
+    assert list(sites_for_user(owner)) == [site]
+    assert list(sites_for_user(outsider)) == [other_site]
+    assert list(sites_for_user(AnonymousUser())) == []
+
+
+def test_it_picks_the_account_chosen_in_the_session(account, other_account, owner, client):
+    Membership.objects.create(account=other_account, user=owner, role=Role.VIEWER)
+    request = RequestFactory().get("/")
+    request.user = owner
+    request.session = client.session
+    set_current_account(request, other_account)
+    assert current_account(request) == other_account
+
+
+def test_it_ignores_a_session_account_the_user_left(account, other_account, owner, client):
+    request = RequestFactory().get("/")
+    request.user = owner
+    request.session = client.session
+    request.session["spinnakr_account"] = str(other_account.public_id)
+    assert current_account(request) == account
+
+
+def test_it_has_no_current_account_for_anonymous_users(db, client):
+    request = RequestFactory().get("/")
+    request.user = AnonymousUser()
+    request.session = client.session
+    assert current_account(request) is None

@@ -1,0 +1,472 @@
+"""Enrichment in the web process: page URL, referrer, user agent, address, visitor id.
+
+Everything here is pure computation except the daily salts, which live in
+Redis (hash ``salts``: UTC date → hex salt) and are cached in process memory
+with their date, so a request never waits on Redis: the cache is refreshed
+only when the UTC day changes (``ensure_salts``), and the beat task
+``analytics.rotate_salts`` creates the day's salt and deletes those older than
+yesterday, so yesterday's visitor ids can no longer be recomputed. The client
+address and the raw user agent never leave this module: only the visitor id
+(a keyed BLAKE2b hash), the country and the parsed browser, OS and device do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import ipaddress
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+import iptocc
+import redis
+import ua_parser
+from celery import shared_task
+from django.conf import settings
+
+SALTS_KEY = "salts"
+MAX_URL_LENGTH = 2000
+
+# Source tables ----------------------------------------------------------------
+
+SEARCH = "search"
+SOCIAL = "social"
+EMAIL = "email"
+PAID = "paid"
+REFERRAL = "referral"
+DIRECT = "direct"
+
+# Exact host (without "www.") → (source name, kind). Checked before brands.
+_HOSTS: dict[str, tuple[str, str]] = {
+    "mail.google.com": ("Gmail", EMAIL),
+    "inbox.google.com": ("Gmail", EMAIL),
+    "news.google.com": ("Google News", REFERRAL),
+    "outlook.live.com": ("Outlook", EMAIL),
+    "outlook.office.com": ("Outlook", EMAIL),
+    "outlook.office365.com": ("Outlook", EMAIL),
+    "mail.yahoo.com": ("Yahoo Mail", EMAIL),
+    "mail.proton.me": ("Proton Mail", EMAIL),
+    "mail.protonmail.com": ("Proton Mail", EMAIL),
+    "app.fastmail.com": ("Fastmail", EMAIL),
+    "mail.aol.com": ("AOL Mail", EMAIL),
+    "email.t-online.de": ("T-Online Mail", EMAIL),
+    "mail.yandex.ru": ("Yandex Mail", EMAIL),
+    "search.brave.com": ("Brave", SEARCH),
+    "search.yahoo.com": ("Yahoo!", SEARCH),
+    "search.aol.com": ("AOL", SEARCH),
+    "duckduckgo.com": ("DuckDuckGo", SEARCH),
+    "ecosia.org": ("Ecosia", SEARCH),
+    "qwant.com": ("Qwant", SEARCH),
+    "startpage.com": ("Startpage", SEARCH),
+    "kagi.com": ("Kagi", SEARCH),
+    "seznam.cz": ("Seznam", SEARCH),
+    "search.seznam.cz": ("Seznam", SEARCH),
+    "naver.com": ("Naver", SEARCH),
+    "search.naver.com": ("Naver", SEARCH),
+    "so.com": ("360 Search", SEARCH),
+    "sogou.com": ("Sogou", SEARCH),
+    "ask.com": ("Ask", SEARCH),
+    "t.co": ("Twitter", SOCIAL),
+    "x.com": ("Twitter", SOCIAL),
+    "lnkd.in": ("LinkedIn", SOCIAL),
+    "news.ycombinator.com": ("Hacker News", SOCIAL),
+    "youtu.be": ("YouTube", SOCIAL),
+    "t.me": ("Telegram", SOCIAL),
+    "web.telegram.org": ("Telegram", SOCIAL),
+    "web.whatsapp.com": ("WhatsApp", SOCIAL),
+    "bsky.app": ("Bluesky", SOCIAL),
+    "threads.net": ("Threads", SOCIAL),
+    "mastodon.social": ("Mastodon", SOCIAL),
+    "lobste.rs": ("Lobsters", SOCIAL),
+    "vk.com": ("VKontakte", SOCIAL),
+    "chatgpt.com": ("ChatGPT", REFERRAL),
+    "chat.openai.com": ("ChatGPT", REFERRAL),
+    "perplexity.ai": ("Perplexity", REFERRAL),
+    "github.com": ("GitHub", REFERRAL),
+}
+
+# Second-level name (any TLD, any subdomain) → (source name, kind).
+_BRANDS: dict[str, tuple[str, str]] = {
+    "google": ("Google", SEARCH),
+    "bing": ("Bing", SEARCH),
+    "yahoo": ("Yahoo!", SEARCH),
+    "yandex": ("Yandex", SEARCH),
+    "baidu": ("Baidu", SEARCH),
+    "duckduckgo": ("DuckDuckGo", SEARCH),
+    "ecosia": ("Ecosia", SEARCH),
+    "facebook": ("Facebook", SOCIAL),
+    "fb": ("Facebook", SOCIAL),
+    "instagram": ("Instagram", SOCIAL),
+    "twitter": ("Twitter", SOCIAL),
+    "linkedin": ("LinkedIn", SOCIAL),
+    "reddit": ("Reddit", SOCIAL),
+    "youtube": ("YouTube", SOCIAL),
+    "pinterest": ("Pinterest", SOCIAL),
+    "tiktok": ("TikTok", SOCIAL),
+    "tumblr": ("Tumblr", SOCIAL),
+    "quora": ("Quora", SOCIAL),
+    "discord": ("Discord", SOCIAL),
+    "snapchat": ("Snapchat", SOCIAL),
+    "whatsapp": ("WhatsApp", SOCIAL),
+    "telegram": ("Telegram", SOCIAL),
+    "weibo": ("Weibo", SOCIAL),
+    "xing": ("XING", SOCIAL),
+}
+
+# utm_source / source / ref values people write by hand → the table's name.
+_SOURCE_ALIASES: dict[str, tuple[str, str]] = {
+    "google": ("Google", SEARCH),
+    "bing": ("Bing", SEARCH),
+    "duckduckgo": ("DuckDuckGo", SEARCH),
+    "yahoo": ("Yahoo!", SEARCH),
+    "yandex": ("Yandex", SEARCH),
+    "baidu": ("Baidu", SEARCH),
+    "ecosia": ("Ecosia", SEARCH),
+    "fb": ("Facebook", SOCIAL),
+    "facebook": ("Facebook", SOCIAL),
+    "ig": ("Instagram", SOCIAL),
+    "instagram": ("Instagram", SOCIAL),
+    "twitter": ("Twitter", SOCIAL),
+    "x": ("Twitter", SOCIAL),
+    "linkedin": ("LinkedIn", SOCIAL),
+    "reddit": ("Reddit", SOCIAL),
+    "hn": ("Hacker News", SOCIAL),
+    "hackernews": ("Hacker News", SOCIAL),
+    "youtube": ("YouTube", SOCIAL),
+    "pinterest": ("Pinterest", SOCIAL),
+    "tiktok": ("TikTok", SOCIAL),
+    "mastodon": ("Mastodon", SOCIAL),
+    "bluesky": ("Bluesky", SOCIAL),
+    "newsletter": ("Newsletter", EMAIL),
+    "email": ("Email", EMAIL),
+    "gmail": ("Gmail", EMAIL),
+}
+_KIND_BY_NAME: dict[str, str] = dict([*_HOSTS.values(), *_BRANDS.values()])
+
+PAID_MEDIUMS = frozenset(
+    {"cpc", "ppc", "paid", "paidsearch", "paid_search", "paid-search", "paidsocial", "paid_social", "paid-social"}
+    | {"cpm", "cpv", "cpa", "display", "banner", "retargeting", "sponsored", "ad", "ads"}
+)
+EMAIL_MEDIUMS = frozenset({"email", "e-mail", "e_mail", "mail", "newsletter"})
+SOCIAL_MEDIUMS = frozenset({"social", "social-network", "social-media", "social_network", "social_media", "sm"})
+# Click ids that advertising platforms append to paid clicks.
+PAID_CLICK_IDS = frozenset({"gclid", "gbraid", "wbraid", "dclid", "msclkid", "fbclid", "ttclid", "twclid", "li_fat_id"})
+_SECOND_LEVEL_SUFFIXES = frozenset({"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "gob"})
+
+
+def strip_www(host: str) -> str:
+    return host[4:] if host.startswith("www.") else host
+
+
+def lookup_host(host: str) -> tuple[str, str] | None:
+    """The (source name, kind) of a referrer host (lower case, without ``www.``)."""
+    found = _HOSTS.get(host)
+    if found is not None:
+        return found
+    labels = host.split(".")
+    if len(labels) < 2:
+        return None
+    base = labels[-3] if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL_SUFFIXES else labels[-2]
+    found = _BRANDS.get(base)
+    if found is not None:
+        return found
+    parent = ".".join(labels[-2:])
+    return _HOSTS.get(parent)
+
+
+# Page URL and referrer --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    hostname: str
+    pathname: str
+    utm_source: str
+    utm_medium: str
+    utm_campaign: str
+    utm_content: str
+    utm_term: str
+    source_param: str  # utm_source, else source, else ref
+    paid_click: bool
+
+
+def parse_page(url: str, *, hash_mode: bool = False) -> Page:
+    parts = urlsplit(url)
+    hostname = strip_www((parts.hostname or "").lower())
+    pathname = parts.path or "/"
+    if hash_mode and parts.fragment:
+        pathname = f"{pathname}#{parts.fragment}"
+    params: dict[str, str] = {}
+    click = False
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        key = name.lower()
+        if key in PAID_CLICK_IDS:
+            click = True
+        if key not in params and value.strip():
+            params[key] = value.strip()[:500]
+    utm_source = params.get("utm_source", "")
+    return Page(
+        hostname=hostname[:253],
+        pathname=pathname[:MAX_URL_LENGTH],
+        utm_source=utm_source,
+        utm_medium=params.get("utm_medium", ""),
+        utm_campaign=params.get("utm_campaign", ""),
+        utm_content=params.get("utm_content", ""),
+        utm_term=params.get("utm_term", ""),
+        source_param=utm_source or params.get("source", "") or params.get("ref", ""),
+        paid_click=click,
+    )
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    referrer: str  # host and path, no scheme, no query ('' when none or self)
+    source: str  # display name ('' for direct)
+    channel: str  # search, social, email, paid, referral or direct
+
+
+def acquisition(referrer_url: str, page: Page) -> Acquisition:
+    """Referrer → source and channel; a referrer from the page's own host counts as direct."""
+    referrer = ""
+    ref_source = ""
+    ref_kind = ""
+    if referrer_url:
+        parts = urlsplit(referrer_url)
+        host = strip_www((parts.hostname or "").lower())
+        if host and host != page.hostname:
+            path = parts.path.rstrip("/")
+            referrer = f"{host}{path}"[:MAX_URL_LENGTH]
+            known = lookup_host(host)
+            ref_source, ref_kind = known if known is not None else (host, REFERRAL)
+    source, kind = ref_source, ref_kind
+    if page.source_param:
+        alias = _SOURCE_ALIASES.get(page.source_param.lower())
+        if alias is not None:
+            source, kind = alias
+        else:
+            source = page.source_param
+            kind = _KIND_BY_NAME.get(source, ref_kind if source == ref_source else REFERRAL)
+    medium = page.utm_medium.lower()
+    if medium in PAID_MEDIUMS or page.paid_click:
+        channel = PAID
+    elif medium in EMAIL_MEDIUMS or kind == EMAIL:
+        channel = EMAIL
+    elif kind == SEARCH:
+        channel = SEARCH
+    elif kind == SOCIAL or medium in SOCIAL_MEDIUMS:
+        channel = SOCIAL
+    elif source:
+        channel = REFERRAL
+    else:
+        channel = DIRECT
+    return Acquisition(referrer=referrer, source=source[:500], channel=channel)
+
+
+# User agent -------------------------------------------------------------------
+
+_BOT_PATTERN = re.compile(
+    r"(?<!cu)bot\b|bot/|crawl|spider|slurp|headless|phantomjs|lighthouse|pingdom|uptime|monitor|preview|"
+    r"facebookexternalhit|python-requests|python-urllib|aiohttp|curl/|wget/|go-http-client|okhttp|"
+    r"java/|axios/|node-fetch|undici|scrapy|httpclient|libwww|feedfetcher|mediapartners|apis-google|"
+    r"bingpreview|yahoo! slurp|selenium|puppeteer|playwright",
+    re.IGNORECASE,
+)
+_BROWSER_NAMES = {
+    "Mobile Safari": "Safari",
+    "Mobile Safari UI/WKWebView": "Safari",
+    "Chrome Mobile": "Chrome",
+    "Chrome Mobile iOS": "Chrome",
+    "Chrome Mobile WebView": "Chrome Webview",
+    "Firefox Mobile": "Firefox",
+    "Firefox iOS": "Firefox",
+    "Edge Mobile": "Microsoft Edge",
+    "Edge": "Microsoft Edge",
+    "Opera Mobile": "Opera",
+    "Samsung Internet": "Samsung Internet",
+    "Other": "",
+}
+_OS_NAMES = {
+    "Mac OS X": "Mac",
+    "Linux": "GNU/Linux",
+    "Ubuntu": "GNU/Linux",
+    "Fedora": "GNU/Linux",
+    "Debian": "GNU/Linux",
+    "Other": "",
+}
+_MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Symbian OS", "Firefox OS"})
+
+
+@dataclass(frozen=True)
+class Agent:
+    browser: str
+    browser_version: str
+    os: str
+    os_version: str
+    device: str  # Desktop, Mobile, Tablet or '' when unknown
+    bot: bool
+
+
+def _version(major: str | None, minor: str | None) -> str:
+    if not major:
+        return ""
+    return f"{major}.{minor}" if minor else major
+
+
+@functools.lru_cache(maxsize=8192)
+def parse_user_agent(user_agent: str) -> Agent:
+    if not user_agent:
+        return Agent("", "", "", "", "", bot=False)
+    result = ua_parser.parse(user_agent[:1000])
+    device_family = result.device.family if result.device else ""
+    browser = result.user_agent.family if result.user_agent else ""
+    bot = device_family == "Spider" or bool(_BOT_PATTERN.search(user_agent))
+    os_family = result.os.family if result.os else ""
+    lower = user_agent.lower()
+    if (
+        device_family == "iPad"
+        or "tablet" in device_family.lower()
+        or "kindle" in lower
+        or "silk/" in lower
+        or (os_family == "Android" and "mobile" not in lower)
+    ):
+        device = "Tablet"
+    elif os_family in _MOBILE_OS or "mobi" in lower or device_family in {"iPhone", "iPod"}:
+        device = "Mobile"
+    elif browser or os_family:
+        device = "Desktop"
+    else:
+        device = ""
+    return Agent(
+        browser=_BROWSER_NAMES.get(browser, browser),
+        browser_version=_version(result.user_agent.major, result.user_agent.minor) if result.user_agent else "",
+        os=_OS_NAMES.get(os_family, os_family),
+        os_version=_version(result.os.major, result.os.minor) if result.os else "",
+        device=device,
+        bot=bot,
+    )
+
+
+def screen_class(width: float | None) -> str:
+    if width is None or width <= 0:
+        return ""
+    if width < 576:
+        return "mobile"
+    if width < 992:
+        return "tablet"
+    if width < 1440:
+        return "laptop"
+    return "desktop"
+
+
+def country(address: str) -> str:
+    """ISO 3166-1 alpha-2 code of the address, '' when unknown or not an address."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    try:
+        return iptocc.country_code(address) or ""
+    except ValueError:
+        return ""
+
+
+# Visitor id and daily salts ---------------------------------------------------
+
+
+def visitor_id(salt: bytes, site_id: int, address: str, user_agent: str) -> int:
+    """A signed 64-bit keyed hash: stable for one visitor on one site for one UTC day."""
+    digest = hashlib.blake2b(key=salt, digest_size=8)
+    digest.update(site_id.to_bytes(8, "big", signed=True))
+    digest.update(address.encode("utf-8", "replace"))
+    digest.update(b"\x00")
+    digest.update(user_agent.encode("utf-8", "replace"))
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def client_visitor_id(site_id: int, client_id: str) -> int:
+    """A server sender's own visitor id, mapped to 64 bits with a key only this service knows."""
+    key = hashlib.blake2b(settings.SECRET_KEY.encode(), digest_size=32, person=b"spinnakr-vid").digest()
+    digest = hashlib.blake2b(key=key, digest_size=8)
+    digest.update(site_id.to_bytes(8, "big", signed=True))
+    digest.update(client_id.encode("utf-8", "replace"))
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def utc_day(epoch_seconds: float) -> dt.date:
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).date()
+
+
+_redis_lock = threading.Lock()
+_redis_client: redis.Redis | None = None
+
+
+def data_redis() -> redis.Redis:
+    global _redis_client
+    with _redis_lock:
+        if _redis_client is None:
+            _redis_client = redis.Redis.from_url(settings.REDIS_DATA_URL, socket_timeout=5, socket_connect_timeout=2)
+        return _redis_client
+
+
+def _str(value: bytes | str | None) -> str:
+    if value is None:
+        raise LookupError("salt missing")
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Salts:
+    """The salts of today and yesterday (UTC), cached with the day they were read on."""
+
+    def __init__(self) -> None:
+        self._day: dt.date | None = None
+        self._by_day: dict[dt.date, bytes] = {}
+        self._lock = threading.Lock()
+
+    def fresh(self, today: dt.date) -> bool:
+        return self._day == today
+
+    def load(self, today: dt.date) -> None:
+        """Read (creating when missing) today's salt and yesterday's; blocking: call off the event loop."""
+        yesterday = today - dt.timedelta(days=1)
+        client = data_redis()
+        client.hsetnx(SALTS_KEY, today.isoformat(), secrets.token_hex(32))
+        values = client.hmget(SALTS_KEY, [today.isoformat(), yesterday.isoformat()])
+        by_day = {today: bytes.fromhex(_str(values[0]))}
+        if values[1] is not None:
+            by_day[yesterday] = bytes.fromhex(_str(values[1]))
+        with self._lock:
+            self._by_day = by_day
+            self._day = today
+
+    def for_day(self, day: dt.date) -> bytes | None:
+        """The salt of ``day`` if it is still kept (today or yesterday), else None."""
+        return self._by_day.get(day)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_day = {}
+            self._day = None
+
+
+SALTS = Salts()
+
+
+def rotate(today: dt.date | None = None) -> list[str]:
+    """Create today's salt and delete every salt older than yesterday; returns the deleted days."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    keep = {today.isoformat(), (today - dt.timedelta(days=1)).isoformat()}
+    client = data_redis()
+    client.hsetnx(SALTS_KEY, today.isoformat(), secrets.token_hex(32))
+    old = [_str(field) for field in client.hkeys(SALTS_KEY) if _str(field) not in keep]
+    if old:
+        client.hdel(SALTS_KEY, *old)
+    return old
+
+
+@shared_task(name="analytics.rotate_salts", ignore_result=True)
+def rotate_salts() -> None:
+    rotate()

@@ -1,0 +1,295 @@
+"""The enriched event: what the collector publishes and the worker consumes.
+
+Interface 1 of the contracts between the work streams. The collector
+publishes the Celery task ``analytics.ingest_batch`` on
+``settings.EVENTS_QUEUE`` with kwargs ``{"batch_id": "<uuid4 hex>",
+"events": [EnrichedEvent, ...]}``. Every value is JSON-serialisable; the
+worker computes ``visit_id`` itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypedDict
+
+INGEST_TASK = "analytics.ingest_batch"
+
+
+class EnrichedEvent(TypedDict):
+    site_id: int
+    ts: int  # epoch microseconds, UTC
+    event_id: str  # uuid, canonical text form
+    name: str  # 'pageview', 'engagement' or a custom name
+    visitor_id: int  # signed 64-bit
+    hostname: str
+    pathname: str
+    referrer: str
+    referrer_source: str
+    channel: str
+    utm_source: str
+    utm_medium: str
+    utm_campaign: str
+    utm_content: str
+    utm_term: str
+    country: str  # ISO 3166-1 alpha-2, '' when unknown
+    browser: str
+    browser_version: str
+    os: str
+    os_version: str
+    device: str  # 'Desktop', 'Mobile', 'Tablet' or ''
+    screen: str  # 'mobile', 'tablet', 'laptop', 'desktop' or ''
+    props: dict[str, str]
+    revenue_amount: str | None  # decimal as text
+    revenue_currency: str
+    interactive: bool
+    scroll_depth: int | None  # 0-100, engagement events only
+    engagement_ms: int | None  # engagement events only
+
+
+class IngestBatchKwargs(TypedDict):
+    batch_id: str  # uuid4 hex
+    events: list[EnrichedEvent]
+
+
+# Incoming events (Plausible's Events API, long or short field names) ----------
+
+MAX_NAME_LENGTH = 120
+MAX_URL_LENGTH = 2000
+MAX_DOMAINS = 10
+MAX_PROPS = 30
+MAX_PROP_KEY_BYTES = 300
+MAX_PROP_VALUE_BYTES = 2000
+MAX_CLIENT_ID_LENGTH = 200
+ENGAGEMENT = "engagement"
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_MAX_REVENUE = Decimal("1e14")
+
+
+class InvalidEvent(ValueError):
+    """A field is missing or invalid; ``str()`` names the field."""
+
+
+@dataclass
+class IncomingEvent:
+    name: str
+    url: str
+    domains: list[str]
+    key: str
+    referrer: str
+    props: dict[str, str]
+    revenue_amount: str | None
+    revenue_currency: str
+    interactive: bool
+    hash_mode: bool
+    width: float | None
+    scroll_depth: int | None
+    engagement_ms: int | None
+    # Batch endpoint only.
+    timestamp_us: int | None = None
+    ip: str = ""
+    user_agent: str = ""
+    visitor_id: str = ""
+    client_id: str = ""
+
+
+def _first(body: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        value = body.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _text(body: dict[str, Any], field: str, *names: str, limit: int, required: bool = False) -> str:
+    value = _first(body, field, *names)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"{field}: required")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{field}: must be a string")
+    value = value.strip()
+    if required and not value:
+        raise InvalidEvent(f"{field}: must not be empty")
+    if len(value) > limit:
+        raise InvalidEvent(f"{field}: longer than {limit} characters")
+    return value
+
+
+def _props(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        # Plausible's older tracker sends props as a JSON-encoded string.
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise InvalidEvent("props: must be an object of scalar values") from None
+        if value is None:
+            return {}
+    if not isinstance(value, dict):
+        raise InvalidEvent("props: must be an object of scalar values")
+    props: dict[str, str] = {}
+    for key, raw in value.items():
+        if raw is None:
+            continue
+        if isinstance(raw, bool):
+            text = "true" if raw else "false"
+        elif isinstance(raw, int | float) and math.isfinite(raw):
+            text = str(raw)
+        elif isinstance(raw, str):
+            text = raw
+        else:
+            raise InvalidEvent(f"props.{key[:50]}: must be a string, number or boolean")
+        if not key or len(key.encode()) > MAX_PROP_KEY_BYTES:
+            raise InvalidEvent(f"props: a key is empty or longer than {MAX_PROP_KEY_BYTES} bytes")
+        if len(text.encode()) > MAX_PROP_VALUE_BYTES:
+            raise InvalidEvent(f"props.{key[:50]}: longer than {MAX_PROP_VALUE_BYTES} bytes")
+        props[key] = text
+    if len(props) > MAX_PROPS:
+        raise InvalidEvent(f"props: more than {MAX_PROPS} properties")
+    return props
+
+
+def _revenue(value: Any) -> tuple[str | None, str]:
+    if value is None:
+        return None, ""
+    if not isinstance(value, dict):
+        raise InvalidEvent("revenue: must be an object with amount and currency")
+    amount = value.get("amount")
+    currency = value.get("currency")
+    if isinstance(amount, bool) or not isinstance(amount, int | float | str):
+        raise InvalidEvent("revenue.amount: must be a number")
+    try:
+        decimal = Decimal(str(amount).strip())
+    except InvalidOperation:
+        raise InvalidEvent("revenue.amount: must be a number") from None
+    if not decimal.is_finite() or abs(decimal) >= _MAX_REVENUE:
+        raise InvalidEvent("revenue.amount: must be a finite number below 10^14")
+    if not isinstance(currency, str) or not _CURRENCY.match(currency.strip().upper()):
+        raise InvalidEvent("revenue.currency: must be an ISO 4217 code such as EUR")
+    return str(decimal.quantize(Decimal("0.0001"))), currency.strip().upper()
+
+
+def _flag(body: dict[str, Any], field: str, *names: str, default: bool) -> bool:
+    value = _first(body, field, *names)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise InvalidEvent(f"{field}: must be true or false")
+
+
+def _number(body: dict[str, Any], field: str, *names: str) -> float | None:
+    value = _first(body, field, *names)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidEvent(f"{field}: must be a number")
+    return float(value)
+
+
+def _bounded_int(body: dict[str, Any], field: str, *names: str, low: int, high: int) -> int | None:
+    value = _number(body, field, *names)
+    if value is None:
+        return None
+    if value < low:
+        raise InvalidEvent(f"{field}: must be at least {low}")
+    return int(min(value, high))
+
+
+def parse_timestamp(value: Any, now: float) -> int:
+    """ISO 8601 or Unix seconds within the last 24 hours (5 minutes of clock skew allowed) → epoch µs."""
+    if isinstance(value, bool):
+        raise InvalidEvent("timestamp: must be ISO 8601 or Unix seconds")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidEvent("timestamp: must be ISO 8601 or Unix seconds")
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidEvent("timestamp: must be ISO 8601 or Unix seconds") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        seconds = parsed.timestamp()
+    else:
+        raise InvalidEvent("timestamp: must be ISO 8601 or Unix seconds")
+    if seconds < now - 86_400:
+        raise InvalidEvent("timestamp: older than 24 hours")
+    if seconds > now + 300:
+        raise InvalidEvent("timestamp: in the future")
+    return int(seconds * 1_000_000)
+
+
+def parse_event(body: Any, *, batch: bool = False, now: float | None = None) -> IncomingEvent:
+    """Validate one event body; raises InvalidEvent naming the first bad field."""
+    if not isinstance(body, dict):
+        raise InvalidEvent("body: must be a JSON object")
+    name = _text(body, "name", "n", limit=MAX_NAME_LENGTH, required=True)
+    url = _text(body, "url", "u", limit=MAX_URL_LENGTH, required=True)
+    scheme, _, rest = url.partition(":")
+    if not rest or not scheme.isascii() or not scheme.isalpha():
+        raise InvalidEvent("url: must be an absolute URL")
+    key = _text(body, "key", "k", limit=100)
+    domain_text = _text(body, "domain", "d", limit=MAX_DOMAINS * 256)
+    domains = [part.strip().lower() for part in domain_text.split(",") if part.strip()]
+    if not key and not domains:
+        raise InvalidEvent("domain: required (or key)")
+    if len(domains) > MAX_DOMAINS:
+        raise InvalidEvent(f"domain: more than {MAX_DOMAINS} domains")
+    if any(len(domain) > 255 for domain in domains):
+        raise InvalidEvent("domain: a domain is longer than 255 characters")
+    revenue_amount, revenue_currency = _revenue(_first(body, "revenue", "$"))
+    engagement = name == ENGAGEMENT
+    event = IncomingEvent(
+        name=name,
+        url=url,
+        domains=domains,
+        key=key,
+        referrer=_text(body, "referrer", "r", limit=MAX_URL_LENGTH),
+        props=_props(_first(body, "props", "p", "m", "meta")),
+        revenue_amount=revenue_amount,
+        revenue_currency=revenue_currency,
+        interactive=_flag(body, "interactive", "i", default=True),
+        hash_mode=_flag(body, "h", "hash", default=False),
+        width=_number(body, "screen_width", "w"),
+        scroll_depth=_bounded_int(body, "sd", "scroll_depth", low=0, high=100) if engagement else None,
+        engagement_ms=_bounded_int(body, "e", "engagement_time", low=0, high=2**31 - 1) if engagement else None,
+    )
+    if batch:
+        now = time.time() if now is None else now
+        timestamp = body.get("timestamp")
+        event.timestamp_us = None if timestamp is None else parse_timestamp(timestamp, now)
+        event.ip = _text(body, "ip", limit=64)
+        if event.ip:
+            try:
+                event.ip = str(ipaddress.ip_address(event.ip))
+            except ValueError:
+                raise InvalidEvent("ip: not an IP address") from None
+        event.user_agent = _text(body, "user_agent", limit=2000)
+        visitor = body.get("visitor_id")
+        if visitor is not None and (isinstance(visitor, bool) or not isinstance(visitor, str | int)):
+            raise InvalidEvent("visitor_id: must be a string or an integer")
+        event.visitor_id = "" if visitor is None else str(visitor).strip()[:MAX_CLIENT_ID_LENGTH]
+        if not event.visitor_id and not (event.ip and event.user_agent):
+            raise InvalidEvent("ip: ip and user_agent, or visitor_id, are required")
+        client_id = body.get("id")
+        if client_id is not None and (isinstance(client_id, bool) or not isinstance(client_id, str | int)):
+            raise InvalidEvent("id: must be a string or an integer")
+        event.client_id = "" if client_id is None else str(client_id).strip()
+        if len(event.client_id) > MAX_CLIENT_ID_LENGTH:
+            raise InvalidEvent(f"id: longer than {MAX_CLIENT_ID_LENGTH} characters")
+        if event.client_id and event.timestamp_us is None:
+            raise InvalidEvent("timestamp: required with id (an event is identified by site, timestamp and id)")
+    return event

@@ -1,0 +1,184 @@
+"""Group commit: requests arriving within a few milliseconds share one broker message.
+
+``PUBLISHER.submit(events)`` adds a request's events to the open batch and
+waits. The batch is published when it holds ``MAX_EVENTS`` events or
+``MAX_DELAY`` seconds after its first event arrived, as one Celery task
+``analytics.ingest_batch`` (kwargs ``batch_id`` and ``events``, protocol 2,
+persistent) on ``settings.EVENTS_QUEUE``, sent with ``app.send_task`` so a
+real Celery worker consumes it. Every waiting request is released only after
+the broker confirmed the message: publisher confirms on RabbitMQ
+(``confirm_publish``), the returned LPUSH on Redis. On failure every waiter
+gets ``PublishError`` (the collector answers 503 with Retry-After), so no
+client is told 202 for an event the broker does not hold.
+
+kombu is blocking: every publish runs in one dedicated thread that owns the
+process's producer connection, so the event loop never blocks and publishes
+never interleave on the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+
+from analytics.payloads import INGEST_TASK, EnrichedEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_DELAY = 0.005
+MAX_EVENTS = 500
+# Beyond this many events waiting for the broker, new requests get 503 at once
+# instead of queueing without bound in memory.
+MAX_BACKLOG = 50_000
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0.05, "interval_step": 0.2, "interval_max": 0.5}
+
+
+class PublishError(Exception):
+    """The broker did not take the batch; nothing of it was acknowledged to a client."""
+
+
+class Publisher:
+    def __init__(self, *, max_delay: float = MAX_DELAY, max_events: int = MAX_EVENTS) -> None:
+        self.max_delay = max_delay
+        self.max_events = max_events
+        self._pending: list[tuple[Sequence[EnrichedEvent], asyncio.Future[None]]] = []
+        self._pending_events = 0
+        self._inflight_events = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
+        self._connection: Any = None
+        self._producer: Any = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.messages = 0  # messages confirmed, for tests and logs
+
+    async def submit(self, events: Sequence[EnrichedEvent]) -> None:
+        """Wait until ``events`` are confirmed by the broker; raises PublishError otherwise."""
+        if not events:
+            return
+        if self._pending_events + self._inflight_events + len(events) > MAX_BACKLOG:
+            raise PublishError("publish backlog full")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((events, future))
+        self._pending_events += len(events)
+        if self._pending_events >= self.max_events:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.max_delay, self._flush)
+        await asyncio.shield(future)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        count, self._pending_events = self._pending_events, 0
+        self._inflight_events += count
+        task = asyncio.get_running_loop().create_task(self._publish(pending, count))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _publish(self, pending: list[tuple[Sequence[EnrichedEvent], asyncio.Future[None]]], count: int) -> None:
+        # Whole requests go into one message each: a request is never split
+        # across messages, so it is either fully confirmed or fully refused.
+        messages: list[tuple[list[EnrichedEvent], list[asyncio.Future[None]]]] = []
+        for events, future in pending:
+            if not messages or (messages[-1][0] and len(messages[-1][0]) + len(events) > self.max_events):
+                messages.append(([], []))
+            messages[-1][0].extend(events)
+            messages[-1][1].append(future)
+        loop = asyncio.get_running_loop()
+        try:
+            for events, futures in messages:
+                batch_id = uuid.uuid4().hex
+                try:
+                    await loop.run_in_executor(self._executor, self._send, batch_id, events)
+                except Exception as exc:  # noqa: BLE001 - every failure becomes a 503 for its waiters
+                    logger.warning(
+                        "collector.publish_failed",
+                        extra={"batch_id": batch_id, "events": len(events), "error": repr(exc)},
+                    )
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(PublishError(repr(exc)))
+                    continue
+                self.messages += 1
+                for future in futures:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._inflight_events -= count
+
+    # The publishing thread ----------------------------------------------------
+
+    def _send(self, batch_id: str, events: list[EnrichedEvent]) -> None:
+        from spinnakr.celery import app
+
+        started = time.perf_counter()
+        try:
+            if self._producer is None:
+                self._connection = app.connection_for_write()
+                self._connection.ensure_connection(max_retries=1, timeout=2)
+                self._producer = app.amqp.Producer(self._connection)
+            app.send_task(
+                INGEST_TASK,
+                kwargs={"batch_id": batch_id, "events": events},
+                task_id=batch_id,
+                queue=settings.EVENTS_QUEUE,
+                producer=self._producer,
+                delivery_mode=2,
+                retry=True,
+                retry_policy=RETRY_POLICY,
+                ignore_result=True,
+            )
+        except Exception:
+            self._close()
+            raise
+        logger.debug(
+            "collector.published",
+            extra={"batch_id": batch_id, "events": len(events), "ms": round((time.perf_counter() - started) * 1e3, 2)},
+        )
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.release()
+        self._connection = None
+        self._producer = None
+
+    async def start(self) -> None:
+        """Open the producer connection ahead of the first request (a failure is retried per batch)."""
+
+        def connect() -> None:
+            from spinnakr.celery import app
+
+            if self._producer is None:
+                self._connection = app.connection_for_write()
+                self._connection.ensure_connection(max_retries=1, timeout=2)
+                self._producer = app.amqp.Producer(self._connection)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        except Exception:
+            logger.warning("collector.broker_unavailable_at_start", exc_info=True)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+
+    async def stop(self) -> None:
+        """Publish what is pending, wait for it, and close the connection."""
+        self._flush()
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+
+
+PUBLISHER = Publisher()

@@ -1,0 +1,108 @@
+"""Monthly event quotas: counted by the worker in Redis, enforced by the collector.
+
+``{a:<account_id>}:quota:<yyyymm>`` holds the pageviews and custom events (engagement events
+are free) an account's sites sent in a calendar month (UTC, by event time). The worker adds
+each batch once (a per-batch marker guards the increment).
+
+Over-quota behaviour, like Plausible's grace period: an account keeps being counted up to
+110% of its ``monthly_event_quota``; beyond that its id is in the Redis set ``quota:over``
+(on the rollups database, ``settings.REDIS_DATA_URL``) and the collector answers its events
+with 403 ``{"error": "monthly event quota exceeded"}``, polling the set every few seconds.
+The worker adds an account to the set as soon as a batch crosses the line; the beat task
+``analytics.refresh_quota_flags`` rebuilds the set every minute, so a new month or a raised
+quota lifts the block within a minute. Suspended accounts are the accounts stream's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from accounts.models import Account
+from analytics.rollups import client
+
+GRACE = 1.10
+OVER_SET = "quota:over"
+MARKER_TTL = 48 * 3600
+KEY_TTL = 400 * 86400
+
+
+def month_stamp(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m")
+
+
+def quota_key(account_id: int, month: str) -> str:
+    return f"{{a:{account_id}}}:quota:{month}"
+
+
+@cache
+def _script() -> Any:
+    from pathlib import Path
+
+    return client().register_script((Path(__file__).parent / "lua" / "quota.lua").read_text())
+
+
+def limit(quota: int) -> int:
+    """Events counted before an account is blocked: its quota plus the 10% grace."""
+    return int(quota * GRACE)
+
+
+def record_batch(account_id: int, quota: int, batch_id: str, counts: Mapping[str, int]) -> int:
+    """Count a batch's events per month once; flags the account when it crosses the limit.
+
+    Answers the account's total for the current month.
+    """
+    current = month_stamp()
+    total = 0
+    for month, count in counts.items():
+        if count <= 0:
+            continue
+        value = int(
+            _script()(
+                keys=[quota_key(account_id, month), f"{{a:{account_id}}}:qb:{batch_id}:{month}"],
+                args=[count, MARKER_TTL, KEY_TTL],
+            )
+        )
+        if month == current:
+            total = value
+    if total > limit(quota):
+        client().sadd(OVER_SET, str(account_id))
+    return total
+
+
+def events_this_month(account_id: int) -> int:
+    """Events counted for the account in the current calendar month (UTC)."""
+    return int(client().get(quota_key(account_id, month_stamp())) or 0)
+
+
+def over_quota(account: Account) -> bool:
+    """Whether the account is past its quota plus grace this month."""
+    return events_this_month(account.id) > limit(account.monthly_event_quota)
+
+
+def over_quota_account_ids() -> set[int]:
+    """The blocked accounts, as the collector reads them."""
+    return {int(member) for member in client().smembers(OVER_SET)}
+
+
+def refresh_flags() -> set[int]:
+    """Recompute ``quota:over`` for the current month; answers the blocked account ids."""
+    month = month_stamp()
+    accounts = list(Account.objects.values_list("id", "monthly_event_quota"))
+    pipe = client().pipeline(transaction=False)
+    for account_id, _ in accounts:
+        pipe.get(quota_key(account_id, month))
+    values = pipe.execute()
+    over = {
+        account_id
+        for (account_id, quota), value in zip(accounts, values, strict=True)
+        if int(value or 0) > limit(quota)
+    }
+    pipe = client().pipeline(transaction=True)
+    pipe.delete(OVER_SET)
+    if over:
+        pipe.sadd(OVER_SET, *[str(a) for a in over])
+    pipe.execute()
+    return over

@@ -1,0 +1,333 @@
+"""Redis rollups: the key model, the per-batch script and the readers.
+
+Every key of a site starts with the hash tag ``{s:<site_id>}`` (so one site's keys share a
+Redis Cluster slot and one script can update them atomically). Buckets are in the site's
+timezone: ``<minute>`` is ``YYYYMMDDHHMM``, ``<hour>`` ``YYYYMMDDHH``, ``<day>`` ``YYYYMMDD``.
+
+Counters (hashes; fields ``pageviews``, ``events``, ``visits``, ``bounces``, ``duration`` —
+always all five, integers; duration is the summed visit length in seconds):
+    {s:<id>}:m:<minute>   expires 48 h after the minute
+    {s:<id>}:h:<hour>     expires 90 days after the hour
+    {s:<id>}:d:<day>      expires the plan's retention after the day
+``events`` counts pageviews and custom events; engagement events count in no counter.
+Visits, bounces and duration belong to the bucket of the visit's first event. A bounce is a
+visit with at most one interactive event (pageviews are interactive).
+
+Unique visitors (HyperLogLog, PFCOUNT over several keys of a site for ranges):
+    {s:<id>}:uv:m:<minute>  {s:<id>}:uv:h:<hour>  {s:<id>}:uv:d:<day>
+
+Breakdowns per day (sorted sets, member → value; a member whose value is 0 is absent):
+    {s:<id>}:top:<dim>:d:<day>:<metric>
+  event dimensions, from each pageview or custom event itself, metrics ``pageviews`` and
+  ``events``, and unique visitors per member in the HyperLogLog
+  ``{s:<id>}:uvm:<dim>:d:<day>:<member>``:
+    page, hostname, country, browser, browser_version, os, os_version, device, screen,
+    name (event names: goals; metric ``events`` only), props:<key> (custom property values;
+    ``events`` only)
+  visit dimensions, from the visit's entry event, metrics ``visits``, ``bounces``,
+  ``duration`` (``exit_page``: ``visits`` = exits only); the acquisition dimensions also
+  ``pageviews`` and ``events`` of their visits:
+    entry_page, exit_page, source, channel, referrer, utm_source, utm_medium, utm_campaign,
+    utm_content, utm_term (acquisition); country, browser, browser_version, os, os_version,
+    device, screen
+  engagement (on ``page``): ``engagements`` (count), ``time_ms`` (summed engaged time),
+  ``scroll_sum`` and ``scroll_n`` (scroll depth sum and count: average = sum / n).
+  An empty member ``""`` means absent (direct traffic, unknown country…).
+What Redis does not serve exactly goes to SQL: unique visitors per member of a visit
+dimension that is not also an event dimension (entry_page, exit_page, source, channel,
+referrer, utm_*), any filter, several dimensions, and ranges crossing ``complete_since``.
+
+Visits and state:
+    {s:<id>}:sess:<visitor_id>  JSON list of the visitor's recent visits (start, end, entry,
+                                exit, counts); expires 25.5 h after the visitor's newest event
+    {s:<id>}:live               sorted set visitor_id → last seen (epoch seconds); "visitors
+                                now" = members seen in the last 5 minutes
+    {s:<id>}:batch:<batch_id>   the batch's result (visit starts), 48 h: a redelivered batch
+                                gets the same answer and changes nothing
+    {s:<id>}:meta               hash: ``complete_since`` (YYYY-MM-DD, site tz: first day whose
+                                rollups are complete), ``rebuilding`` ("1" while a rebuild runs)
+    {s:<id>}:rb:…               the rebuild's namespace (see analytics/rebuild.py)
+
+Readers: ``counters``, ``visitors``, ``top``, ``member_visitors``, ``visitors_now``, ``meta``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict
+
+import redis
+from django.conf import settings
+
+from analytics.payloads import EnrichedEvent
+from analytics.siteinfo import SiteInfo
+
+MARKER_TTL = 48 * 3600
+MINUTE_TTL = 48 * 3600
+HOUR_TTL = 90 * 86400
+LIVE_WINDOW = 300
+Granularity = Literal["m", "h", "d"]
+COUNTER_FIELDS = ("pageviews", "events", "visits", "bounces", "duration")
+VISIT_ATTRS = (
+    ("source", "referrer_source"),
+    ("channel", "channel"),
+    ("referrer", "referrer"),
+    ("utm_source", "utm_source"),
+    ("utm_medium", "utm_medium"),
+    ("utm_campaign", "utm_campaign"),
+    ("utm_content", "utm_content"),
+    ("utm_term", "utm_term"),
+    ("country", "country"),
+    ("browser", "browser"),
+    ("browser_version", "browser_version"),
+    ("os", "os"),
+    ("os_version", "os_version"),
+    ("device", "device"),
+    ("screen", "screen"),
+)
+
+
+class PreparedEvent(TypedDict):
+    t: int  # epoch ms
+    id: str
+    v: str  # visitor id (a string: Lua numbers are doubles)
+    k: Literal["p", "c", "e"]  # pageview, custom event, engagement
+    ia: int
+    n: str
+    m: str
+    h: str
+    d: str
+    mx: int
+    hx: int
+    dx: int
+    pg: str
+    host: str
+    a: dict[str, str]
+    pr: dict[str, str]
+    em: NotRequired[int]
+    sd: NotRequired[int]
+
+
+@dataclass
+class BatchResult:
+    starts: list[int]  # visit start (epoch ms) per prepared event
+    renames: list[tuple[int, int, int]]  # (visitor_id, old start ms, new start ms)
+    new_visits: int
+    visitors_now: int
+    duplicate: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prefix(site_id: int) -> str:
+    return f"{{s:{site_id}}}:"
+
+
+def rebuild_prefix(site_id: int) -> str:
+    return f"{{s:{site_id}}}:rb:"
+
+
+@cache
+def client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_DATA_URL, decode_responses=True)
+
+
+@cache
+def _script(name: str) -> Any:
+    source = (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
+    return client().register_script(source)
+
+
+class _Buckets:
+    """Minute, hour and day bucket names and expiry times of a site, cached per UTC minute."""
+
+    def __init__(self, info: SiteInfo) -> None:
+        self.info = info
+        self.day_ttl = (info.retention_days + 1) * 86400
+        self._cache: dict[int, tuple[str, str, str, int, int, int]] = {}
+
+    def __call__(self, ts_ms: int) -> tuple[str, str, str, int, int, int]:
+        minute = ts_ms // 60000
+        hit = self._cache.get(minute)
+        if hit is not None:
+            return hit
+        local = datetime.fromtimestamp(minute * 60, UTC).astimezone(self.info.tz)
+        hour_start = local.replace(minute=0)
+        day_start = datetime(local.year, local.month, local.day, tzinfo=self.info.tz)
+        value = (
+            local.strftime("%Y%m%d%H%M"),
+            local.strftime("%Y%m%d%H"),
+            local.strftime("%Y%m%d"),
+            minute * 60 + MINUTE_TTL,
+            int(hour_start.timestamp()) + HOUR_TTL,
+            int(day_start.timestamp()) + self.day_ttl,
+        )
+        self._cache[minute] = value
+        return value
+
+
+def event_order(event: EnrichedEvent) -> tuple[int, str]:
+    """The order the script wants events in: event time (ms), then id."""
+    return (event["ts"] // 1000, event["event_id"])
+
+
+def prepare(info: SiteInfo, events: Iterable[EnrichedEvent]) -> list[PreparedEvent]:
+    """The script's view of a site's events, in the order given (sort them by ``event_order``)."""
+    buckets = _Buckets(info)
+    prepared: list[PreparedEvent] = []
+    for event in events:
+        ts_ms = event["ts"] // 1000
+        m, h, d, mx, hx, dx = buckets(ts_ms)
+        name = event["name"]
+        kind: Literal["p", "c", "e"] = "p" if name == "pageview" else "e" if name == "engagement" else "c"
+        item: PreparedEvent = {
+            "t": ts_ms,
+            "id": event["event_id"],
+            "v": str(event["visitor_id"]),
+            "k": kind,
+            "ia": 1 if kind == "p" or (kind == "c" and event["interactive"]) else 0,
+            "n": name,
+            "m": m,
+            "h": h,
+            "d": d,
+            "mx": mx,
+            "hx": hx,
+            "dx": dx,
+            "pg": event["pathname"],
+            "host": event["hostname"],
+            "a": {attr: str(event[source]) for attr, source in VISIT_ATTRS},  # type: ignore[literal-required]
+            "pr": dict(event["props"]),
+        }
+        if kind == "e":
+            if event["engagement_ms"] is not None:
+                item["em"] = event["engagement_ms"]
+            if event["scroll_depth"] is not None:
+                item["sd"] = event["scroll_depth"]
+        prepared.append(item)
+    return prepared
+
+
+def _result(raw: str, count: int) -> BatchResult:
+    data = json.loads(raw)
+    starts = data.get("st") or []
+    renames = data.get("rn") or []
+    return BatchResult(
+        starts=[int(s) for s in starts] if isinstance(starts, list) else [],
+        renames=[(int(v), int(a), int(b)) for v, a, b in renames] if isinstance(renames, list) else [],
+        new_visits=int(data.get("nv", 0)),
+        visitors_now=int(data.get("now", 0)),
+        duplicate=bool(data.get("dup", 0)),
+    )
+
+
+def apply_batch(
+    info: SiteInfo, batch_id: str, prepared: Sequence[PreparedEvent], now_ms: int | None = None
+) -> BatchResult:
+    """Apply a site's part of a batch to its rollups, once (the batch marker guards it)."""
+    site = info.site_id
+    raw = _script("apply_batch")(
+        keys=[f"{prefix(site)}meta"],
+        args=[
+            prefix(site),
+            batch_id,
+            MARKER_TTL,
+            now_ms if now_ms is not None else int(time.time() * 1000),
+            info.created_day.isoformat(),
+            json.dumps(prepared, separators=(",", ":")),
+            "live",
+            rebuild_prefix(site),
+            0,
+        ],
+    )
+    return _result(raw, len(prepared))
+
+
+def replay(info: SiteInfo, prepared: Sequence[PreparedEvent], seen_cutoff_ms: int) -> None:
+    """Apply stored events to the rebuild namespace (no marker, no live set)."""
+    site = info.site_id
+    _script("apply_batch")(
+        keys=[f"{prefix(site)}meta"],
+        args=[
+            prefix(site),
+            "",
+            MARKER_TTL,
+            int(time.time() * 1000),
+            "",
+            json.dumps(prepared, separators=(",", ":")),
+            "rebuild",
+            rebuild_prefix(site),
+            seen_cutoff_ms,
+        ],
+    )
+
+
+# Readers ----------------------------------------------------------------------
+
+
+def bucket_name(moment: datetime, granularity: Granularity) -> str:
+    """The bucket of an aware datetime already converted to the site's timezone."""
+    return moment.strftime({"m": "%Y%m%d%H%M", "h": "%Y%m%d%H", "d": "%Y%m%d"}[granularity])
+
+
+def day_name(day: date) -> str:
+    return day.strftime("%Y%m%d")
+
+
+def counters(site_id: int, granularity: Granularity, buckets: Sequence[str]) -> list[dict[str, int]]:
+    """The counter hash of each bucket (zeros for a bucket with no data)."""
+    pipe = client().pipeline(transaction=False)
+    for bucket in buckets:
+        pipe.hgetall(f"{prefix(site_id)}{granularity}:{bucket}")
+    return [{name: int(row.get(name, 0)) for name in COUNTER_FIELDS} for row in pipe.execute()]
+
+
+def visitors(site_id: int, granularity: Granularity, buckets: Sequence[str]) -> int:
+    """Unique visitors over the union of the buckets (HyperLogLog, about 1% error)."""
+    if not buckets:
+        return 0
+    return int(client().pfcount(*[f"{prefix(site_id)}uv:{granularity}:{b}" for b in buckets]))
+
+
+def top(site_id: int, dimension: str, day: str, metric: str, limit: int = 100) -> list[tuple[str, int]]:
+    """Members of a day's breakdown by ``metric``, highest first."""
+    key = f"{prefix(site_id)}top:{dimension}:d:{day}:{metric}"
+    rows: list[tuple[str, float]] = client().zrevrange(key, 0, limit - 1, withscores=True)  # type: ignore[assignment]
+    return [(str(member), int(score)) for member, score in rows]
+
+
+def member_values(
+    site_id: int, dimension: str, days: Sequence[str], metric: str, members: Sequence[str]
+) -> dict[str, int]:
+    """``metric`` of each member summed over the days."""
+    pipe = client().pipeline(transaction=False)
+    for day in days:
+        pipe.zmscore(f"{prefix(site_id)}top:{dimension}:d:{day}:{metric}", list(members))
+    totals = dict.fromkeys(members, 0)
+    for scores in pipe.execute():
+        for member, score in zip(members, scores, strict=True):
+            totals[member] += int(score or 0)
+    return totals
+
+
+def member_visitors(site_id: int, dimension: str, days: Sequence[str], member: str) -> int:
+    """Unique visitors of one member of an event dimension over the days."""
+    keys = [f"{prefix(site_id)}uvm:{dimension}:d:{day}:{member}" for day in days]
+    return int(client().pfcount(*keys)) if keys else 0
+
+
+def visitors_now(site_id: int, now: float | None = None) -> int:
+    moment = int(now if now is not None else time.time())
+    return int(client().zcount(f"{prefix(site_id)}live", moment - LIVE_WINDOW, "+inf"))
+
+
+def meta(site_id: int) -> dict[str, str]:
+    return {str(k): str(v) for k, v in client().hgetall(f"{prefix(site_id)}meta").items()}
+
+
+def days_between(first: date, last: date) -> list[str]:
+    return [day_name(first + timedelta(days=n)) for n in range((last - first).days + 1)]

@@ -1,0 +1,128 @@
+"""Fixtures of the analytics tests: clean rollups and a real Celery worker subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from analytics import rollups, siteinfo, store
+from analytics.tests.collector_fixtures import collector, strict_collector
+
+__all__ = ["collector", "strict_collector"]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> object:
+    """Poll until ``predicate`` answers something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def data_redis() -> Iterator[redis.Redis]:
+    """The rollups database (tests use their own, +8), empty before and after the test."""
+    client = rollups.client()
+    client.flushdb()
+    siteinfo._cache.clear()
+    store.forget_partitions()
+    yield client
+    client.flushdb()
+
+
+def _broker() -> redis.Redis:
+    url = str(settings.CELERY_BROKER_URL)
+    if url.startswith("redis+socket://"):
+        path, _, query = url.removeprefix("redis+socket://").partition("?")
+        db = int(dict(p.split("=") for p in query.split("&") if p).get("virtual_host", "0"))
+        return redis.Redis(unix_socket_path=path, db=db)
+    return redis.Redis.from_url(url)
+
+
+class WorkerProcess:
+    """A ``celery worker`` subprocess on the test queues, against the test database."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
+        full_env = {
+            **os.environ,
+            "SPINNAKR_TESTING": "1",
+            "SPINNAKR_TEST_DB_NAME": connection.settings_dict["NAME"],
+            **env,
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "spinnakr", "worker",
+            "-Q", f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}",
+            "--concurrency", "1", "--prefetch-multiplier", "1",
+            "--without-heartbeat", "--without-gossip", "--without-mingle",
+            "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
+        ]  # fmt: skip
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                command,
+                cwd=settings.BASE_DIR,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(lambda: self.process.poll() is not None or b" ready." in self.log.read_bytes(), timeout=60)
+        assert self.process.poll() is None, self.log.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def celery_worker_factory(tmp_path: Path, data_redis: redis.Redis) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real workers: ``start(env={...})``; all are stopped after the test.
+
+    Tests using it need ``@pytest.mark.django_db(transaction=True)`` so the worker sees their rows.
+    """
+    _broker().flushdb()
+    workers: list[WorkerProcess] = []
+
+    def start(env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path, env or {})
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    _broker().flushdb()
+
+
+@pytest.fixture
+def clean_events() -> Iterator[None]:
+    """Transactional tests: the raw event table is not Django's to flush."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM analytics_event")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM analytics_event")

@@ -1,0 +1,375 @@
+"""The collector over real HTTP: a uvicorn process, the test database, Redis and broker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+import redis
+from django.conf import settings
+
+from analytics.tests.collector_fixtures import (
+    BROWSER_UA,
+    consume,
+    events_of,
+    make_site,
+    purge_events_queue,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def post(url: str, body: object, *, ip: str | None = None, **headers: str) -> httpx.Response:
+    sent = {"user-agent": BROWSER_UA, "content-type": "text/plain", **headers}
+    if ip is not None:
+        sent["x-forwarded-for"] = ip
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{url}/api/event", content=data, headers=sent, timeout=10)
+
+
+def unique_ip() -> str:
+    raw = uuid.uuid4().int
+    return f"10.{raw % 250}.{(raw >> 8) % 250}.{(raw >> 16) % 250 + 1}"
+
+
+def test_it_accepts_a_pageview_and_publishes_it_enriched(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+    url = f"https://{site.domain}/pricing?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
+
+    response = post(
+        collector,
+        {"n": "pageview", "u": url, "d": site.domain, "r": "https://www.google.com/", "w": 1280},
+        ip="81.2.69.142",
+        origin=f"https://{site.domain}",
+    )
+
+    assert response.status_code == 202
+    assert response.json() == {}
+    assert response.headers["access-control-allow-origin"] == f"https://{site.domain}"
+    events = events_of(consume(lambda got: events_of(got, site.id)), site.id)
+    assert len(events) == 1
+    event = events[0]
+    assert event["name"] == "pageview"
+    assert event["hostname"] == site.domain
+    assert event["pathname"] == "/pricing"
+    assert event["utm_source"] == "newsletter"
+    assert event["utm_campaign"] == "spring"
+    assert event["channel"] == "email"
+    assert event["referrer"] == "google.com"
+    assert event["country"] == "GB"
+    assert event["browser"] == "Chrome"
+    assert event["os"] == "Mac"
+    assert event["device"] == "Desktop"
+    assert event["screen"] == "laptop"
+    assert isinstance(event["visitor_id"], int)
+    assert "81.2.69.142" not in json.dumps(event)
+    assert BROWSER_UA not in json.dumps(event)
+
+
+def test_it_answers_a_preflight_with_cors_headers(collector: str) -> None:
+    response = httpx.options(
+        f"{collector}/api/event",
+        headers={"origin": "https://shop.example", "access-control-request-method": "POST"},
+    )
+
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "POST" in response.headers["access-control-allow-methods"]
+    assert "Content-Type" in response.headers["access-control-allow-headers"]
+
+
+def test_it_rejects_a_body_that_is_not_json_with_cors_headers(collector: str) -> None:
+    response = post(collector, b"{not json", ip=unique_ip())
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "body: not valid JSON"}
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_it_parses_json_whatever_the_content_type(collector: str) -> None:
+    site = make_site()
+    body = {"name": "pageview", "url": f"https://{site.domain}/", "domain": site.domain}
+
+    responses = [
+        post(collector, body, ip=unique_ip(), **{"content-type": kind})
+        for kind in ("application/json", "text/plain", "application/x-www-form-urlencoded")
+    ]
+
+    assert [response.status_code for response in responses] == [202, 202, 202]
+
+
+def test_it_rejects_a_missing_name_naming_the_field(collector: str) -> None:
+    site = make_site()
+
+    response = post(collector, {"url": f"https://{site.domain}/", "domain": site.domain}, ip=unique_ip())
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "name: required"}
+
+
+def test_it_treats_null_as_absent_and_ignores_unknown_fields(collector: str) -> None:
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain, "r": None, "v": 27, "p": None}
+
+    response = post(collector, body, ip=unique_ip())
+
+    assert response.status_code == 202
+
+
+def test_it_rejects_nested_props_naming_the_property(collector: str) -> None:
+    site = make_site()
+    body = {"n": "Signup", "u": f"https://{site.domain}/", "d": site.domain, "p": {"plan": {"tier": "pro"}}}
+
+    response = post(collector, body, ip=unique_ip())
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "props.plan: must be a string, number or boolean"}
+
+
+def test_it_rejects_more_than_thirty_props(collector: str) -> None:
+    site = make_site()
+    props = {f"k{index}": "v" for index in range(31)}
+
+    response = post(collector, {"n": "Signup", "u": f"https://{site.domain}/", "d": site.domain, "p": props})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "props: more than 30 properties"}
+
+
+def test_it_rejects_an_invalid_revenue_currency(collector: str) -> None:
+    site = make_site()
+    body = {"n": "Buy", "u": f"https://{site.domain}/", "d": site.domain, "$": {"amount": 9, "currency": "euro"}}
+
+    response = post(collector, body, ip=unique_ip())
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("revenue.currency")
+
+
+def test_it_answers_404_for_an_unknown_domain_with_cors_headers(collector: str) -> None:
+    response = post(
+        collector,
+        {"n": "pageview", "u": "https://nowhere.example/", "d": "nowhere.example"},
+        ip=unique_ip(),
+        origin="https://nowhere.example",
+    )
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown domain: nowhere.example"}
+    assert response.headers["access-control-allow-origin"] == "https://nowhere.example"
+
+
+def test_it_answers_404_for_an_unknown_site_key(collector: str) -> None:
+    response = post(collector, {"n": "pageview", "u": "https://x.example/", "k": "pk_nothing"}, ip=unique_ip())
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown site key"}
+
+
+def test_it_finds_the_site_by_its_public_key(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+
+    response = post(collector, {"n": "pageview", "u": "https://renamed.example/", "k": site.site_key}, ip=unique_ip())
+
+    assert response.status_code == 202
+    assert len(events_of(consume(lambda got: events_of(got, site.id)), site.id)) == 1
+
+
+def test_it_sends_to_each_site_of_a_domain_list(collector: str) -> None:
+    purge_events_queue()
+    first, second = make_site(), make_site()
+    body = {"n": "pageview", "u": f"https://{first.domain}/", "d": f"{first.domain}, {second.domain}"}
+
+    response = post(collector, body, ip=unique_ip())
+
+    assert response.status_code == 202
+    messages = consume(lambda got: events_of(got, first.id) and events_of(got, second.id))
+    assert len(events_of(messages, first.id)) == 1
+    assert len(events_of(messages, second.id)) == 1
+
+
+def test_it_refuses_an_origin_outside_the_allowed_list(collector: str) -> None:
+    site = make_site()
+    site.allowed_origins = [f"https://{site.domain}"]
+    site.save()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
+
+    refused = post(collector, body, ip=unique_ip(), origin="https://evil.example")
+    allowed = post(collector, body, ip=unique_ip(), origin=f"https://{site.domain}")
+
+    assert refused.status_code == 403
+    assert refused.json() == {"error": f"origin not allowed for {site.domain}"}
+    assert refused.headers["access-control-allow-origin"] == "https://evil.example"
+    assert allowed.status_code == 202
+
+
+def test_it_learns_of_a_changed_site_before_the_next_request(collector: str) -> None:
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
+    before = post(collector, body, ip=unique_ip(), origin="https://elsewhere.example")
+
+    site.allowed_origins = [f"https://{site.domain}"]
+    site.save()
+    after = post(collector, body, ip=unique_ip(), origin="https://elsewhere.example")
+
+    assert before.status_code == 202
+    assert after.status_code == 403
+
+
+def test_it_refuses_events_of_a_suspended_account(collector: str) -> None:
+    site = make_site(suspended=True)
+
+    response = post(collector, {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}, ip=unique_ip())
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "account suspended"}
+
+
+def test_it_refuses_events_of_an_account_over_its_quota(collector: str) -> None:
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
+    client = redis.Redis.from_url(settings.REDIS_DATA_URL)
+    client.sadd("quota:over", site.account_id)
+    try:
+        statuses = [post(collector, body, ip=unique_ip()).status_code for _ in range(3)]
+        # The collector reads the over-quota set every few seconds, never per request.
+        refused = wait_for_status(collector, body, 402, seconds=10)
+    finally:
+        client.srem("quota:over", site.account_id)
+
+    assert statuses[0] in {202, 402}
+    assert refused.json() == {"error": "monthly event quota exhausted"}
+
+
+def wait_for_status(url: str, body: object, status: int, seconds: float) -> httpx.Response:
+    import time
+
+    deadline = time.monotonic() + seconds
+    response = post(url, body, ip=unique_ip())
+    while response.status_code != status and time.monotonic() < deadline:
+        time.sleep(0.25)
+        response = post(url, body, ip=unique_ip())
+    assert response.status_code == status, response.text
+    return response
+
+
+def test_it_refuses_a_body_over_16_kib_with_413(collector: str) -> None:
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain, "p": {"x": "y" * 17_000}}
+
+    response = post(collector, body, ip=unique_ip())
+
+    assert response.status_code == 413
+    assert response.json() == {"error": "body larger than 16384 bytes"}
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_it_refuses_a_chunked_body_over_16_kib_while_reading_it(collector: str) -> None:
+    def chunks():  # no Content-Length: the collector counts as it reads
+        for _ in range(40):
+            yield b" " * 1024
+
+    response = httpx.post(f"{collector}/api/event", content=chunks(), headers={"x-forwarded-for": unique_ip()})
+
+    assert response.status_code == 413
+
+
+def test_it_answers_405_to_a_get_with_cors_headers(collector: str) -> None:
+    response = httpx.get(f"{collector}/api/event")
+
+    assert response.status_code == 405
+    assert response.json() == {"error": "method not allowed: use POST"}
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_it_accepts_and_drops_bots_counting_them_per_site(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
+    bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+    responses = [post(collector, body, ip=unique_ip(), **{"user-agent": bot}) for _ in range(3)]
+
+    assert [response.status_code for response in responses] == [202, 202, 202]
+    assert events_of(consume(timeout=1.5), site.id) == []
+    client = redis.Redis.from_url(settings.REDIS_DATA_URL)
+    assert wait_for_key(client, f"{{s:{site.id}}}:dropped:bots", seconds=15) == b"3"
+
+
+def wait_for_key(client: redis.Redis, key: str, seconds: float) -> object:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while client.get(key) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return client.get(key)
+
+
+def test_it_accepts_engagement_events_with_scroll_depth_and_time(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+    body = {"n": "engagement", "u": f"https://{site.domain}/post", "d": site.domain, "sd": 73, "e": 12_500}
+
+    response = post(collector, body, ip=unique_ip())
+
+    assert response.status_code == 202
+    (event,) = events_of(consume(lambda got: events_of(got, site.id)), site.id)
+    assert (event["name"], event["scroll_depth"], event["engagement_ms"]) == ("engagement", 73, 12_500)
+
+
+def test_it_keeps_props_revenue_interactive_and_hash_paths(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+    body = {
+        "name": "Signup",
+        "url": f"https://{site.domain}/app#/checkout",
+        "domain": site.domain,
+        "props": {"plan": "pro", "seats": 3, "trial": True, "gone": None},
+        "revenue": {"amount": "9.5", "currency": "eur"},
+        "interactive": False,
+        "h": 1,
+    }
+
+    response = post(collector, body, ip=unique_ip())
+
+    assert response.status_code == 202
+    (event,) = events_of(consume(lambda got: events_of(got, site.id)), site.id)
+    assert event["props"] == {"plan": "pro", "seats": "3", "trial": "true"}
+    assert (event["revenue_amount"], event["revenue_currency"]) == ("9.5000", "EUR")
+    assert event["interactive"] is False
+    assert event["pathname"] == "/app#/checkout"
+
+
+def test_it_hashes_the_leftmost_forwarded_address_into_the_visitor_id(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
+
+    for forwarded in ("203.0.113.7, 10.0.0.1", "203.0.113.7", "203.0.113.8, 203.0.113.7"):
+        assert post(collector, body, ip=forwarded).status_code == 202
+
+    events = events_of(consume(lambda got: len(events_of(got, site.id)) == 3), site.id)
+    ids = [event["visitor_id"] for event in sorted(events, key=lambda event: event["ts"])]
+    assert ids[0] == ids[1]
+    assert ids[2] != ids[0]
+
+
+def test_it_rate_limits_one_address_with_retry_after(strict_collector: str) -> None:
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
+    address = unique_ip()
+
+    statuses = [post(strict_collector, body, ip=address).status_code for _ in range(5)]
+    limited = post(strict_collector, body, ip=address, origin="https://a.example")
+    other = post(strict_collector, body, ip=unique_ip())
+
+    assert statuses == [202] * 5
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json() == {"error": "rate limit exceeded for this address"}
+    assert limited.headers["access-control-allow-origin"] == "https://a.example"
+    assert other.status_code == 202

@@ -1,0 +1,106 @@
+"""``analytics.ingest_batch`` through the real broker and a real Celery worker subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from analytics import rollups
+from analytics.livepush import group_name
+from analytics.models import Event
+from analytics.tests.conftest import wait_for
+from analytics.tests.factories import make_event, make_site
+from spinnakr.celery import app
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_events"), pytest.mark.slow]
+
+
+def publish(batch_id, events):
+    app.send_task(
+        "analytics.ingest_batch", kwargs={"batch_id": batch_id, "events": events}, queue=settings.EVENTS_QUEUE
+    )
+
+
+def day_of(events):
+    return datetime.fromtimestamp(events[0]["ts"] / 1e6, UTC).strftime("%Y%m%d")
+
+
+def counters(site, events):
+    return rollups.counters(site.id, "d", [day_of(events)])[0]
+
+
+def stored(site):
+    return Event.objects.filter(site_id=site.id).count()
+
+
+def a_visit(site, visitors=5, pages=4):
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+    start -= timedelta(minutes=start.minute % 10)  # all in one UTC day
+    return [
+        make_event(site, start + timedelta(minutes=p, seconds=v), visitor=v, pathname=f"/p{p}")
+        for v in range(visitors)
+        for p in range(pages)
+    ]
+
+
+async def _receive(channel_layer, channel, timeout):
+    return await asyncio.wait_for(channel_layer.receive(channel), timeout)
+
+
+def test_a_published_batch_is_stored_counted_and_pushed_to_the_site_group(celery_worker_factory):
+    site = make_site()
+    layer = get_channel_layer()
+    channel = asyncio.run(layer.new_channel())
+    asyncio.run(layer.group_add(group_name(site.id), channel))
+    celery_worker_factory()
+    events = a_visit(site)
+
+    publish("a" * 32, events)
+
+    delta = asyncio.run(_receive(layer, channel, 30))
+    assert stored(site) == 20
+    assert counters(site, events) == {"pageviews": 20, "events": 20, "visits": 5, "bounces": 0, "duration": 5 * 180}
+    assert delta["type"] == "live.delta"
+    assert delta["batch_id"] == "a" * 32
+    assert delta["counts"] == {"pageviews": 20, "events": 20, "visits": 5, "visitors": 5}
+    assert delta["visitors_now"] == 0
+    assert [e["pathname"] for e in delta["events"]][-1] == "/p3"
+    assert Event.objects.filter(site_id=site.id).values("visit_id").distinct().count() == 5
+
+
+def test_the_same_batch_delivered_twice_counts_once(celery_worker_factory):
+    site = make_site()
+    worker = celery_worker_factory()
+    events = a_visit(site, visitors=3, pages=3)
+
+    publish("b" * 32, events)
+    publish("b" * 32, events)
+
+    wait_for(lambda: worker.log.read_text().count("succeeded in") == 2, timeout=30)
+    assert stored(site) == 9
+    assert counters(site, events)["pageviews"] == 9
+    assert counters(site, events)["visits"] == 3
+
+
+def test_a_worker_killed_between_rollups_and_store_counts_every_event_once_after_redelivery(celery_worker_factory):
+    site = make_site()
+    paused = celery_worker_factory(
+        env={"SPINNAKR_TEST_INGEST_PAUSE": "after_rollups:60", "CELERY_VISIBILITY_TIMEOUT": "2"}
+    )
+    events = a_visit(site, visitors=4, pages=5)
+    batch_id = uuid.uuid4().hex
+
+    publish(batch_id, events)
+    wait_for(lambda: rollups.client().exists(f"{rollups.prefix(site.id)}batch:{batch_id}"), timeout=30)
+    assert stored(site) == 0
+    paused.kill()
+    celery_worker_factory(env={"CELERY_VISIBILITY_TIMEOUT": "2"})
+
+    wait_for(lambda: stored(site) == 20, timeout=40)
+    assert counters(site, events) == {"pageviews": 20, "events": 20, "visits": 4, "bounces": 0, "duration": 4 * 240}
+    assert rollups.visitors(site.id, "d", [day_of(events)]) == 4
