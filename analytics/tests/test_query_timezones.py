@@ -10,7 +10,7 @@ import pytest
 from analytics.query import run_query
 from analytics.tests.query_support import add_events, make_cast
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
 
 UTC = dt.UTC
 

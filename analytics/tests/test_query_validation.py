@@ -9,7 +9,7 @@ import pytest
 from analytics.query import QueryError, run_query
 from analytics.tests.query_support import make_cast
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
 
 
 @pytest.mark.parametrize(
