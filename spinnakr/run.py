@@ -9,6 +9,8 @@ other process of the checkout uses them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 GRACE_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1
 COLOURS = {"web": "\033[36m", "worker": "\033[33m", "beat": "\033[35m"}
 RESET = "\033[0m"
 
@@ -64,6 +67,12 @@ def _pump(name: str, stream: object) -> None:
         sys.stdout.flush()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the supervisor dies, even by SIGKILL."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_children(port: int) -> list[Child]:
     children = []
     for name, argv in commands(port).items():
@@ -72,6 +81,7 @@ def start_children(port: int) -> list[Child]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         threading.Thread(target=_pump, args=(name, process.stdout), daemon=True).start()

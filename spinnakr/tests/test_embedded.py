@@ -179,3 +179,24 @@ def test_make_run_stops_every_process_it_started_on_sigint(var_dir: Path) -> Non
     assert "supervisor: stopped" in output
     time.sleep(0.5)
     assert [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_children_stop_when_the_supervisor_is_killed(var_dir: Path) -> None:
+    port = free_port()
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "spinnakr.run"],
+        env=checkout_env(var_dir, PORT=str(port), SPINNAKR_TESTING="0", SITE_URL=f"http://127.0.0.1:{port}"),
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert wait_for_health(port, 90) == 200
+    children = [p for p in psutil.Process(supervisor.pid).children() if p.is_running()]
+    assert len(children) == 3  # web, worker, beat
+
+    supervisor.kill()
+    supervisor.wait(10)
+
+    _gone, alive = psutil.wait_procs(children, timeout=20)
+    assert alive == []
