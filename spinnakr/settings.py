@@ -336,6 +336,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # API paths are documented as written (no trailing slash); both forms answer.
+    "PREPROCESSING_HOOKS": ["analytics.api.schema.documented_paths"],
 }
 # Stats API requests per API key per hour; accounts may have an override (analytics.APIRateLimit).
 API_RATE_LIMIT_PER_HOUR = env_int("API_RATE_LIMIT_PER_HOUR", 600, minimum=1)

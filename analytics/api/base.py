@@ -60,6 +60,17 @@ class CSVRenderer(BaseRenderer):
         return buffer.getvalue().encode("utf-8")
 
 
+class ZipRenderer(BaseRenderer):
+    """Lets clients ask for the export with ``Accept: application/zip`` (the view builds the bytes)."""
+
+    media_type = "application/zip"
+    format = "zip"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return data if isinstance(data, bytes) else b""
+
+
 class ScopedAccess(BasePermission):
     """API keys need one of the view's scopes; sessions need a logged-in user (roles: per site)."""
 
@@ -98,6 +109,22 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return response
 
 
+def _reject_nul(where: str, value: Any, depth: int = 0) -> None:
+    """PostgreSQL text cannot hold NUL; such input is invalid, never a server error."""
+    if depth > 50:
+        raise QueryError(f"{where}: nested too deeply")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise QueryError(f"{where}: contains a NUL character")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(f"{key}" if where in ("body", "query string") else f"{where}.{key}", key, depth + 1)
+            _reject_nul(f"{key}" if where in ("body", "query string") else f"{where}.{key}", item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _reject_nul(where, item, depth + 1)
+
+
 class APIBaseView(APIView):
     authentication_classes: ClassVar[list[Any]] = [APIKeyAuthentication, SessionAuthentication]  # type: ignore[misc]
     permission_classes: ClassVar[list[Any]] = [ScopedAccess]  # type: ignore[misc]
@@ -115,6 +142,11 @@ class APIBaseView(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
+        _reject_nul("query string", dict(request.query_params))
+        for name, value in kwargs.items():
+            _reject_nul(name, value)
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            _reject_nul("body", request.data)
         if isinstance(request.auth, APIKey):
             verdict = ratelimit.hit(request.auth)
             request._ratelimit = verdict  # type: ignore[attr-defined]

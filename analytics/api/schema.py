@@ -7,6 +7,16 @@ from typing import Any
 from rest_framework import serializers
 
 
+def documented_paths(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
+    """drf-spectacular hook: ``/api/…/`` paths (from ``/?$`` routes) documented without the slash."""
+    out = []
+    for path, *rest in endpoints:
+        if isinstance(path, str) and path.startswith("/api/") and path.endswith("/") and len(path) > 1:
+            path = path[:-1]
+        out.append((path, *rest))
+    return out
+
+
 class Error(serializers.Serializer[Any]):
     error = serializers.CharField(help_text="What was wrong, naming the offending field or value.")
 
@@ -75,7 +85,7 @@ class GoalList(serializers.Serializer[Any]):
     meta = serializers.DictField()
 
 
-class Deleted(serializers.Serializer[Any]):
+class GoalDeleted(serializers.Serializer[Any]):
     deleted = serializers.BooleanField()
 
 

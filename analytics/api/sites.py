@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import Any
+from typing import Any, ClassVar
 
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import Role
 from analytics.api import schema
-from analytics.api.base import APIBaseView, csv_cell, csv_response
+from analytics.api.base import APIBaseView, ZipRenderer, csv_cell, csv_response
 from analytics.models import Goal
 from analytics.query import QueryError, run_query, v1
 from analytics.query.goals import create_goal, delete_goal, goal_json
@@ -80,7 +81,7 @@ class GoalDetailView(APIBaseView):
         operation_id="goals_delete",
         summary="Delete a goal",
         parameters=[OpenApiParameter("site_id", str, required=True, description="The site's domain (query or body).")],
-        responses={200: schema.Deleted, 401: schema.Error, 403: schema.Error, 404: schema.Error},
+        responses={200: schema.GoalDeleted, 401: schema.Error, 403: schema.Error, 404: schema.Error},
         examples=[OpenApiExample("Deleted", value={"deleted": True}, response_only=True)],
         tags=["Goals"],
     )
@@ -139,11 +140,18 @@ EXPORT_BREAKDOWNS = (
 
 
 class ExportView(APIBaseView):
+    renderer_classes: ClassVar[list[Any]] = [ZipRenderer, JSONRenderer]  # type: ignore[misc]
+
     @extend_schema(
         operation_id="site_export",
         summary="Dashboard export: a ZIP of CSV files",
         parameters=[
-            OpenApiParameter("period", str, description="As in Stats API v1 (default 30d)."),
+            OpenApiParameter(
+                "period",
+                str,
+                description="As in Stats API v1 (default 30d).",
+                examples=[OpenApiExample("30 days", value="30d")],
+            ),
             OpenApiParameter("date", str, description="Reference day, or START,END for period=custom."),
             OpenApiParameter("filters", str, description="v1 filter string."),
         ],
