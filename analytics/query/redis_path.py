@@ -74,6 +74,15 @@ def _whole_days(query: Query) -> bool:
     )
 
 
+def _aligned(query: Query, unit: str) -> bool:
+    """Whether the range starts and ends on bucket boundaries (a bucket is never cut)."""
+    for moment in (query.date_range.start, query.date_range.end):
+        local = moment.astimezone(query.tz)
+        if local.second or local.microsecond or (unit == "hour" and local.minute):
+            return False
+    return True
+
+
 def _days(query: Query) -> list[str]:
     rng = query.date_range
     return rollups.days_between(rng.first_day, rng.last_day)
@@ -120,9 +129,9 @@ def supports(query: Query, now: dt.datetime) -> bool:
             return False
         gran = query.granularity
         if gran == "minute":
-            return query.date_range.start >= now - dt.timedelta(hours=47)
+            return _aligned(query, "minute") and query.date_range.start >= now - dt.timedelta(hours=47)
         if gran == "hour":
-            return query.date_range.start >= now - dt.timedelta(days=89)
+            return _aligned(query, "hour") and query.date_range.start >= now - dt.timedelta(days=89)
         return _whole_days(query)
     spec = BREAKDOWNS.get(dim)
     return bool(spec and metrics <= spec[1] and _whole_days(query))

@@ -96,3 +96,15 @@ def test_it_answers_from_sql_after_redis_is_wiped_and_a_worker_rebuilds_the_roll
         rebuilt = run_query(site, BODY)
     assert rebuilt["results"][0]["metrics"] == [2, 2, 3]
     assert _sources(caplog) == ["sql", "redis"]
+
+
+@pytest.mark.django_db
+def test_it_answers_a_rolling_24_hours_from_sql_because_its_first_hour_is_cut(
+    data_redis: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = _site_with_events()
+    now = dt.datetime.now(dt.UTC).replace(minute=30)
+    with caplog.at_level(logging.INFO, logger="analytics.query.engine"):
+        run_query(site, {"metrics": ["pageviews"], "date_range": "24h", "dimensions": ["time:hour"]}, now=now)
+        run_query(site, {**BODY, "dimensions": ["time:hour"]})
+    assert _sources(caplog) == ["sql", "redis"]
