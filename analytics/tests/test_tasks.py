@@ -81,7 +81,7 @@ def test_the_same_batch_delivered_twice_counts_once(celery_worker_factory):
     publish("b" * 32, events)
     publish("b" * 32, events)
 
-    wait_for(lambda: worker.log.read_text().count("succeeded in") == 2, timeout=30)
+    wait_for(lambda: worker.log.read_text().count("ingest.batch_done") == 2, timeout=30)
     assert stored(site) == 9
     assert counters(site, events)["pageviews"] == 9
     assert counters(site, events)["visits"] == 3
