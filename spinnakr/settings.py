@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_otp",
     "django_otp.plugins.otp_totp",
@@ -331,7 +332,16 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Real-time website analytics. Wire-compatible with Plausible's Events, Stats and Sites APIs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # API paths are documented as written (no trailing slash); both forms answer.
+    "PREPROCESSING_HOOKS": ["analytics.api.schema.documented_paths"],
 }
+# Stats API requests per API key per hour; accounts may have an override (analytics.APIRateLimit).
+API_RATE_LIMIT_PER_HOUR = env_int("API_RATE_LIMIT_PER_HOUR", 600, minimum=1)
 
 # Logging ----------------------------------------------------------------------
 
