@@ -168,7 +168,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_CHANNELS_URL],
+            # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that
+            # channels_redis blocks in BZPOPMIN: the race killed idle WebSockets.
+            "hosts": [{"address": REDIS_CHANNELS_URL, "socket_timeout": 15}],
             "prefix": "spinnakr-test" if TESTING else "spinnakr",
             "capacity": 1000,
             "expiry": 30,
