@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0001_initial"),
-        ("analytics", "0001_event_table"),
+        ("analytics", "0002_event_partitions"),
     ]
 
     operations = [

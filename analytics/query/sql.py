@@ -2,10 +2,11 @@
 
 Definitions (see README "Querying: Stats API"):
 - a visit is a distinct ``(visitor_id, visit_id)``; its attributes (source, UTM,
-  device, country …) are those of its first event in the range, its entry and
-  exit page its first and last pageview;
-- a bounce is a visit with exactly one pageview and no interactive custom event;
-- a visit's duration is the time between its first and last event;
+  device, country …) and entry page are those of its first event in the range, its
+  exit page that of its last (as the rollups in ``analytics.rollups`` keep them);
+- a bounce is a visit with at most one interactive event (a pageview or an
+  interactive custom event), as Plausible counts them;
+- a visit's duration is the time between its first and last event, whole seconds;
 - ``engagement`` events count only in ``time_on_page`` and ``scroll_depth``.
 
 Every statement starts from ``site_id = %s`` and the range on ``timestamp``, so
@@ -160,17 +161,13 @@ class SqlBuilder:
             "min(timestamp) AS v_start",
             "max(timestamp) AS v_end",
             "count(*) FILTER (WHERE name = 'pageview') AS v_pageviews",
-            "count(*) FILTER (WHERE name <> 'pageview' AND interactive) AS v_interactions",
+            "count(*) FILTER (WHERE name = 'pageview' OR interactive) AS v_interactions",
         ]
         for attr in sorted(self.attrs):
             if attr == "entry_page":
-                cols.append(
-                    "coalesce((array_agg(pathname ORDER BY timestamp, event_id) FILTER (WHERE name = 'pageview'))[1], '') AS v_entry_page"
-                )
+                cols.append("(array_agg(pathname ORDER BY timestamp, event_id))[1] AS v_entry_page")
             elif attr == "exit_page":
-                cols.append(
-                    "coalesce((array_agg(pathname ORDER BY timestamp DESC, event_id DESC) FILTER (WHERE name = 'pageview'))[1], '') AS v_exit_page"
-                )
+                cols.append("(array_agg(pathname ORDER BY timestamp DESC, event_id DESC))[1] AS v_exit_page")
             elif attr == "referrer_source":
                 # Plausible's name for traffic without a referrer or source tag.
                 cols.append(
@@ -243,8 +240,9 @@ class SqlBuilder:
             matched = " WHERE (visitor_id, visit_id) IN (SELECT visitor_id, visit_id FROM m)" if self.q.filters else ""
             ctes.append(
                 f"b AS (SELECT {self.select_dims(b_dims)}count(*) AS visits, "
-                "count(*) FILTER (WHERE v_pageviews = 1 AND v_interactions = 0) AS bounces, "
-                "sum(extract(epoch FROM v_end - v_start)) AS duration, sum(v_pageviews) AS pageviews "
+                "count(*) FILTER (WHERE v_interactions <= 1) AS bounces, "
+                "sum(floor(extract(epoch FROM date_trunc('milliseconds', v_end) - date_trunc('milliseconds', v_start)))) AS duration, "
+                " sum(v_pageviews) AS pageviews "
                 f"FROM vis{matched}{self.group(b_dims)})"
             )
             tables.append("b")
@@ -317,7 +315,7 @@ class SqlBuilder:
         return (
             "WITH "
             + ", ".join(ctes)
-            + f" SELECT {', '.join(selects)} FROM {from_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+            + f" SELECT * FROM (SELECT {', '.join(selects)} FROM {from_sql}) q ORDER BY {order} LIMIT {limit} OFFSET {offset}"
         )
 
     def metric_sql(self, metric: str) -> str:
@@ -363,11 +361,18 @@ class SqlBuilder:
                 order.append((time_dim, "asc"))
             else:
                 order.append((self.q.metrics[0], "desc"))
+
+        def key(name: str) -> str:
+            # Text in byte order, as the Redis path sorts, whatever the database's collation.
+            if name in self.q.dimensions and not name.startswith("time"):
+                return f'{names[name]} COLLATE "C"'
+            return names[name]
+
         for name, direction in order:
-            parts.append(f"{names[name]} {direction.upper()} NULLS LAST")
+            parts.append(f"{key(name)} {direction.upper()} NULLS LAST")
             used.add(name)
         # A stable order for ties: every remaining dimension ascending.
-        parts.extend(f"{names[d]} ASC" for d in self.q.dimensions if d not in used)
+        parts.extend(f"{key(d)} ASC" for d in self.q.dimensions if d not in used)
         return ", ".join(parts)
 
 

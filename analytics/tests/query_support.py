@@ -1,22 +1,19 @@
 """Test data for the query engine: a cast (owner, teammate, outsider) and events in ``analytics_event``.
 
-``add_events`` stores events the way the worker does (monthly partitions, visits
-split after 30 minutes of inactivity), so the engine reads realistic rows.
+``add_events`` ingests events through the worker's real pipeline (``analytics.tasks.ingest``
+called in process), so both the raw events and the Redis rollups hold them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
-from collections import defaultdict
-from typing import Any
-
-from django.db import connection, transaction
+from typing import Any, cast
 
 from accounts.models import Account, Membership, Role, Site, User
-
-VISIT_GAP = dt.timedelta(minutes=30)
+from analytics.payloads import EnrichedEvent
+from analytics.store import EPOCH
+from analytics.tasks import ingest
 
 COLUMNS = (
     "hostname",
@@ -43,9 +40,9 @@ COLUMNS = (
 def make_cast() -> dict[str, Any]:
     account = Account.objects.create(name="Acme")
     other = Account.objects.create(name="Other")
-    owner = User.objects.create_user("owner@example.com", "pw-owner-123456")
-    teammate = User.objects.create_user("teammate@example.com", "pw-mate-123456")
-    outsider = User.objects.create_user("outsider@example.com", "pw-out-123456")
+    owner = User.objects.create_user("owner@example.com")
+    teammate = User.objects.create_user("teammate@example.com")
+    outsider = User.objects.create_user("outsider@example.com")
     Membership.objects.create(account=account, user=owner, role=Role.OWNER)
     Membership.objects.create(account=account, user=teammate, role=Role.VIEWER)
     Membership.objects.create(account=other, user=outsider, role=Role.OWNER)
@@ -62,66 +59,33 @@ def make_cast() -> dict[str, Any]:
     }
 
 
-def ensure_partition(day: dt.datetime) -> None:
-    start = dt.datetime(day.year, day.month, 1, tzinfo=dt.UTC)
-    end = (start + dt.timedelta(days=32)).replace(day=1)
-    name = f"analytics_event_p{start:%Y%m}"
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'analytics_event' "
-            "AND pg_get_expr(c.relpartbound, c.oid) LIKE %s",
-            [f"%{start:%Y-%m-%d}%"],
-        )
-        if cur.fetchone():
-            return
-        cur.execute(
-            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF analytics_event FOR VALUES FROM (%s) TO (%s)",
-            [start, end],
-        )
+def enriched(site: Site, event: dict[str, Any]) -> EnrichedEvent:
+    """An enriched event (interface 1) from a short test description."""
+    fields = {c: str(event.get(c, "")) for c in COLUMNS}
+    fields["pathname"] = event.get("pathname") or "/"
+    fields["hostname"] = event.get("hostname") or site.domain
+    revenue = event.get("revenue_amount")
+    event_dict: dict[str, Any] = dict(
+        site_id=site.pk,
+        ts=(event["ts"] - EPOCH) // dt.timedelta(microseconds=1),
+        event_id=str(event.get("event_id") or uuid.uuid4()),
+        name=event.get("name", "pageview"),
+        visitor_id=int(event.get("visitor", 1)),
+        props=dict(event.get("props", {})),
+        revenue_amount=None if revenue is None else str(revenue),
+        interactive=bool(event.get("interactive", True)),
+        scroll_depth=event.get("scroll_depth"),
+        engagement_ms=event.get("engagement_ms"),
+        **fields,
+    )
+    return cast(EnrichedEvent, event_dict)
 
 
-def add_events(site: Site, events: list[dict[str, Any]]) -> None:
-    """Store ``events`` (dicts with ``ts`` (aware datetime), ``visitor`` and any event fields)."""
-    by_visitor: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for event in events:
-        by_visitor[int(event.get("visitor", 1))].append(event)
-    rows = []
-    for visitor, items in by_visitor.items():
-        items.sort(key=lambda e: e["ts"])
-        visit_id = 0
-        last: dt.datetime | None = None
-        for event in items:
-            if last is None or event["ts"] - last > VISIT_GAP:
-                visit_id = int(event["ts"].timestamp() * 1_000_000)
-            last = event["ts"]
-            rows.append((visitor, visit_id, event))
-    with transaction.atomic():
-        for month in {(e["ts"].year, e["ts"].month) for e in events}:
-            ensure_partition(dt.datetime(month[0], month[1], 1, tzinfo=dt.UTC))
-        with connection.cursor() as cur:
-            for visitor, visit_id, event in rows:
-                values = [event.get(c, "") for c in COLUMNS]
-                if not event.get("pathname"):
-                    values[1] = "/"
-                cur.execute(
-                    "INSERT INTO analytics_event (site_id, timestamp, event_id, name, visitor_id, visit_id, "  # noqa: S608 - fixed column names
-                    + ", ".join(COLUMNS)
-                    + ", props, revenue_amount, interactive, scroll_depth, engagement_ms) VALUES ("
-                    + ", ".join(["%s"] * (6 + len(COLUMNS) + 5))
-                    + ")",
-                    [
-                        site.pk,
-                        event["ts"],
-                        event.get("event_id") or uuid.uuid4(),
-                        event.get("name", "pageview"),
-                        visitor,
-                        visit_id,
-                        *values,
-                        json.dumps(event.get("props", {})),
-                        event.get("revenue_amount"),
-                        event.get("interactive", True),
-                        event.get("scroll_depth"),
-                        event.get("engagement_ms"),
-                    ],
-                )
+def add_events(site: Site, events: list[dict[str, Any]], batch_size: int = 500) -> None:
+    """Ingest ``events`` through the worker's own pipeline (raw store and rollups), in process.
+
+    Each event is a dict with ``ts`` (aware datetime), ``visitor`` and any enriched field.
+    """
+    payload = [enriched(site, e) for e in events]
+    for i in range(0, len(payload), batch_size):
+        ingest(uuid.uuid4().hex, payload[i : i + batch_size])

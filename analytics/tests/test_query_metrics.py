@@ -24,7 +24,7 @@ from analytics.models import Goal
 from analytics.query import QueryError, run_query
 from analytics.tests.query_support import add_events, make_cast
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
 
 DAY = dt.date(2026, 3, 10)
 NOW = dt.datetime(2026, 3, 10, 23, 0, tzinfo=dt.UTC)
