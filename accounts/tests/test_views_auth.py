@@ -186,7 +186,9 @@ def test_password_reset_end_to_end(client, owner):
     assert not reused.context["validlink"]
 
 
-@pytest.mark.parametrize("path", ["/accounts/2fa/", "/accounts/team/", "/accounts/keys/", "/sites/new/"])
+@pytest.mark.parametrize(
+    "path", ["/accounts/2fa/", "/accounts/team/", "/accounts/keys/", "/sites/new/", "/accounts/password_change/"]
+)
 def test_pages_need_a_login(client, db, path):
     assert client.get(path)["Location"].startswith("/accounts/login/?next=")
 
