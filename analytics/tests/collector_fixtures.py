@@ -64,7 +64,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, workers: in
         **os.environ,
         "SPINNAKR_TESTING": "1",
         "DATABASE_URL": database_url(),
-        "COLLECTOR_RATE_PER_IP": os.environ.get("COLLECTOR_RATE_PER_IP", "100"),
+        "COLLECTOR_FLUSH_SECONDS": "1",
         **(extra_env or {}),
     }
     command = [
@@ -163,6 +163,7 @@ def purge_events_queue() -> None:
 
 
 def make_site(**account_fields: Any) -> Site:
+    """A site of a new account (``account_fields``: plan, suspended, …) on a random domain."""
     account = Account.objects.create(name="Acme", **account_fields)
     return Site.objects.create(account=account, domain=f"{uuid.uuid4().hex[:12]}.example.com")
 

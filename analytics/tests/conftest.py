@@ -54,6 +54,9 @@ def _broker() -> redis.Redis:
     return redis.Redis.from_url(url)
 
 
+WORKER_APP_NAME = "spinnakr-test-worker"
+
+
 class WorkerProcess:
     """A ``celery worker`` subprocess on the test queues, against the test database."""
 
@@ -63,6 +66,7 @@ class WorkerProcess:
             **os.environ,
             "SPINNAKR_TESTING": "1",
             "SPINNAKR_TEST_DB_NAME": connection.settings_dict["NAME"],
+            "PGAPPNAME": WORKER_APP_NAME,
             **env,
         }
         command = [
@@ -116,6 +120,19 @@ def celery_worker_factory(tmp_path: Path, data_redis: redis.Redis) -> Iterator[C
     for worker in workers:
         worker.stop()
     _broker().flushdb()
+    # The workers' database sessions end a moment after the processes; the test database can
+    # only be dropped once they have.
+    wait_for(_no_worker_sessions, timeout=15)
+
+
+def _no_worker_sessions() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [WORKER_APP_NAME],
+        )
+        row = cursor.fetchone()
+    return row is not None and row[0] == 0
 
 
 @pytest.fixture
