@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_otp",
     "django_otp.plugins.otp_totp",
@@ -167,7 +168,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_CHANNELS_URL],
+            # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that
+            # channels_redis blocks in BZPOPMIN: the race killed idle WebSockets.
+            "hosts": [{"address": REDIS_CHANNELS_URL, "socket_timeout": 15}],
             "prefix": "spinnakr-test" if TESTING else "spinnakr",
             "capacity": 1000,
             "expiry": 30,
@@ -273,6 +276,7 @@ if SIGNUP_MODE not in {"open", "invite"}:
 LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
 LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 30, minimum=1)
 LOGIN_THROTTLE_WINDOW = env_int("LOGIN_THROTTLE_WINDOW", 900, minimum=1)
+SIGNUPS_PER_IP_PER_HOUR = env_int("SIGNUPS_PER_IP_PER_HOUR", 10, minimum=1)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -330,7 +334,16 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Real-time website analytics. Wire-compatible with Plausible's Events, Stats and Sites APIs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # API paths are documented as written (no trailing slash); both forms answer.
+    "PREPROCESSING_HOOKS": ["analytics.api.schema.documented_paths"],
 }
+# Stats API requests per API key per hour; accounts may have an override (analytics.APIRateLimit).
+API_RATE_LIMIT_PER_HOUR = env_int("API_RATE_LIMIT_PER_HOUR", 600, minimum=1)
 
 # Logging ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, PasswordResetConfirmView
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
@@ -56,6 +56,14 @@ class SpinnakrLoginView(LoginView):
         return super().form_valid(form)
 
 
+class SpinnakrPasswordResetConfirmView(PasswordResetConfirmView):
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        # The reset link reached the address, which proves it, as the verification link would.
+        User.objects.filter(pk=form.user.pk, email_verified=False).update(email_verified=True)
+        return response
+
+
 @never_cache
 def login_2fa(request: HttpRequest) -> HttpResponse:
     pending = request.session.get(PENDING_USER)
@@ -89,7 +97,9 @@ def signup(request: HttpRequest) -> HttpResponseBase:
     if settings.SIGNUP_MODE != "open":
         return render(request, "registration/signup_closed.html", status=403)
     form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and form.is_valid() and not throttle.allow_signup(request):
+        form.add_error(None, "Too many sign-ups from your network. Try again in an hour.")
+    elif request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             user, _account = create_customer(
@@ -102,7 +112,7 @@ def signup(request: HttpRequest) -> HttpResponseBase:
         except ValueError as error:
             form.add_error("email", str(error))
         else:
-            transaction.on_commit(lambda: send_verification(user))
+            send_verification(user)
             return render(request, "registration/signup_done.html", {"email": user.email})
     return render(request, "registration/signup.html", {"form": form})
 

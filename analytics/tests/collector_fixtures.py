@@ -159,7 +159,9 @@ def events_of(messages: list[Published], site_id: int) -> list[dict[str, Any]]:
 
 def purge_events_queue() -> None:
     with Connection(str(settings.CELERY_BROKER_URL)) as conn:
-        events_queue()(conn.channel()).purge()
+        queue = events_queue()(conn.channel())
+        queue.declare()  # RabbitMQ refuses to purge a queue nobody declared yet
+        queue.purge()
 
 
 def make_site(**account_fields: Any) -> Site:

@@ -1,0 +1,425 @@
+"""The SQL path: any query, exactly, over the raw events in ``analytics_event``.
+
+Definitions (see README "Querying: Stats API"):
+- a visit is a distinct ``(visitor_id, visit_id)``; its attributes (source, UTM,
+  device, country …) and entry page are those of its first event in the range, its
+  exit page that of its last (as the rollups in ``analytics.rollups`` keep them);
+- a bounce is a visit with at most one interactive event (a pageview or an
+  interactive custom event), as Plausible counts them;
+- a visit's duration is the time between its first and last event, whole seconds;
+- ``engagement`` events count only in ``time_on_page`` and ``scroll_depth``.
+
+Every statement starts from ``site_id = %s`` and the range on ``timestamp``, so
+it reads one site's rows of the month partitions the range touches. Values are
+always bound parameters; only identifiers from fixed tables reach the SQL text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import DatabaseError, connection, transaction
+
+from analytics.query.errors import QueryError
+from analytics.query.model import (
+    ENGAGEMENT_METRICS,
+    EVENT_COLUMNS,
+    PROPS_PREFIX,
+    VISIT_COLUMNS,
+    VISIT_METRICS,
+    Filter,
+    Logical,
+    Query,
+    is_event_dimension,
+)
+
+STATEMENT_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class GoalDef:
+    name: str
+    event_name: str
+    page_regex: str
+    currency: str = ""
+
+
+@dataclass
+class SqlResult:
+    rows: list[tuple[list[Any], dict[str, Any]]]
+    total_rows: int
+
+
+class _Params:
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return "%s"
+
+
+def _attr_columns(query: Query) -> set[str]:
+    """Visit attribute columns (keys of VISIT_COLUMNS values) that the query references."""
+    dims = set(query.dimensions) | query.filter_dimensions()
+    return {VISIT_COLUMNS[d] for d in dims if d in VISIT_COLUMNS}
+
+
+class SqlBuilder:
+    def __init__(self, query: Query, goals: list[GoalDef]) -> None:
+        self.q = query
+        self.goals = goals
+        self.p = _Params()
+        metrics = set(query.metrics)
+        self.has_event_dims = any(is_event_dimension(d) for d in query.dimensions)
+        self.use_b = bool(metrics & VISIT_METRICS) or ("visits" in metrics and not self.has_event_dims)
+        self.use_c = bool(metrics & ENGAGEMENT_METRICS)
+        self.attrs = _attr_columns(query)
+        self.use_vis = self.use_b or self.use_c or bool(self.attrs)
+
+    # expressions ---------------------------------------------------------------
+
+    def column(self, dim: str) -> str:
+        if dim in EVENT_COLUMNS:
+            return EVENT_COLUMNS[dim]
+        if dim.startswith(PROPS_PREFIX):
+            return f"coalesce(props ->> {self.p(dim[len(PROPS_PREFIX) :])}, '(none)')"
+        if dim in VISIT_COLUMNS:
+            return f"v_{VISIT_COLUMNS[dim]}"
+        raise QueryError(f"filters: {dim!r} cannot be used here")
+
+    def bucket(self, ts: str) -> str:
+        gran = self.q.granularity
+        tz = self.p(self.q.tz.key)
+        if gran in ("minute", "hour"):
+            return f"date_trunc('{gran}', {ts} AT TIME ZONE {tz})"
+        if gran == "day":
+            return f"({ts} AT TIME ZONE {tz})::date"
+        return f"date_trunc('{gran}', {ts} AT TIME ZONE {tz})::date"
+
+    def goal_condition(self, goal: GoalDef) -> str:
+        if goal.event_name:
+            return f"name = {self.p(goal.event_name)}"
+        return f"(name = 'pageview' AND pathname ~ {self.p(goal.page_regex)})"
+
+    def condition(self, node: Filter, *, strip_goals: bool = False) -> str:
+        if isinstance(node, Logical):
+            parts = [self.condition(c, strip_goals=strip_goals) for c in node.children]
+            if node.operator == "not":
+                return f"NOT ({parts[0]})"
+            return "(" + f" {node.operator.upper()} ".join(parts) + ")"
+        if node.dimension == "event:goal":
+            if strip_goals:
+                return "TRUE"
+            if node.operator == "is":
+                chosen = [g for g in self.goals if g.name in node.clauses]
+            elif node.case_sensitive:
+                chosen = [g for g in self.goals if any(c in g.name for c in node.clauses)]
+            else:
+                chosen = [g for g in self.goals if any(c.lower() in g.name.lower() for c in node.clauses)]
+            if not chosen:
+                return "FALSE"
+            return "(" + " OR ".join(self.goal_condition(g) for g in chosen) + ")"
+        col = self.column(node.dimension)
+        op = node.operator
+        negate = op.endswith("_not")
+        base = op.removesuffix("_not")
+        clauses = list(node.clauses)
+        if base == "is":
+            if node.case_sensitive:
+                expr = f"{col} = ANY({self.p(clauses)})"
+            else:
+                expr = f"lower({col}) = ANY({self.p([c.lower() for c in clauses])})"
+        elif base == "contains":
+            patterns = ["%" + c.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for c in clauses]
+            like = "LIKE" if node.case_sensitive else "ILIKE"
+            expr = f"{col} {like} ANY({self.p(patterns)})"
+        else:
+            expr = f"{col} ~ ANY({self.p(clauses)})"
+        return f"NOT ({expr})" if negate else expr
+
+    def where(self, *, strip_goals: bool = False) -> str:
+        if not self.q.filters:
+            return "TRUE"
+        return " AND ".join(self.condition(f, strip_goals=strip_goals) for f in self.q.filters)
+
+    # statement -------------------------------------------------------------------
+
+    def range_sql(self) -> str:
+        rng = self.q.date_range
+        return (
+            f"site_id = {self.p(self.q.site_id)} AND timestamp >= {self.p(rng.start)} AND timestamp < {self.p(rng.end)}"
+        )
+
+    def vis_sql(self) -> str:
+        cols = [
+            "visitor_id",
+            "visit_id",
+            "min(timestamp) AS v_start",
+            "max(timestamp) AS v_end",
+            "count(*) FILTER (WHERE name = 'pageview') AS v_pageviews",
+            "count(*) FILTER (WHERE name = 'pageview' OR interactive) AS v_interactions",
+        ]
+        for attr in sorted(self.attrs):
+            if attr == "entry_page":
+                cols.append("(array_agg(pathname ORDER BY timestamp, event_id))[1] AS v_entry_page")
+            elif attr == "exit_page":
+                cols.append("(array_agg(pathname ORDER BY timestamp DESC, event_id DESC))[1] AS v_exit_page")
+            elif attr == "referrer_source":
+                # Plausible's name for traffic without a referrer or source tag.
+                cols.append(
+                    "coalesce(nullif((array_agg(referrer_source ORDER BY timestamp, event_id))[1], ''), 'Direct / None') AS v_referrer_source"
+                )
+            else:
+                cols.append(f"(array_agg({attr} ORDER BY timestamp, event_id))[1] AS v_{attr}")
+        return f"SELECT {', '.join(cols)} FROM ev GROUP BY visitor_id, visit_id"
+
+    def _vjoin_cols(self) -> str:
+        return "".join(f", v.v_{a}" for a in sorted(self.attrs))
+
+    def dims_for(self, source: str) -> list[str]:
+        """Dimension expressions for the event (``a``), visit (``b``) or engagement (``c``) table."""
+        out = []
+        for dim in self.q.dimensions:
+            if dim.startswith("time"):
+                out.append(self.bucket("v_start" if source == "b" else "timestamp"))
+            elif dim == "event:goal":
+                out.append("g.goal_name")
+            else:
+                out.append(self.column(dim))
+        return out
+
+    def goal_join(self) -> str:
+        if not self.goals:
+            return " JOIN (SELECT NULL::text, NULL::text, NULL::text WHERE FALSE) AS g(goal_name, goal_event, goal_regex) ON TRUE"
+        rows = ", ".join(f"({self.p(g.name)}, {self.p(g.event_name)}, {self.p(g.page_regex)})" for g in self.goals)
+        return (
+            f" JOIN (VALUES {rows}) AS g(goal_name, goal_event, goal_regex) ON "
+            "((g.goal_event <> '' AND name = g.goal_event) OR "
+            "(g.goal_regex <> '' AND name = 'pageview' AND pathname ~ g.goal_regex))"
+        )
+
+    def group(self, exprs: list[str]) -> str:
+        if not exprs:
+            return ""
+        return " GROUP BY " + ", ".join(str(i + 1) for i in range(len(exprs)))
+
+    def select_dims(self, exprs: list[str]) -> str:
+        return "".join(f"{e} AS d{i}, " for i, e in enumerate(exprs))
+
+    def build(self) -> str:
+        metrics = set(self.q.metrics)
+        ctes: list[str] = []
+        ctes.append(f"ev AS (SELECT * FROM analytics_event WHERE {self.range_sql()} AND name <> 'engagement')")
+        if self.use_vis:
+            ctes.append(f"vis AS ({self.vis_sql()})")
+            ctes.append(
+                f"m AS (SELECT e.*{self._vjoin_cols()} FROM ev e JOIN vis v "
+                f"ON v.visitor_id = e.visitor_id AND v.visit_id = e.visit_id WHERE {self.where()})"
+            )
+        else:
+            ctes.append(f"m AS (SELECT * FROM ev WHERE {self.where()})")
+        ndims = len(self.q.dimensions)
+
+        a_dims = self.dims_for("a")
+        goal_join = self.goal_join() if "event:goal" in self.q.dimensions else ""
+        ctes.append(
+            f"a AS (SELECT {self.select_dims(a_dims)}count(DISTINCT visitor_id) AS visitors, "
+            "count(*) FILTER (WHERE name = 'pageview') AS pageviews, count(*) AS events, "
+            "count(DISTINCT (visitor_id, visit_id)) AS visits, "
+            "sum(revenue_amount) AS rev_sum, count(revenue_amount) AS rev_count, "
+            "array_agg(DISTINCT revenue_currency) FILTER (WHERE revenue_amount IS NOT NULL) AS rev_currencies "
+            f"FROM m{goal_join}{self.group(a_dims)})"
+        )
+        tables = ["a"]
+        if self.use_b:
+            b_dims = self.dims_for("b")
+            matched = " WHERE (visitor_id, visit_id) IN (SELECT visitor_id, visit_id FROM m)" if self.q.filters else ""
+            ctes.append(
+                f"b AS (SELECT {self.select_dims(b_dims)}count(*) AS visits, "
+                "count(*) FILTER (WHERE v_interactions <= 1) AS bounces, "
+                "sum(floor(extract(epoch FROM date_trunc('milliseconds', v_end) - date_trunc('milliseconds', v_start)))) AS duration, "
+                " sum(v_pageviews) AS pageviews "
+                f"FROM vis{matched}{self.group(b_dims)})"
+            )
+            tables.append("b")
+        if self.use_c:
+            ctes.append(
+                "eng AS (SELECT visitor_id, visit_id, timestamp, event_id, 'pageview'::text AS name, hostname, "
+                f"pathname, props, engagement_ms, scroll_depth FROM analytics_event WHERE {self.range_sql()} "
+                "AND name = 'engagement')"
+            )
+            ctes.append(
+                f"em AS (SELECT e.*{self._vjoin_cols()} FROM eng e JOIN vis v "
+                f"ON v.visitor_id = e.visitor_id AND v.visit_id = e.visit_id WHERE {self.where()})"
+            )
+            c_dims = self.dims_for("c")
+            inner_dims = "".join(f"{e} AS d{i}, " for i, e in enumerate(c_dims))
+            group_inner = ", ".join([*[str(i + 1) for i in range(ndims)], "visitor_id", "visit_id", "pathname"])
+            outer_dims = "".join(f"d{i}, " for i in range(ndims))
+            outer_group = (" GROUP BY " + ", ".join(f"d{i}" for i in range(ndims))) if ndims else ""
+            ctes.append(
+                f"c AS (SELECT {outer_dims}round(sum(ms) / 1000.0 / nullif(count(*) FILTER (WHERE ms IS NOT NULL), 0)) "
+                f"AS time_on_page, round(avg(sd)) AS scroll_depth FROM (SELECT {inner_dims}visitor_id, visit_id, "
+                f"pathname, sum(engagement_ms) AS ms, max(scroll_depth) AS sd FROM em GROUP BY {group_inner}) x{outer_group})"
+            )
+            tables.append("c")
+        if metrics & {"conversion_rate", "group_conversion_rate"}:
+            source = (
+                "ev e JOIN vis v ON v.visitor_id = e.visitor_id AND v.visit_id = e.visit_id" if self.use_vis else "ev"
+            )
+            cols = f"e.*{self._vjoin_cols()}" if self.use_vis else "*"
+            ctes.append(f"mall AS (SELECT {cols} FROM {source} WHERE {self.where(strip_goals=True)})")
+            gdims = [i for i, d in enumerate(self.q.dimensions) if d != "event:goal"]
+            if "group_conversion_rate" in metrics and gdims:
+                exprs = [self.dims_for("a")[i] for i in gdims]
+                ctes.append(
+                    f"gc AS (SELECT {''.join(f'{e} AS d{i}, ' for i, e in zip(gdims, exprs, strict=True))}"
+                    f"count(DISTINCT visitor_id) AS visitors FROM mall{self.group(exprs)})"
+                )
+
+        # join the per-table aggregates
+        if ndims == 0:
+            from_sql = " CROSS JOIN ".join(tables)
+        else:
+            from_sql = "a"
+            seen = ["a"]
+            for t in tables[1:]:
+                conds = []
+                for i in range(ndims):
+                    left = f"coalesce({', '.join(f'{s}.d{i}' for s in seen)})" if len(seen) > 1 else f"{seen[0]}.d{i}"
+                    conds.append(f"{left} = {t}.d{i}")
+                from_sql += f" FULL JOIN {t} ON {' AND '.join(conds)}"
+                seen.append(t)
+        gdims = [i for i, d in enumerate(self.q.dimensions) if d != "event:goal"]
+        if "group_conversion_rate" in metrics and gdims:
+            conds = [f"gc.d{i} = a.d{i}" for i in gdims]
+            from_sql += f" LEFT JOIN gc ON {' AND '.join(conds)}"
+
+        selects = []
+        for i in range(ndims):
+            selects.append(
+                f"coalesce({', '.join(f'{t}.d{i}' for t in tables)}) AS d{i}" if len(tables) > 1 else f"a.d{i} AS d{i}"
+            )
+        for j, metric in enumerate(self.q.metrics):
+            selects.append(f"{self.metric_sql(metric)} AS m{j}")
+        selects.append("a.rev_currencies AS rev_currencies")
+        selects.append("count(*) OVER () AS total_rows")
+
+        order = self.order_sql()
+        limit = self.p(self.q.limit)
+        offset = self.p(self.q.offset)
+        return (
+            "WITH "
+            + ", ".join(ctes)
+            + f" SELECT * FROM (SELECT {', '.join(selects)} FROM {from_sql}) q ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        )
+
+    def metric_sql(self, metric: str) -> str:
+        if metric in ("visitors", "pageviews", "events"):
+            return f"coalesce(a.{metric}, 0)"
+        if metric == "visits":
+            return "coalesce(b.visits, 0)" if self.use_b else "coalesce(a.visits, 0)"
+        if metric == "views_per_visit":
+            return "coalesce(round(b.pageviews::numeric / nullif(b.visits, 0), 2), 0)"
+        if metric == "bounce_rate":
+            return "coalesce(round(100.0 * b.bounces / nullif(b.visits, 0)), 0)"
+        if metric == "visit_duration":
+            return "coalesce(round(b.duration / nullif(b.visits, 0)), 0)"
+        if metric == "percentage":
+            return "coalesce(round(100.0 * a.visitors / nullif((SELECT count(DISTINCT visitor_id) FROM m), 0), 2), 0)"
+        if metric == "conversion_rate":
+            return (
+                "coalesce(round(100.0 * a.visitors / nullif((SELECT count(DISTINCT visitor_id) FROM mall), 0), 2), 0)"
+            )
+        if metric == "group_conversion_rate":
+            if any(d != "event:goal" for d in self.q.dimensions):
+                return "coalesce(round(100.0 * a.visitors / nullif(gc.visitors, 0), 2), 0)"
+            return (
+                "coalesce(round(100.0 * a.visitors / nullif((SELECT count(DISTINCT visitor_id) FROM mall), 0), 2), 0)"
+            )
+        if metric == "total_revenue":
+            return "a.rev_sum"
+        if metric == "average_revenue":
+            return "a.rev_sum / nullif(a.rev_count, 0)"
+        if metric in ("time_on_page", "scroll_depth"):
+            return f"c.{metric}"
+        raise QueryError(f"metrics: unknown metric {metric!r}")
+
+    def order_sql(self) -> str:
+        names = {d: f"d{i}" for i, d in enumerate(self.q.dimensions)}
+        names.update({m: f"m{j}" for j, m in enumerate(self.q.metrics)})
+        parts: list[str] = []
+        used: set[str] = set()
+        order = list(self.q.order_by)
+        if not order:
+            time_dim = self.q.time_dimension
+            if time_dim:
+                order.append((time_dim, "asc"))
+            else:
+                order.append((self.q.metrics[0], "desc"))
+
+        def key(name: str) -> str:
+            # Text in byte order, as the Redis path sorts, whatever the database's collation.
+            if name in self.q.dimensions and not name.startswith("time"):
+                return f'{names[name]} COLLATE "C"'
+            return names[name]
+
+        for name, direction in order:
+            parts.append(f"{key(name)} {direction.upper()} NULLS LAST")
+            used.add(name)
+        # A stable order for ties: every remaining dimension ascending.
+        parts.extend(f"{key(d)} ASC" for d in self.q.dimensions if d not in used)
+        return ", ".join(parts)
+
+
+def execute(query: Query, goals: list[GoalDef]) -> SqlResult:
+    builder = SqlBuilder(query, goals)
+    sql = builder.build()
+    try:
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            cur.execute(sql, builder.p.values)
+            fetched = cur.fetchall()
+    except DatabaseError as exc:
+        cause = getattr(exc, "__cause__", None)
+        sqlstate = getattr(cause, "sqlstate", "") or ""
+        if sqlstate.startswith("2201B") or "regular expression" in str(exc):
+            raise QueryError("filters: invalid regular expression") from None
+        if sqlstate == "57014":
+            raise QueryError("query: took too long; narrow the date range or the filters") from None
+        raise
+    ndims = len(query.dimensions)
+    rows: list[tuple[list[Any], dict[str, Any]]] = []
+    total = 0
+    for row in fetched:
+        dims = [_dim_value(v) for v in row[:ndims]]
+        values = {m: row[ndims + j] for j, m in enumerate(query.metrics)}
+        values["__currencies"] = row[ndims + len(query.metrics)]
+        total = int(row[-1])
+        rows.append((dims, values))
+    if not fetched and query.offset:
+        total = count_rows(query, goals)
+    return SqlResult(rows=rows, total_rows=total)
+
+
+def count_rows(query: Query, goals: list[GoalDef]) -> int:
+    """Total rows when the page is past the end (the window count is then unavailable)."""
+    from dataclasses import replace
+
+    first = replace(query, limit=1, offset=0)
+    result = execute(first, goals)
+    return result.total_rows
+
+
+def _dim_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
