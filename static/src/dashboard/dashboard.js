@@ -179,7 +179,7 @@ export class Dashboard {
     if (!only) {
       queries.push({ id: "top", query: { ...base, metrics: TOP }, compare: this.state.compare });
       queries.push({ id: "now", query: { date_range: "now", metrics: ["visitors"], filters: base.filters } });
-      queries.push({ id: "chart", query: { ...base, metrics: ["visitors", "pageviews"], dimensions: [bucket], include: { time_labels: true } } });
+      queries.push({ id: "chart", query: { ...base, metrics: ["visitors", "pageviews"], dimensions: [bucket], include: { time_labels: true } }, compare: this.state.compare });
     }
     for (const panel of only || this.panels) queries.push(this.panelQuery(panel));
     if (withRecent) queries.push({ id: "recent", recent: 30 });
@@ -281,7 +281,8 @@ export class Dashboard {
     const byTime = new Map();
     for (const r of entry.result.results || []) {
       const t = parseBucket(String(r.dimensions[0]), tz);
-      if (t !== null) byTime.set(t, { t, visitors: r.metrics[0] || 0, pageviews: r.metrics[1] || 0 });
+      const previous = r.comparison ? r.comparison.metrics[0] : null;
+      if (t !== null) byTime.set(t, { t, visitors: r.metrics[0] || 0, pageviews: r.metrics[1] || 0, previous });
     }
     for (const label of (entry.result.meta && entry.result.meta.time_labels) || []) {
       const t = parseBucket(String(label), tz);
