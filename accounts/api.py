@@ -214,3 +214,18 @@ class SiteDetailView(_SitesBase):
     def delete(self, request: Request, domain: str) -> Response:
         delete_site(site_for_key(request, domain))
         return Response({"deleted": "true"})
+
+
+class TeamListView(_SitesBase):
+    """Plausible's ``GET /api/v1/sites/teams``: a key sees its own account."""
+
+    @extend_schema(
+        operation_id="sites_teams_list",
+        responses={
+            200: inline_serializer("TeamList", {"teams": serializers.ListField(), "meta": serializers.DictField()})
+        },
+    )
+    def get(self, request: Request) -> Response:
+        account = _key(request).account
+        team = {"id": str(account.public_id), "name": account.name, "api_available": True}
+        return Response({"teams": [team], "meta": {"after": None, "before": None, "limit": DEFAULT_LIMIT}})

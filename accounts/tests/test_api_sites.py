@@ -226,3 +226,13 @@ def test_another_accounts_team_id_is_404(api, other_account, site, write_key):
     )
     assert (listed.status_code, created.status_code) == (404, 404)
     assert not Site.objects.filter(domain="team.example").exists()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sites/teams", "/api/v1/sites/teams/"])
+def test_teams_lists_the_keys_account_only(api, account, other_account, read_key, path):
+    response = api.get(path, **bearer(read_key[1]))
+    assert response.json()["teams"] == [{"id": str(account.public_id), "name": account.name, "api_available": True}]
+
+
+def test_teams_needs_a_key(api, db):
+    assert api.get("/api/v1/sites/teams").status_code == 401
