@@ -84,9 +84,9 @@ def counted(site: Site) -> int:
     return rollups.counters(site.id, "d", [day])[0]["pageviews"]
 
 
-def start_worker(concurrency: int) -> subprocess.Popen[bytes]:
+def start_worker(concurrency: int, pool: str = "prefork") -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "celery", "-A", "spinnakr", "worker", "-Q", f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}",
-               "--concurrency", str(concurrency), "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
+               "--concurrency", str(concurrency), "--pool", pool, "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
                "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=dict(os.environ), start_new_session=True)
 
