@@ -5,7 +5,8 @@
   ``analytics.sharing.dashboard_access`` — members via ``accounts.access``,
   public sites and unlocked shared links read-only. Anyone else is refused
   with close code 4404 before the handshake completes (the HTTP upgrade fails).
-- ``ws/sites/``: the sites overview, one socket for every site of the user.
+- ``ws/sites/``: the sites overview, one socket for every site of the user's
+  current account (as the page shows).
 - ``ws/feed/<domain>/``: the live feed for customers' own code, authenticated by
   an API key with the ``feed:read`` scope in ``Authorization: Bearer <key>``
   (close 4401 without a valid key, 4403 without the scope, 4404 for a site
@@ -40,7 +41,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.http import Http404
 
-from accounts.access import sites_for_user
+from accounts.access import SESSION_ACCOUNT_KEY, accounts_for_user, sites_for_user
 from accounts.apikeys import authenticate_key
 from accounts.models import APIKey, Scope, Site
 from analytics.sharing import DashboardAccess, dashboard_access
@@ -220,8 +221,16 @@ class SiteLiveConsumer(AsyncJsonWebsocketConsumer):
             await self.deliver(json.dumps(_delta_message(event, self.access.site.domain)))
 
 
+def overview_sites(user: Any, session: Any) -> dict[int, str]:
+    """The sites of the account the overview shows: the one chosen in the switcher, else the first."""
+    accounts = accounts_for_user(user)
+    chosen = session.get(SESSION_ACCOUNT_KEY) if session is not None else None
+    account = (accounts.filter(public_id=chosen).first() if chosen else None) or accounts.first()
+    return dict(sites_for_user(user).filter(account=account).values_list("pk", "domain"))
+
+
 class OverviewLiveConsumer(AsyncJsonWebsocketConsumer):
-    """Every site of the signed-in user on one socket (the sites overview)."""
+    """Every site of the user's current account on one socket (the sites overview)."""
 
     domains: dict[int, str]
 
@@ -231,7 +240,7 @@ class OverviewLiveConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        self.domains = await database_sync_to_async(lambda: dict(sites_for_user(user).values_list("pk", "domain")))()
+        self.domains = await database_sync_to_async(overview_sites)(user, self.scope.get("session"))
         for site_id, domain in self.domains.items():
             await hub().subscribe(site_id, domain, self)
         await self.accept()

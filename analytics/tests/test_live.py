@@ -14,8 +14,9 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import connections
 
+from accounts.access import SESSION_ACCOUNT_KEY
 from accounts.apikeys import create_api_key, revoke_api_key
-from accounts.models import Scope
+from accounts.models import Membership, Scope
 from analytics import live, routes, sharing
 from analytics.models import SharedLink
 from analytics.tests.dashboard_fixtures import Cast, cast, session_cookie
@@ -248,3 +249,15 @@ async def test_the_feed_closes_when_the_key_is_revoked(cast: Cast, monkeypatch: 
     await get_channel_layer().group_send(live.group_name(cast.site.pk), delta(cast.site.pk))
     closed = await socket.receive_output(timeout=5)
     assert (closed["type"], closed["code"]) == ("websocket.close", live.CLOSE_UNAUTHORIZED)
+
+
+async def test_the_overview_socket_follows_the_current_account_only(cast: Cast) -> None:
+    await sync_to_async(Membership.objects.create)(account=cast.outsider_site.account, user=cast.owner, role="viewer")
+    cookie = await sync_to_async(session_cookie)(cast.owner)
+    session = SessionStore(session_key=cookie.removeprefix("sessionid="))
+    await sync_to_async(session.__setitem__)(SESSION_ACCOUNT_KEY, str(cast.outsider_site.account.public_id))
+    await sync_to_async(session.save)()
+    socket, connected, _ = await connect("/ws/sites/", cookie)
+    assert connected
+    assert (await socket.receive_json_from(timeout=5))["domains"] == ["elsewhere.example"]
+    await socket.disconnect()
