@@ -4,6 +4,7 @@ import pytest
 from django.db import connection
 
 from accounts.models import Account, APIKey, Site
+from accounts.tests.conftest import PASSWORD
 from analytics.quota import events_this_month, month_stamp, quota_key
 from analytics.rollups import client as redis_client
 
@@ -115,3 +116,23 @@ def test_deleting_an_account_in_the_admin_removes_its_sites(staff_client, accoun
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM accounts_site WHERE id = %s", [site.pk])
         assert cursor.fetchone() == (0,)
+
+
+def test_the_admin_login_sends_staff_to_the_service_login(client, db):
+    response = client.get("/admin/login/?next=/admin/accounts/site/")
+    assert response["Location"] == "/accounts/login/?next=%2Fadmin%2Faccounts%2Fsite%2F"
+
+
+def test_the_admin_login_refuses_an_outside_next(client, db):
+    response = client.get("/admin/login/?next=https://evil.example/")
+    assert response["Location"] == "/accounts/login/?next=%2Fadmin%2F"
+
+
+def test_the_admin_login_answers_403_to_a_logged_in_customer(owner_client):
+    assert owner_client.get("/admin/login/").status_code == 403
+
+
+def test_staff_log_in_through_the_service_login_and_reach_the_admin(client, staff):
+    response = client.post("/accounts/login/", {"username": staff.email, "password": PASSWORD, "next": "/admin/"})
+    assert response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200

@@ -74,3 +74,15 @@ def test_check_deploy_is_clean_with_production_settings():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_the_api_docs_get_a_policy_that_lets_their_inline_code_run(client, db, settings):
+    settings.CSP_ENABLED = True
+    policy = client.get("/api/docs/")["Content-Security-Policy"]
+    assert "script-src 'self' 'unsafe-inline'" in policy
+    assert "worker-src 'self' blob:" in policy
+
+
+def test_no_policy_is_sent_when_disabled(client, db, settings):
+    settings.CSP_ENABLED = False
+    assert "Content-Security-Policy" not in client.get("/accounts/login/")

@@ -186,7 +186,9 @@ def test_password_reset_end_to_end(client, owner):
     assert not reused.context["validlink"]
 
 
-@pytest.mark.parametrize("path", ["/accounts/2fa/", "/accounts/team/", "/accounts/keys/", "/sites/new/"])
+@pytest.mark.parametrize(
+    "path", ["/accounts/2fa/", "/accounts/team/", "/accounts/keys/", "/sites/new/", "/accounts/password_change/"]
+)
 def test_pages_need_a_login(client, db, path):
     assert client.get(path)["Location"].startswith("/accounts/login/?next=")
 
@@ -213,3 +215,23 @@ def test_a_password_reset_also_verifies_the_email(client, db):
         ).status_code
         == 302
     )
+
+
+def test_a_logged_in_user_changes_the_password(owner_client, owner):
+    assert owner_client.get("/accounts/password_change/").status_code == 200
+    response = owner_client.post(
+        "/accounts/password_change/",
+        {"old_password": PASSWORD, "new_password1": "brand new phrase 31", "new_password2": "brand new phrase 31"},
+    )
+    assert response["Location"] == "/accounts/password_change/done/"
+    owner.refresh_from_db()
+    assert owner.check_password("brand new phrase 31")
+
+
+def test_changing_the_password_needs_the_old_one(owner_client, owner):
+    owner_client.post(
+        "/accounts/password_change/",
+        {"old_password": "wrong", "new_password1": "brand new phrase 31", "new_password2": "brand new phrase 31"},
+    )
+    owner.refresh_from_db()
+    assert owner.check_password(PASSWORD)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from analytics.api import sites, stats
 
@@ -18,6 +18,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     re_path(r"^api/v1/sites/(?P<domain>[^/]+)/realtime/?$", sites.SiteRealtimeView.as_view(), name="api-site-realtime"),
     re_path(r"^api/v1/sites/(?P<domain>[^/]+)/export/?$", sites.ExportView.as_view(), name="api-site-export"),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="api-schema"),
-    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/redoc/?$", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
 ]

@@ -125,7 +125,9 @@ def supports(query: Query, now: dt.datetime) -> bool:
         return False
     dim = dims[0]
     if dim.startswith("time"):
-        if not metrics <= COUNTER_METRICS:
+        # Pageviews count in their own bucket, visits in their first event's: their ratio per
+        # bucket is not the SQL path's pageviews-of-the-visits ratio.
+        if not metrics <= COUNTER_METRICS - {"views_per_visit"}:
             return False
         gran = query.granularity
         if gran == "minute":

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from accounts.models import Site
 from analytics.payloads import parse_event
+from analytics.ratelimit import TokenBuckets
+from analytics.sitecache import SiteInfo
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,
     consume,
@@ -458,3 +460,22 @@ def test_the_pixel_answers_404_for_an_unknown_key(collector: str) -> None:
 
     assert response.status_code == 404
     assert response.json() == {"error": "unknown site key"}
+
+
+def test_a_site_is_rate_limited_by_its_plan() -> None:
+    free = SiteInfo(1, 1, "free.example", "pk_free", frozenset(), suspended=False, plan="free")
+    business = SiteInfo(2, 2, "business.example", "pk_business", frozenset(), suspended=False, plan="business")
+    buckets = TokenBuckets(1.0, 1.0)
+    rate, burst = free.rate
+
+    free_answers = [buckets.take(free.site_id, rate=rate, burst=burst, now=100.0) for _ in range(int(burst) + 1)]
+    rate, burst = business.rate
+    business_answers = [
+        buckets.take(business.site_id, rate=rate, burst=burst, now=100.0) for _ in range(int(free.rate[1]) + 1)
+    ]
+    later = buckets.take(free.site_id, rate=free.rate[0], burst=free.rate[1], now=101.0)
+
+    assert free_answers[:-1] == [0.0] * int(free.rate[1])
+    assert free_answers[-1] > 0
+    assert business_answers == [0.0] * (int(free.rate[1]) + 1)
+    assert later == 0.0

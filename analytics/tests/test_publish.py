@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from accounts.apikeys import create_api_key
 from analytics import rollups
 from analytics.models import Event
 from analytics.tests.collector_fixtures import (
@@ -174,3 +175,32 @@ def test_events_accepted_over_http_are_stored_and_counted_by_the_real_worker(
     assert rollups.counters(site.id, "d", [day])[0]["pageviews"] == 12
     engagement = Event.objects.get(site_id=site.id, name="engagement")
     assert (engagement.scroll_depth, engagement.engagement_ms) == (50, 4000)
+
+
+def test_a_batch_refused_for_want_of_a_broker_can_be_sent_again_with_the_same_ids(
+    brokerless_collector: str, collector: str
+) -> None:
+    purge_events_queue()
+    site = make_site()
+    _, key = create_api_key(site.account, "server", ["events:write"])
+    body = {
+        "events": [
+            {
+                "name": "pageview",
+                "url": f"https://{site.domain}/",
+                "domain": site.domain,
+                "id": f"retry-{uuid.uuid4().hex}",
+                "timestamp": int(time.time()) - 5,
+                "visitor_id": "v",
+            }
+        ]
+    }
+    headers = {"authorization": f"Bearer {key}"}
+
+    refused = httpx.post(f"{brokerless_collector}/api/events", json=body, headers=headers, timeout=30)
+    retried = httpx.post(f"{collector}/api/events", json=body, headers=headers, timeout=30)
+
+    assert refused.status_code == 503
+    assert retried.status_code == 202
+    assert retried.json() == {"accepted": 1, "duplicates": 0}
+    assert len(events_of(consume(lambda got: events_of(got, site.id)), site.id)) == 1

@@ -50,7 +50,10 @@ SHAPES: list[dict[str, Any]] = [
         "metrics": ["visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration"],
         "dimensions": ["time:hour"],
     },
+    {"metrics": ["visitors", "visits", "pageviews", "bounce_rate"], "dimensions": ["time:week"]},
+    {"metrics": ["visitors", "visits", "events", "visit_duration"], "dimensions": ["time:month"]},
     {"metrics": ["visitors", "pageviews", "events"], "dimensions": ["event:page"]},
+    {"metrics": ["visitors", "pageviews", "percentage"], "dimensions": ["event:hostname"]},
     {"metrics": ["visitors", "events"], "dimensions": ["event:name"]},
     {
         "metrics": ["visits", "bounce_rate", "visit_duration", "pageviews", "events", "views_per_visit"],
@@ -70,6 +73,8 @@ SHAPES: list[dict[str, Any]] = [
 def _close(metric: str, a: Any, b: Any) -> bool:
     if metric == "visitors":
         return abs(int(a) - int(b)) <= 0.02 * max(int(a), int(b))
+    if metric == "percentage":  # a ratio of two visitor counts
+        return abs(float(a) - float(b)) <= 4.0
     return a == b
 
 

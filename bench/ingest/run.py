@@ -54,11 +54,38 @@ def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"{app} did not start")
 
 
-def wrk(port: int, script: str, duration: int, connections: int, env: dict[str, str]) -> dict[str, Any]:
+def cpu_seconds(server: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) used so far by the server's processes."""
+    import psutil
+
+    root = psutil.Process(server.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def wrk(
+    port: int,
+    script: str,
+    duration: int,
+    connections: int,
+    env: dict[str, str],
+    server: subprocess.Popen[bytes],
+    *,
+    drain: bool = False,
+) -> dict[str, Any]:
+    # Two seconds of warm-up (first requests fill the site cache, the salts and the producer connection).
+    warm = ["wrk", "-t1", "-c4", "-d2s", "-s", str(HERE / script), f"http://127.0.0.1:{port}"]
+    subprocess.run(warm, capture_output=True, env=env, check=True)
+    if drain:  # the warm-up's events are not part of the count
+        drain_queue()
     command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / script)]
     command.append(f"http://127.0.0.1:{port}")
+    before = cpu_seconds(server)
     output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
-    result: dict[str, Any] = {"raw": output}
+    result: dict[str, Any] = {"raw": output, "cpu": cpu_seconds(server) - before}
     result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     result["requests"] = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -132,7 +159,12 @@ def main() -> None:
     bare = serve("bench.ingest.bare:app", port, env)
     try:
         rows.append(
-            ("bare ASGI app, single POST", wrk(port, "event.lua", options.duration, options.connections, env), None, 1)
+            (
+                "bare ASGI app, single POST",
+                wrk(port, "event.lua", options.duration, options.connections, env, bare),
+                None,
+                1,
+            )
         )
     finally:
         bare.terminate()
@@ -141,7 +173,7 @@ def main() -> None:
     port = free_port()
     collector = serve("spinnakr.asgi:application", port, env)
     try:
-        result = wrk(port, "event.lua", options.duration, options.connections, env)
+        result = wrk(port, "event.lua", options.duration, options.connections, env, collector, drain=True)
         rows.append(("collector /api/event, worker stopped", result, drain_queue(), 1))
         if options.with_worker:
             worker = subprocess.Popen(
@@ -166,13 +198,13 @@ def main() -> None:
             )
             time.sleep(5)
             try:
-                result = wrk(port, "event.lua", options.duration, options.connections, env)
+                result = wrk(port, "event.lua", options.duration, options.connections, env, collector)
             finally:
                 worker.terminate()
                 worker.wait(30)
             rows.append(("collector /api/event, worker draining", result, None, 1))
             drain_queue()
-        result = wrk(port, "batch.lua", options.duration, 8, env)
+        result = wrk(port, "batch.lua", options.duration, 8, env, collector, drain=True)
         rows.append((f"collector /api/events, {options.batch}-event batches", result, drain_queue(), options.batch))
     finally:
         collector.terminate()
@@ -180,15 +212,16 @@ def main() -> None:
 
     base = rows[0][1]["rps"]
     print(f"\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-    print("| run | requests/s | events/s | p50 ms | p99 ms | non-2xx | queued events | vs bare |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| run | requests/s | events/s | p50 ms | p99 ms | non-2xx | queued events | server CPU µs/event | vs bare |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, result, queued, per_request in rows:
         events = result["rps"] * per_request
         accepted = (result["requests"] - result["non2xx"]) * per_request
         queued_text = "" if queued is None else f"{queued} of {accepted}"
         print(
             f"| {name} | {result['rps']:,.0f} | {events:,.0f} | {result['p50']:.2f} | {result['p99']:.2f} "
-            f"| {result['non2xx']} | {queued_text} | {result['rps'] / base:.0%} |"
+            f"| {result['non2xx']} | {queued_text} | {result['cpu'] / (result['requests'] * per_request) * 1e6:.0f} "
+            f"| {events / base:.0%} |"
         )
 
 
