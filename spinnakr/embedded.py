@@ -265,10 +265,14 @@ def _redis_pid() -> int | None:
 
 
 def redis_running() -> bool:
+    """Whether this checkout's Valkey process is alive.
+
+    Liveness is the process, not a PING: a server busy with a long script
+    answers late, and taking it for dead would start a second server on the
+    same data directory.
+    """
     pid = _redis_pid()
-    if pid is None or not _pid_alive(pid) or "valkey" not in _cmdline(pid):
-        return False
-    return _redis_ping()
+    return pid is not None and _pid_alive(pid) and "valkey" in _cmdline(pid) and redis_socket().exists()
 
 
 def _redis_ping() -> bool:
@@ -285,6 +289,10 @@ def _redis_ping() -> bool:
 
 
 def _start_redis() -> None:
+    pid = _redis_pid()
+    if pid is not None and _pid_alive(pid) and "valkey" in _cmdline(pid):
+        # Alive but its socket is gone: stop it rather than run two servers on one data directory.
+        _stop_redis()
     directory = _redis_dir()
     directory.mkdir(parents=True, exist_ok=True)
     run_dir().mkdir(parents=True, exist_ok=True)
