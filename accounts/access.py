@@ -69,6 +69,21 @@ def get_site_for_user(user: Any, domain: str, role: Role = Role.VIEWER) -> Site:
     return site
 
 
+def get_site_for_reader(user: Any, domain: str) -> tuple[Site, Role | None]:
+    """A site to read: members of its account, or anyone when the site is public.
+
+    Returns the site with the user's role (``None`` for a non-member reading a
+    public site, who must get a read-only view). ``Http404`` otherwise.
+    """
+    site = Site.objects.select_related("account").filter(domain=domain.lower()).first()
+    if site is None:
+        raise Http404("not found")
+    role = user_role(user, site.account)
+    if role is None and not site.public:
+        raise Http404("not found")
+    return site, role
+
+
 def sites_for_user(user: Any) -> QuerySet[Site]:
     """Every site of every account ``user`` belongs to."""
     if not _is_user(user):

@@ -128,6 +128,7 @@ class SiteListView(_SitesBase):
             OpenApiParameter("before", str, required=False),
             OpenApiParameter("limit", int, required=False),
         ],
+        operation_id="sites_list",
         responses={200: inline_serializer("SiteList", {"sites": SiteSchema, "meta": serializers.DictField()})},
     )
     def get(self, request: Request) -> Response:
@@ -159,7 +160,7 @@ class SiteListView(_SitesBase):
             }
         )
 
-    @extend_schema(request=SiteInput, responses={201: SiteSchema})
+    @extend_schema(operation_id="sites_create", request=SiteInput, responses={201: SiteSchema})
     def post(self, request: Request) -> Response:
         body = _body(request)
         try:
@@ -176,11 +177,11 @@ class SiteListView(_SitesBase):
 
 
 class SiteDetailView(_SitesBase):
-    @extend_schema(responses={200: SiteSchema})
+    @extend_schema(operation_id="sites_retrieve", responses={200: SiteSchema})
     def get(self, request: Request, domain: str) -> Response:
         return Response(site_json(site_for_key(request, domain)))
 
-    @extend_schema(request=SiteInput, responses={200: SiteSchema})
+    @extend_schema(operation_id="sites_update", request=SiteInput, responses={200: SiteSchema})
     def put(self, request: Request, domain: str) -> Response:
         site = site_for_key(request, domain)
         body = _body(request)
@@ -195,7 +196,10 @@ class SiteDetailView(_SitesBase):
             raise ValidationError({error.field: error.message}) from None
         return Response(site_json(site))
 
-    @extend_schema(responses={200: inline_serializer("Deleted", {"deleted": serializers.CharField()})})
+    @extend_schema(
+        operation_id="sites_destroy",
+        responses={200: inline_serializer("Deleted", {"deleted": serializers.CharField()})},
+    )
     def delete(self, request: Request, domain: str) -> Response:
         delete_site(site_for_key(request, domain))
         return Response({"deleted": "true"})

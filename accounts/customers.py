@@ -33,7 +33,7 @@ def create_customer(
 def delete_account(account: Account) -> None:
     """Delete the account with its sites and keys; cleanup listeners run after commit."""
     account_id = account.pk
-    site_ids = list(account.sites.values_list("id", flat=True))
+    site_ids = sorted(account.sites.values_list("id", flat=True))
     with transaction.atomic():
         account.delete()
         transaction.on_commit(lambda: account_deleted.send(sender=Account, account_id=account_id, site_ids=site_ids))

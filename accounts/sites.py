@@ -55,7 +55,9 @@ def clean_domain(raw: Any) -> str:
     and a trailing slash are dropped; no port, query or fragment; no DNS or
     public-suffix lookup, so reserved names such as ``shop.example`` work.
     """
-    if not isinstance(raw, str) or not raw.strip():
+    if raw is not None and not isinstance(raw, str):
+        raise SiteError("domain", "domain must be a string")
+    if raw is None or not raw.strip():
         raise SiteError("domain", "domain is required")
     value = raw.strip().lower()
     for scheme in ("https://", "http://"):

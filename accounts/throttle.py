@@ -59,5 +59,21 @@ def record_failure(request: HttpRequest, email: str) -> None:
     )
 
 
+def allow_signup(request: HttpRequest) -> bool:
+    """Count a sign-up from the client's IP; ``False`` past ``SIGNUPS_PER_IP_PER_HOUR``."""
+    key = f"signup:ip:{client_ip(request)}"
+    if cache.add(key, 1, timeout=3600):
+        return True
+    try:
+        count = int(cache.incr(key))
+    except ValueError:
+        cache.add(key, 1, timeout=3600)
+        return True
+    if count > settings.SIGNUPS_PER_IP_PER_HOUR:
+        logger.info("signup.throttled", extra={"ip": client_ip(request)})
+        return False
+    return True
+
+
 def reset_account(email: str) -> None:
     cache.delete(_account_key(email))

@@ -32,10 +32,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("accounts/password_reset/done/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
     path(
         "accounts/reset/<uidb64>/<token>/",
-        auth_views.PasswordResetConfirmView.as_view(),
+        auth.SpinnakrPasswordResetConfirmView.as_view(),
         name="password_reset_confirm",
     ),
     path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("accounts/switch/", team.switch_account, name="switch-account"),
     path("accounts/team/", team.team_current, name="team-current"),
     path("accounts/keys/", keys.keys_current, name="api-keys-current"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import ipaddress
 import re
 import secrets
 import threading
@@ -364,13 +363,11 @@ def screen_class(width: float | None) -> str:
 
 def country(address: str) -> str:
     """ISO 3166-1 alpha-2 code of the address, '' when unknown or not an address."""
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
+    if not address:
         return ""
     try:
         return iptocc.country_code(address) or ""
-    except ValueError:
+    except (ValueError, TypeError):
         return ""
 
 

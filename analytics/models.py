@@ -10,8 +10,15 @@ site. Django does not manage the table; this model is for reads and the admin.
 from __future__ import annotations
 
 import re
+import secrets
 
+from django.contrib.auth.hashers import check_password, make_password
 from django.db import models
+from django.utils import timezone as django_timezone
+
+
+def new_share_slug() -> str:
+    return secrets.token_urlsafe(24)
 
 
 class Event(models.Model):
@@ -121,3 +128,35 @@ class APIRateLimit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account}: {self.requests_per_hour}/hour"
+
+
+class SharedLink(models.Model):
+    """A secret link that shows one site's dashboard read-only, optionally behind a password.
+
+    The slug is the secret (192 random bits); the password, when set, is stored
+    hashed with Django's password hashers. Deleting the link revokes it at once,
+    for page views, queries and live sockets alike.
+    """
+
+    site = models.ForeignKey("accounts.Site", on_delete=models.CASCADE, related_name="shared_links")
+    name = models.CharField(max_length=100)
+    slug = models.CharField(max_length=64, unique=True, default=new_share_slug)
+    password_hash = models.CharField(max_length=256, blank=True)
+    created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(default=django_timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "created"], name="sharedlink_site_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.site})"
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_hash)
+
+    def set_password(self, raw: str | None) -> None:
+        self.password_hash = make_password(raw) if raw else ""
+
+    def check_password(self, raw: str) -> bool:
+        return bool(self.password_hash) and check_password(raw, self.password_hash)

@@ -45,7 +45,11 @@ Visits and state:
     {s:<id>}:batch:<batch_id>   the batch's result (visit starts), 48 h: a redelivered batch
                                 gets the same answer and changes nothing
     {s:<id>}:meta               hash: ``complete_since`` (YYYY-MM-DD, site tz: first day whose
-                                rollups are complete), ``rebuilding`` ("1" while a rebuild runs)
+                                rollups are complete; set by the site's first batch when the
+                                site is younger than ``rollups:epoch``, else by a rebuild),
+                                ``rebuilding`` ("1" while a rebuild runs)
+    rollups:epoch               (no site tag) epoch ms since when this Redis saw every batch:
+                                0 on a fresh installation, the moment of recovery after a loss
     {s:<id>}:rb:…               the rebuild's namespace (see analytics/rebuild.py)
 
 Readers: ``counters``, ``visitors``, ``top``, ``member_visitors``, ``visitors_now``, ``meta``.
@@ -225,19 +229,54 @@ def _result(raw: str, count: int) -> BatchResult:
     )
 
 
+EPOCH_KEY = "rollups:epoch"
+
+
+def rollups_epoch(now_ms: int) -> int:
+    """Epoch ms since when this Redis has seen every batch (``rollups:epoch``).
+
+    Set when the key is missing: to 0 while PostgreSQL holds no event at all (a fresh
+    installation: Redis has everything), else to now (Redis was lost or replaced: only sites
+    created from now on are complete without a rebuild).
+    """
+    raw = client().get(EPOCH_KEY)
+    if raw is None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM analytics_event)")
+            row = cursor.fetchone()
+        client().set(EPOCH_KEY, now_ms if row is not None and row[0] else 0, nx=True)
+        raw = client().get(EPOCH_KEY)
+    return int(str(raw or 0))
+
+
+def _first_complete_day(info: SiteInfo, now_ms: int) -> str:
+    """``complete_since`` for a site whose meta hash has none, or "" to leave it unset.
+
+    Only a site created after ``rollups:epoch`` can trust its first batch: for an older site a
+    missing meta means lost rollups, and the query planner then answers from SQL and queues a
+    rebuild, which sets ``complete_since``.
+    """
+    if int(info.created.timestamp() * 1000) < rollups_epoch(now_ms):
+        return ""
+    return info.created_day.isoformat()
+
+
 def apply_batch(
     info: SiteInfo, batch_id: str, prepared: Sequence[PreparedEvent], now_ms: int | None = None
 ) -> BatchResult:
     """Apply a site's part of a batch to its rollups, once (the batch marker guards it)."""
     site = info.site_id
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
     raw = _script("apply_batch")(
         keys=[f"{prefix(site)}meta"],
         args=[
             prefix(site),
             batch_id,
             MARKER_TTL,
-            now_ms if now_ms is not None else int(time.time() * 1000),
-            info.created_day.isoformat(),
+            now,
+            _first_complete_day(info, now),
             json.dumps(prepared, separators=(",", ":")),
             "live",
             rebuild_prefix(site),

@@ -11,14 +11,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
+
+from analytics import live
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 HTTP_ROUTES: dict[str, ASGIApp] = {}
 # Path prefixes → lean handlers, tried in order when no exact route matches.
 HTTP_PREFIX_ROUTES: dict[str, ASGIApp] = {}
-websocket_urlpatterns: list[URLPattern | URLResolver] = []
+websocket_urlpatterns: list[URLPattern | URLResolver] = [
+    path("ws/sites/", live.OverviewLiveConsumer.as_asgi()),
+    path("ws/sites/<path:domain>/", live.SiteLiveConsumer.as_asgi()),
+]
 STARTUP: list[Callable[[], Awaitable[None]]] = []
 SHUTDOWN: list[Callable[[], Awaitable[None]]] = []
 

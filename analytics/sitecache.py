@@ -14,8 +14,8 @@ changed site within a round trip of that call. Losing the subscription clears
 the whole cache, so a missed message cannot leave a stale entry behind.
 
 Quotas: a background loop reads, every ``QUOTA_REFRESH_SECONDS``, the Redis set
-``OVER_QUOTA_KEY`` (account ids whose monthly quota is exhausted, maintained
-by the worker's quota accounting) into memory; requests only read memory.
+``analytics.quota.OVER_SET`` (account ids past their monthly quota, kept by
+the worker's quota accounting) into memory; requests only read memory.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ POSITIVE_TTL = 300.0
 NEGATIVE_TTL = 10.0
 MAX_NEGATIVE = 100_000
 QUOTA_REFRESH_SECONDS = 5.0
-OVER_QUOTA_KEY = "quota:over"
 
 # Events per second per site (per web process), with the burst allowed above it.
 PLAN_RATES: dict[str, tuple[float, float]] = {
@@ -91,12 +90,12 @@ def _info(site: Any) -> SiteInfo:
 def _fetch(field: str, value: str) -> SiteInfo | None:
     from accounts.models import Site
 
-    close_old_connections()
     try:
         site = Site.objects.select_related("account").filter(**{field: value}).first()
         return None if site is None else _info(site)
     finally:
-        close_old_connections()
+        # Misses are rare (once per site per POSITIVE_TTL): no idle connection per pool thread.
+        connection.close()
 
 
 class SiteCache:
@@ -249,7 +248,9 @@ async def _subscribe() -> None:
 
 
 async def refresh_quota(client: aioredis.Redis) -> None:
-    members = await client.smembers(OVER_QUOTA_KEY)
+    from analytics.quota import OVER_SET
+
+    members = await client.smembers(OVER_SET)
     CACHE.over_quota = frozenset(int(member) for member in members if member.isdigit())
 
 

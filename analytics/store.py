@@ -145,9 +145,9 @@ def insert_events(rows: Sequence[tuple[EnrichedEvent, int]]) -> int:
             f"INSERT INTO analytics_event ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "  # noqa: S608 - constant column list
             "FROM analytics_event_staging ON CONFLICT DO NOTHING"
         )
-        inserted = cursor.rowcount
-        cursor.execute("TRUNCATE analytics_event_staging")
-    return inserted
+        # The staging rows go at commit (ON COMMIT DELETE ROWS); a second call in the same
+        # transaction re-offers them, and ON CONFLICT ignores them again.
+        return cursor.rowcount
 
 
 def rename_visits(site_id: int, renames: Sequence[tuple[int, int, int]]) -> None:

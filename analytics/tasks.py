@@ -20,6 +20,7 @@ with the counters; see README, "Ingestion pipeline".
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -148,7 +149,28 @@ def _count_quota(batch_id: str, sites: dict[int, SiteInfo], by_site: dict[int, l
     time_limit=300,
 )
 def ingest_batch(self: object, batch_id: str, events: list[EnrichedEvent]) -> None:
-    ingest(batch_id, events)
+    try:
+        ingest(batch_id, events)
+    except TRANSIENT:
+        raise  # retried with backoff by autoretry_for
+    except Exception as exc:
+        # Anything else would be acknowledged and lost: keep the batch for an operator, who
+        # replays it with `manage.py replay_failed_batches` once the cause is fixed.
+        park_failed_batch(batch_id, events, exc)
+        raise
+
+
+FAILED_BATCHES = "ingest:failed"
+FAILED_BATCHES_MAX = 100_000
+
+
+def park_failed_batch(batch_id: str, events: list[EnrichedEvent], exc: BaseException) -> None:
+    record = {"batch_id": batch_id, "events": events, "error": repr(exc)[:2000], "at": time.time()}
+    pipe = rollups.client().pipeline(transaction=True)
+    pipe.lpush(FAILED_BATCHES, json.dumps(record, separators=(",", ":")))
+    pipe.ltrim(FAILED_BATCHES, 0, FAILED_BATCHES_MAX - 1)
+    pipe.execute()
+    logger.error("ingest.batch_failed", extra={"batch_id": batch_id, "events": len(events), "error": repr(exc)[:500]})
 
 
 @shared_task(name="analytics.ensure_partitions", ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=True)

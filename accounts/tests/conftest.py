@@ -7,12 +7,31 @@ teammates in it; ``outsider`` owns another account with ``other_site``.
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 
 from accounts.apikeys import create_api_key
 from accounts.models import Account, APIKey, Membership, Role, Site, User
 
 PASSWORD = "correct horse battery staple 42"
+ARGON2 = "django.contrib.auth.hashers.Argon2PasswordHasher"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Argon2 costs ~0.3 s a hash on a shared 2-core box; the cast needs many.
+    test_security checks that the project itself hashes with argon2."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", ARGON2]
+
+
+@pytest.fixture(autouse=True)
+def fresh_login_throttle():
+    """Failed log-ins are counted in Redis, which outlives a test's database transaction."""
+    for pattern in ("login:fail:*", "signup:ip:*"):
+        cache.delete_pattern(pattern)  # type: ignore[attr-defined]
+    yield
+    for pattern in ("login:fail:*", "signup:ip:*"):
+        cache.delete_pattern(pattern)  # type: ignore[attr-defined]
 
 
 def make_user(email: str, **extra) -> User:

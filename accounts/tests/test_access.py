@@ -11,6 +11,7 @@ from django.test import RequestFactory
 from accounts.access import (
     current_account,
     get_account_for_user,
+    get_site_for_reader,
     get_site_for_user,
     set_current_account,
     sites_for_user,
@@ -119,3 +120,18 @@ def test_it_has_no_current_account_for_anonymous_users(db, client):
     request.user = AnonymousUser()
     request.session = client.session
     assert current_account(request) is None
+
+
+def test_a_public_site_is_readable_by_anyone_without_a_role(site, outsider):
+    site.public = True
+    site.save()
+    assert get_site_for_reader(AnonymousUser(), "shop.example") == (site, None)
+    assert get_site_for_reader(outsider, "shop.example") == (site, None)
+
+
+def test_a_private_site_is_readable_only_by_members(site, viewer, outsider):
+    assert get_site_for_reader(viewer, "shop.example") == (site, Role.VIEWER)
+    with pytest.raises(Http404):
+        get_site_for_reader(outsider, "shop.example")
+    with pytest.raises(Http404):
+        get_site_for_reader(AnonymousUser(), "shop.example")

@@ -182,3 +182,24 @@ def test_a_created_site_is_visible_at_once(api, write_key):
     api.post("/api/v1/sites", {"domain": "fresh.example"}, content_type="application/json", **bearer(write_key[1]))
     response = api.get("/api/v1/sites/fresh.example", **bearer(write_key[1]))
     assert response.status_code == 200
+
+
+def test_it_answers_413_in_json_for_a_huge_body(api, write_key):
+    body = '{"domain": "' + "a" * 3_000_000 + '"}'
+    response = api.post("/api/v1/sites", body, content_type="application/json", **bearer(write_key[1]))
+    assert response.status_code == 413
+    assert response.json() == {"error": "the request body is too large"}
+    assert not Site.objects.exists()
+
+
+def test_it_answers_415_in_json_for_an_unknown_media_type(api, write_key):
+    response = api.post("/api/v1/sites", "<site/>", content_type="application/xml", **bearer(write_key[1]))
+    assert response.status_code == 415
+    assert "error" in response.json()
+
+
+def test_it_refuses_a_domain_that_is_not_a_string(api, write_key):
+    response = api.post(
+        "/api/v1/sites", {"domain": ["x.example"]}, content_type="application/json", **bearer(write_key[1])
+    )
+    assert response.json() == {"error": "domain: domain must be a string"}

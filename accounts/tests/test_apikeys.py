@@ -18,7 +18,9 @@ def test_it_returns_the_plaintext_once_and_stores_only_a_hash(account, owner):
         cursor.execute("SELECT * FROM accounts_apikey")
         rows = cursor.fetchall()
     assert rows
-    assert all(raw not in str(row) and raw.split("_")[-1] not in str(row) for row in rows)
+    secret = raw.removeprefix(f"spk_{key.prefix}_")
+    assert len(secret) >= 40
+    assert all(raw not in str(row) and secret not in str(row) for row in rows)
 
 
 def test_it_authenticates_a_valid_key(write_key):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from accounts.models import Site
+from accounts.models import Membership, Role, Site
 
 
 def test_home_redirects_anonymous_users_to_the_login_page(client):
@@ -142,3 +142,19 @@ def test_pages_of_a_site_with_a_path_prefix_work(owner_client, account):
     Site.objects.create(account=account, domain="example.com/blog")
     assert owner_client.get("/sites/example.com/blog/settings/").status_code == 200
     assert owner_client.get("/sites/example.com/blog/snippet/").status_code == 200
+
+
+def test_an_outsider_cannot_add_a_site_to_another_account(outsider_client, account, site):
+    response = outsider_client.post(
+        "/sites/new/", {"account": str(account.public_id), "domain": "x.example", "timezone": "UTC"}
+    )
+    assert response.status_code == 404
+    assert not Site.objects.filter(domain="x.example").exists()
+
+
+def test_a_viewer_cannot_add_a_site_by_naming_the_account(viewer, client, account, other_account):
+    Membership.objects.create(account=other_account, user=viewer, role=Role.ADMIN)
+    client.force_login(viewer)
+    response = client.post("/sites/new/", {"account": str(account.public_id), "domain": "x.example", "timezone": "UTC"})
+    assert response.status_code == 403
+    assert not Site.objects.filter(domain="x.example").exists()

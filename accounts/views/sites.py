@@ -28,7 +28,7 @@ def site_new(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("only admins and owners add sites")
     current = current_account(request)
     account = current if current is not None and has_role(user_role(request.user, current), Role.ADMIN) else managed[0]
-    if request.method == "POST" and len(managed) > 1 and request.POST.get("account"):
+    if request.method == "POST" and request.POST.get("account"):
         account = get_account_for_user(request.user, str(request.POST["account"]), role=Role.ADMIN)
     form = SiteForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

@@ -51,16 +51,66 @@ local function apply(ns, evs, track, dedupe, cutoff)
   local ev_visit = {}     -- event index -> visit table
   local renames = {}
   local net_visits = 0
+  -- Changes are summed per key and member first and written once at the end: a visit that
+  -- several events of the batch extend is undone and re-applied in these tables only.
+  local hinc = {}         -- key -> field -> delta
+  local zinc = {}         -- key -> member -> delta
+  local pf = {}           -- key -> set of visitors
 
   local function touch(key, expire_at)
     touched[key] = expire_at
   end
 
+  local function hincr(key, field, delta)
+    local fields = hinc[key]
+    if not fields then fields = {}; hinc[key] = fields end
+    fields[field] = (fields[field] or 0) + delta
+  end
+
   local function zincr(key, member, delta, expire_at)
     if delta == 0 then return end
-    local v = tonumber(redis.call('ZINCRBY', key, delta, member))
-    if v == 0 then redis.call('ZREM', key, member) end
+    local members = zinc[key]
+    if not members then members = {}; zinc[key] = members end
+    members[member] = (members[member] or 0) + delta
     touch(key, expire_at)
+  end
+
+  local function pfadd(key, visitor, expire_at)
+    local set = pf[key]
+    if not set then set = {}; pf[key] = set end
+    set[visitor] = true
+    touch(key, expire_at)
+  end
+
+  -- Key names built once per batch: string building dominates the script's own time.
+  -- top:<dim>:d:<day>:<metric>, by day then dimension then metric
+  local tops = {}
+  local function topkey(dim, day, metric)
+    local t1 = tops[day]
+    if not t1 then t1 = {}; tops[day] = t1 end
+    local t2 = t1[dim]
+    if not t2 then t2 = {}; t1[dim] = t2 end
+    local key = t2[metric]
+    if not key then key = ns .. 'top:' .. dim .. ':d:' .. day .. ':' .. metric; t2[metric] = key end
+    return key
+  end
+  local uvms = {}
+  local function uvmkey(dim, day, member)
+    local t1 = uvms[day]
+    if not t1 then t1 = {}; uvms[day] = t1 end
+    local t2 = t1[dim]
+    if not t2 then t2 = {}; t1[dim] = t2 end
+    local key = t2[member]
+    if not key then key = ns .. 'uvm:' .. dim .. ':d:' .. day .. ':' .. member; t2[member] = key end
+    return key
+  end
+  local plain = {}
+  local function key(kind, bucket)
+    local t1 = plain[kind]
+    if not t1 then t1 = {}; plain[kind] = t1 end
+    local k = t1[bucket]
+    if not k then k = ns .. kind .. bucket; t1[bucket] = k end
+    return k
   end
 
   local function load(v)
@@ -79,29 +129,30 @@ local function apply(ns, evs, track, dedupe, cutoff)
     local b = 0
     if vis.ia <= 1 then b = 1 end
     local dur = math.floor((vis.e - vis.s) / 1000)
-    local buckets = {{'m:' .. vis.m, vis.mx}, {'h:' .. vis.h, vis.hx}, {'d:' .. vis.d, vis.dx}}
-    for _, bk in ipairs(buckets) do
-      local key = ns .. bk[1]
-      redis.call('HINCRBY', key, 'visits', sign)
-      if b ~= 0 then redis.call('HINCRBY', key, 'bounces', sign * b) end
-      if dur ~= 0 then redis.call('HINCRBY', key, 'duration', sign * dur) end
-      counters[key] = true
-      touch(key, bk[2])
+    local ks = {key('m:', vis.m), key('h:', vis.h), key('d:', vis.d)}
+    local xs = {vis.mx, vis.hx, vis.dx}
+    for n = 1, 3 do
+      local k = ks[n]
+      hincr(k, 'visits', sign)
+      hincr(k, 'bounces', sign * b)
+      hincr(k, 'duration', sign * dur)
+      counters[k] = true
+      touch(k, xs[n])
     end
     for _, dim in ipairs(VISIT_DIMS) do
       local member
       if dim == 'entry_page' then member = vis.en
       elseif dim == 'exit_page' then member = vis.x
       else member = vis.a[dim] or '' end
-      local prefix = ns .. 'top:' .. dim .. ':d:' .. vis.d .. ':'
-      zincr(prefix .. 'visits', member, sign, vis.dx)
+      local day = vis.d
+      zincr(topkey(dim, day, 'visits'), member, sign, vis.dx)
       if dim ~= 'exit_page' then
-        zincr(prefix .. 'bounces', member, sign * b, vis.dx)
-        zincr(prefix .. 'duration', member, sign * dur, vis.dx)
+        zincr(topkey(dim, day, 'bounces'), member, sign * b, vis.dx)
+        zincr(topkey(dim, day, 'duration'), member, sign * dur, vis.dx)
       end
       if ACQUISITION[dim] then
-        zincr(prefix .. 'pageviews', member, sign * vis.pv, vis.dx)
-        zincr(prefix .. 'events', member, sign * vis.ev, vis.dx)
+        zincr(topkey(dim, day, 'pageviews'), member, sign * vis.pv, vis.dx)
+        zincr(topkey(dim, day, 'events'), member, sign * vis.ev, vis.dx)
       end
     end
   end
@@ -180,43 +231,43 @@ local function apply(ns, evs, track, dedupe, cutoff)
   local function count_event(ev)
     local pv = 0
     if ev.k == 'p' then pv = 1 end
-    local buckets = {{'m:' .. ev.m, ev.mx}, {'h:' .. ev.h, ev.hx}, {'d:' .. ev.d, ev.dx}}
-    for _, bk in ipairs(buckets) do
-      local key = ns .. bk[1]
-      if pv ~= 0 then redis.call('HINCRBY', key, 'pageviews', 1) end
-      redis.call('HINCRBY', key, 'events', 1)
-      counters[key] = true
-      touch(key, bk[2])
+    local ks = {key('m:', ev.m), key('h:', ev.h), key('d:', ev.d)}
+    local xs = {ev.mx, ev.hx, ev.dx}
+    for n = 1, 3 do
+      local k = ks[n]
+      hincr(k, 'pageviews', pv)
+      hincr(k, 'events', 1)
+      counters[k] = true
+      touch(k, xs[n])
     end
-    local uv = {{'uv:m:' .. ev.m, ev.mx}, {'uv:h:' .. ev.h, ev.hx}, {'uv:d:' .. ev.d, ev.dx}}
-    for _, bk in ipairs(uv) do
-      redis.call('PFADD', ns .. bk[1], ev.v)
-      touch(ns .. bk[1], bk[2])
-    end
-    local function member(dim, value, with_pv)
-      local prefix = ns .. 'top:' .. dim .. ':d:' .. ev.d .. ':'
-      if with_pv then zincr(prefix .. 'pageviews', value, pv, ev.dx) end
-      zincr(prefix .. 'events', value, 1, ev.dx)
-      local hll = ns .. 'uvm:' .. dim .. ':d:' .. ev.d .. ':' .. value
-      redis.call('PFADD', hll, ev.v)
-      touch(hll, ev.dx)
-    end
+    pfadd(key('uv:m:', ev.m), ev.v, ev.mx)
+    pfadd(key('uv:h:', ev.h), ev.v, ev.hx)
+    pfadd(key('uv:d:', ev.d), ev.v, ev.dx)
+    local day, dx, visitor = ev.d, ev.dx, ev.v
     for _, dim in ipairs(EVENT_DIMS) do
-      if dim == 'page' then member(dim, ev.pg, true)
-      elseif dim == 'hostname' then member(dim, ev.host, true)
-      else member(dim, ev.a[dim] or '', true) end
+      local value
+      if dim == 'page' then value = ev.pg
+      elseif dim == 'hostname' then value = ev.host
+      else value = ev.a[dim] or '' end
+      zincr(topkey(dim, day, 'pageviews'), value, pv, dx)
+      zincr(topkey(dim, day, 'events'), value, 1, dx)
+      pfadd(uvmkey(dim, day, value), visitor, dx)
     end
-    member('name', ev.n, false)
-    for key, value in pairs(ev.pr) do member('props:' .. key, value, false) end
+    zincr(topkey('name', day, 'events'), ev.n, 1, dx)
+    pfadd(uvmkey('name', day, ev.n), visitor, dx)
+    for prop, value in pairs(ev.pr) do
+      local dim = 'props:' .. prop
+      zincr(topkey(dim, day, 'events'), value, 1, dx)
+      pfadd(uvmkey(dim, day, value), visitor, dx)
+    end
   end
 
   local function count_engagement(ev)
-    local prefix = ns .. 'top:page:d:' .. ev.d .. ':'
-    zincr(prefix .. 'engagements', ev.pg, 1, ev.dx)
-    if ev.em ~= nil and ev.em ~= cjson.null then zincr(prefix .. 'time_ms', ev.pg, ev.em, ev.dx) end
+    zincr(topkey('page', ev.d, 'engagements'), ev.pg, 1, ev.dx)
+    if ev.em ~= nil and ev.em ~= cjson.null then zincr(topkey('page', ev.d, 'time_ms'), ev.pg, ev.em, ev.dx) end
     if ev.sd ~= nil and ev.sd ~= cjson.null then
-      zincr(prefix .. 'scroll_sum', ev.pg, ev.sd, ev.dx)
-      zincr(prefix .. 'scroll_n', ev.pg, 1, ev.dx)
+      zincr(topkey('page', ev.d, 'scroll_sum'), ev.pg, ev.sd, ev.dx)
+      zincr(topkey('page', ev.d, 'scroll_n'), ev.pg, 1, ev.dx)
     end
   end
 
@@ -236,6 +287,26 @@ local function apply(ns, evs, track, dedupe, cutoff)
     end
   end
 
+  for key, fields in pairs(hinc) do
+    for name, delta in pairs(fields) do
+      if delta ~= 0 then redis.call('HINCRBY', key, name, delta) end
+    end
+  end
+  for key, members in pairs(zinc) do
+    for member, delta in pairs(members) do
+      if delta ~= 0 then
+        if tonumber(redis.call('ZINCRBY', key, delta, member)) == 0 then redis.call('ZREM', key, member) end
+      end
+    end
+  end
+  for key, set in pairs(pf) do
+    local visitors = {}
+    for visitor, _ in pairs(set) do
+      visitors[#visitors + 1] = visitor
+      if #visitors == 500 then redis.call('PFADD', key, unpack(visitors)); visitors = {} end
+    end
+    if #visitors > 0 then redis.call('PFADD', key, unpack(visitors)) end
+  end
   -- Every counter hash carries all five fields, whatever order its events came in.
   for key, _ in pairs(counters) do
     for _, field in ipairs({'pageviews', 'events', 'visits', 'bounces', 'duration'}) do
@@ -326,9 +397,20 @@ if complete_since ~= '' then redis.call('HSETNX', meta, 'complete_since', comple
 
 local live = live_ns .. 'live'
 local now_s = math.floor(now_ms / 1000)
+local last_seen = {}
 for _, ev in ipairs(events) do
-  if ev.k ~= 'e' then redis.call('ZADD', live, 'GT', math.floor(ev.t / 1000), ev.v) end
+  if ev.k ~= 'e' then
+    local seen_at = math.floor(ev.t / 1000)
+    if (last_seen[ev.v] or 0) < seen_at then last_seen[ev.v] = seen_at end
+  end
 end
+local pairs_list = {}
+for visitor, seen_at in pairs(last_seen) do
+  pairs_list[#pairs_list + 1] = seen_at
+  pairs_list[#pairs_list + 1] = visitor
+  if #pairs_list >= 1000 then redis.call('ZADD', live, 'GT', unpack(pairs_list)); pairs_list = {} end
+end
+if #pairs_list > 0 then redis.call('ZADD', live, 'GT', unpack(pairs_list)) end
 redis.call('ZREMRANGEBYSCORE', live, '-inf', now_s - LIVE_WINDOW - 1)
 redis.call('EXPIRE', live, 3600)
 local visitors_now = redis.call('ZCOUNT', live, now_s - LIVE_WINDOW, '+inf')

@@ -64,7 +64,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, workers: in
         **os.environ,
         "SPINNAKR_TESTING": "1",
         "DATABASE_URL": database_url(),
-        "COLLECTOR_RATE_PER_IP": os.environ.get("COLLECTOR_RATE_PER_IP", "100"),
+        "COLLECTOR_FLUSH_SECONDS": "1",
         **(extra_env or {}),
     }
     command = [
@@ -159,10 +159,13 @@ def events_of(messages: list[Published], site_id: int) -> list[dict[str, Any]]:
 
 def purge_events_queue() -> None:
     with Connection(str(settings.CELERY_BROKER_URL)) as conn:
-        events_queue()(conn.channel()).purge()
+        queue = events_queue()(conn.channel())
+        queue.declare()  # RabbitMQ refuses to purge a queue nobody declared yet
+        queue.purge()
 
 
 def make_site(**account_fields: Any) -> Site:
+    """A site of a new account (``account_fields``: plan, suspended, …) on a random domain."""
     account = Account.objects.create(name="Acme", **account_fields)
     return Site.objects.create(account=account, domain=f"{uuid.uuid4().hex[:12]}.example.com")
 

@@ -15,6 +15,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from kombu import Connection
 
 from analytics import rollups, siteinfo, store
 from analytics.tests.collector_fixtures import collector, strict_collector
@@ -45,13 +46,27 @@ def data_redis() -> Iterator[redis.Redis]:
     client.flushdb()
 
 
-def _broker() -> redis.Redis:
+def purge_broker() -> None:
+    """Empty the test queues: RabbitMQ's by purging them, a Redis broker's test database whole
+    (which also drops the unacknowledged messages it keeps for redelivery)."""
     url = str(settings.CELERY_BROKER_URL)
+    if settings.BROKER_IS_AMQP:
+        with Connection(url) as conn:
+            channel = conn.channel()
+            for queue in settings.CELERY_TASK_QUEUES:
+                bound = queue(channel)
+                bound.declare()
+                bound.purge()
+        return
     if url.startswith("redis+socket://"):
         path, _, query = url.removeprefix("redis+socket://").partition("?")
         db = int(dict(p.split("=") for p in query.split("&") if p).get("virtual_host", "0"))
-        return redis.Redis(unix_socket_path=path, db=db)
-    return redis.Redis.from_url(url)
+        redis.Redis(unix_socket_path=path, db=db).flushdb()
+        return
+    redis.Redis.from_url(url).flushdb()
+
+
+WORKER_APP_NAME = "spinnakr-test-worker"
 
 
 class WorkerProcess:
@@ -63,6 +78,7 @@ class WorkerProcess:
             **os.environ,
             "SPINNAKR_TESTING": "1",
             "SPINNAKR_TEST_DB_NAME": connection.settings_dict["NAME"],
+            "PGAPPNAME": WORKER_APP_NAME,
             **env,
         }
         command = [
@@ -104,7 +120,7 @@ def celery_worker_factory(tmp_path: Path, data_redis: redis.Redis) -> Iterator[C
 
     Tests using it need ``@pytest.mark.django_db(transaction=True)`` so the worker sees their rows.
     """
-    _broker().flushdb()
+    purge_broker()
     workers: list[WorkerProcess] = []
 
     def start(env: dict[str, str] | None = None) -> WorkerProcess:
@@ -115,7 +131,20 @@ def celery_worker_factory(tmp_path: Path, data_redis: redis.Redis) -> Iterator[C
     yield start
     for worker in workers:
         worker.stop()
-    _broker().flushdb()
+    purge_broker()
+    # The workers' database sessions end a moment after the processes; the test database can
+    # only be dropped once they have.
+    wait_for(_no_worker_sessions, timeout=15)
+
+
+def _no_worker_sessions() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [WORKER_APP_NAME],
+        )
+        row = cursor.fetchone()
+    return row is not None and row[0] == 0
 
 
 @pytest.fixture

@@ -9,7 +9,14 @@ import httpx
 import pytest
 import redis
 from django.conf import settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from accounts.models import Site
+from analytics.payloads import parse_event
+from analytics.ratelimit import TokenBuckets
+from analytics.sitecache import SiteInfo
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,
     consume,
@@ -19,6 +26,17 @@ from analytics.tests.collector_fixtures import (
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+settings_for_http = hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture
+def hostile_site() -> Site:
+    site = make_site()
+    site.domain = "hostile.example"
+    site.save()
+    return site
 
 
 def post(url: str, body: object, *, ip: str | None = None, **headers: str) -> httpx.Response:
@@ -237,12 +255,12 @@ def test_it_refuses_events_of_an_account_over_its_quota(collector: str) -> None:
     try:
         statuses = [post(collector, body, ip=unique_ip()).status_code for _ in range(3)]
         # The collector reads the over-quota set every few seconds, never per request.
-        refused = wait_for_status(collector, body, 402, seconds=10)
+        refused = wait_for_status(collector, body, 403, seconds=10)
     finally:
         client.srem("quota:over", site.account_id)
 
-    assert statuses[0] in {202, 402}
-    assert refused.json() == {"error": "monthly event quota exhausted"}
+    assert statuses[0] in {202, 403}
+    assert refused.json() == {"error": "monthly event quota exceeded"}
 
 
 def wait_for_status(url: str, body: object, status: int, seconds: float) -> httpx.Response:
@@ -291,12 +309,13 @@ def test_it_accepts_and_drops_bots_counting_them_per_site(collector: str) -> Non
     site = make_site()
     body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
     bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    client = redis.Redis.from_url(settings.REDIS_DATA_URL)
+    client.delete(f"{{s:{site.id}}}:dropped:bots")  # ids repeat across test sessions
 
     responses = [post(collector, body, ip=unique_ip(), **{"user-agent": bot}) for _ in range(3)]
 
     assert [response.status_code for response in responses] == [202, 202, 202]
     assert events_of(consume(timeout=1.5), site.id) == []
-    client = redis.Redis.from_url(settings.REDIS_DATA_URL)
     assert wait_for_key(client, f"{{s:{site.id}}}:dropped:bots", seconds=15) == b"3"
 
 
@@ -373,3 +392,90 @@ def test_it_rate_limits_one_address_with_retry_after(strict_collector: str) -> N
     assert limited.json() == {"error": "rate limit exceeded for this address"}
     assert limited.headers["access-control-allow-origin"] == "https://a.example"
     assert other.status_code == 202
+
+
+FIELDS = ["n", "name", "u", "url", "d", "domain", "k", "key", "r", "referrer", "p", "props", "m", "meta"]
+FIELDS += ["$", "revenue", "i", "interactive", "h", "w", "screen_width", "sd", "e", "v", "junk"]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+HOSTILE_DOMAIN = "hostile.example"
+hostile_bodies = st.builds(
+    lambda random, steered: {**random, **steered},
+    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=5),
+    st.fixed_dictionaries(
+        {
+            "d": st.just(HOSTILE_DOMAIN) | json_values,
+            "n": st.just("pageview") | json_values,
+            "u": st.just(f"https://{HOSTILE_DOMAIN}/x?utm_source=a") | json_values,
+        }
+    ),
+)
+
+
+@settings_for_http
+@given(body=hostile_bodies)
+def test_hostile_json_never_causes_a_500_nor_a_202_for_an_invalid_event(
+    collector: str, hostile_site: Site, body: dict[str, object]
+) -> None:
+    response = post(collector, body, ip=unique_ip())
+
+    assert response.status_code in {202, 400, 404}
+    assert "error" in response.json() or response.status_code == 202
+    assert response.status_code != 202 or HOSTILE_DOMAIN in parse_event(body).domains
+
+
+@settings_for_http
+@given(raw=st.binary(max_size=300))
+def test_hostile_bytes_never_cause_a_500(collector: str, raw: bytes) -> None:
+    response = post(collector, raw, ip=unique_ip())
+
+    assert response.status_code in {400, 404}
+    assert isinstance(response.json()["error"], str)
+
+
+def test_the_pixel_records_a_pageview_of_the_referring_page(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+
+    response = httpx.get(
+        f"{collector}/api/pixel/{site.site_key}.gif",
+        params={"u": f"https://{site.domain}/no-js", "r": "https://duckduckgo.com/"},
+        headers={"user-agent": BROWSER_UA, "x-forwarded-for": unique_ip()},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/gif"
+    assert response.content.startswith(b"GIF89a")
+    (event,) = events_of(consume(lambda got: events_of(got, site.id)), site.id)
+    assert (event["name"], event["pathname"], event["referrer_source"]) == ("pageview", "/no-js", "DuckDuckGo")
+
+
+def test_the_pixel_answers_404_for_an_unknown_key(collector: str) -> None:
+    response = httpx.get(f"{collector}/api/pixel/pk_unknown.gif", headers={"x-forwarded-for": unique_ip()})
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown site key"}
+
+
+def test_a_site_is_rate_limited_by_its_plan() -> None:
+    free = SiteInfo(1, 1, "free.example", "pk_free", frozenset(), suspended=False, plan="free")
+    business = SiteInfo(2, 2, "business.example", "pk_business", frozenset(), suspended=False, plan="business")
+    buckets = TokenBuckets(1.0, 1.0)
+    rate, burst = free.rate
+
+    free_answers = [buckets.take(free.site_id, rate=rate, burst=burst, now=100.0) for _ in range(int(burst) + 1)]
+    rate, burst = business.rate
+    business_answers = [
+        buckets.take(business.site_id, rate=rate, burst=burst, now=100.0) for _ in range(int(free.rate[1]) + 1)
+    ]
+    later = buckets.take(free.site_id, rate=free.rate[0], burst=free.rate[1], now=101.0)
+
+    assert free_answers[:-1] == [0.0] * int(free.rate[1])
+    assert free_answers[-1] > 0
+    assert business_answers == [0.0] * (int(free.rate[1]) + 1)
+    assert later == 0.0

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.db import connection
 
 from analytics import rollups
 from analytics.rebuild import rebuild_site
@@ -122,7 +123,14 @@ def test_batches_ingested_during_a_rebuild_are_counted_once():
     for batch in batches[:8]:
         ingest(uuid.uuid4().hex, batch)
     late = batches[8:]
-    thread = threading.Thread(target=rebuild_site, args=(site,), kwargs={"grace_seconds": 1.0})
+
+    def rebuild_in_background():
+        try:
+            rebuild_site(site, grace_seconds=1.0)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=rebuild_in_background)
 
     thread.start()
     wait_for(lambda: rollups.meta(site.id).get("rebuilding") == "1", timeout=5, interval=0.01)

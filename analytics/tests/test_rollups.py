@@ -164,3 +164,20 @@ def test_visitors_now_counts_visitors_seen_in_the_last_five_minutes():
     )
     assert rollups.visitors_now(site.id, NOON.timestamp()) == 2
     assert rollups.meta(site.id)["complete_since"] == "2026-03-10"
+
+
+@time_machine.travel(NOON, tick=False)
+def test_after_redis_is_lost_live_ingestion_does_not_declare_an_older_sites_rollups_complete():
+    site = make_site(domain="old.example")
+    site.created = NOON - timedelta(days=30)
+    site.save()
+    batch(make_event(site, NOON - timedelta(days=1)))
+    rollups.client().flushdb()  # Redis lost; PostgreSQL still has the event
+
+    batch(make_event(site, NOON - timedelta(minutes=1)))
+    fresh = make_site(domain="new.example")
+    batch(make_event(fresh, NOON - timedelta(minutes=1)))
+
+    assert "complete_since" not in rollups.meta(site.id)
+    assert rollups.meta(fresh.id)["complete_since"] == "2026-03-10"
+    assert rollups.client().get(rollups.EPOCH_KEY) == str(int(NOON.timestamp() * 1000))

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.management import call_command
 
 from analytics import rollups
 from analytics.livepush import group_name
 from analytics.models import Event
+from analytics.tasks import FAILED_BATCHES
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 from spinnakr.celery import app
@@ -104,3 +107,24 @@ def test_a_worker_killed_between_rollups_and_store_counts_every_event_once_after
     wait_for(lambda: stored(site) == 20, timeout=40)
     assert counters(site, events) == {"pageviews": 20, "events": 20, "visits": 4, "bounces": 0, "duration": 4 * 240}
     assert rollups.visitors(site.id, "d", [day_of(events)]) == 4
+
+
+def test_a_batch_that_fails_for_good_is_parked_and_can_be_replayed(celery_worker_factory):
+    site = make_site()
+    broken = dict(make_event(site, datetime.now(UTC) - timedelta(minutes=1)))
+    del broken["pathname"]
+    worker = celery_worker_factory()
+
+    publish("d" * 32, [broken])
+
+    wait_for(lambda: rollups.client().llen(FAILED_BATCHES) == 1, timeout=30)
+    assert "KeyError" in worker.log.read_text()
+    parked = json.loads(str(rollups.client().lindex(FAILED_BATCHES, 0)))
+    assert parked["batch_id"] == "d" * 32
+    parked["events"][0]["pathname"] = "/fixed"
+    rollups.client().lset(FAILED_BATCHES, 0, json.dumps(parked))
+
+    call_command("replay_failed_batches")
+
+    wait_for(lambda: stored(site) == 1, timeout=30)
+    assert rollups.client().llen(FAILED_BATCHES) == 0

@@ -1,0 +1,82 @@
+"""``analytics.tasks.ingest`` in process: several sites per message, unknown sites, live deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from channels.layers import get_channel_layer
+
+from analytics import rollups
+from analytics.livepush import group_name
+from analytics.models import Event
+from analytics.tasks import ingest
+from analytics.tests.factories import make_event, make_site
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
+NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
+
+
+async def _listen(groups):
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    for group in groups:
+        await layer.group_add(group, channel)
+    return layer, channel
+
+
+async def _drain(layer, channel, count):
+    return [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(count)]
+
+
+@time_machine.travel(NOW, tick=False)
+def test_one_message_with_several_sites_counts_each_site_and_sends_each_its_delta():
+    first, second = make_site("one.example"), make_site("two.example")
+    layer, channel = asyncio.run(_listen([group_name(first.id), group_name(second.id)]))
+    events = [
+        make_event(first, NOW - timedelta(minutes=2), visitor=1, pathname="/x", props={"k": "v"}),
+        make_event(first, NOW - timedelta(minutes=1), visitor=1, pathname="/y"),
+        make_event(second, NOW - timedelta(minutes=1), visitor=7),
+        make_event(second, NOW - timedelta(seconds=30), visitor=7, name="engagement", engagement_ms=5),
+    ]
+
+    ingest("e" * 32, events)
+
+    deltas = {d["site_id"]: d for d in asyncio.run(_drain(layer, channel, 2))}
+    assert rollups.counters(first.id, "d", ["20260310"])[0]["pageviews"] == 2
+    assert rollups.counters(second.id, "d", ["20260310"])[0]["pageviews"] == 1
+    assert deltas[first.id]["counts"] == {"pageviews": 2, "events": 2, "visits": 1, "visitors": 1}
+    assert deltas[first.id]["visitors_now"] == 1
+    assert [e["pathname"] for e in deltas[first.id]["events"]] == ["/x", "/y"]
+    assert deltas[first.id]["events"][0]["props"] == {"k": "v"}
+    assert deltas[first.id]["newest_ts"] == int((NOW - timedelta(minutes=1)).timestamp() * 1000)
+    assert deltas[second.id]["counts"] == {"pageviews": 1, "events": 1, "visits": 1, "visitors": 1}
+    assert Event.objects.filter(site_id__in=[first.id, second.id]).count() == 4
+
+
+@time_machine.travel(NOW, tick=False)
+def test_events_of_a_deleted_site_are_dropped_and_the_others_kept():
+    site = make_site()
+    ghost = make_site("ghost.example")
+    ghost_id = ghost.id
+    ghost.delete()
+
+    orphan = make_event(site, NOW)
+    orphan["site_id"] = ghost_id
+    ingest(uuid.uuid4().hex, [make_event(site, NOW), orphan])
+
+    assert Event.objects.filter(site_id=site.id).count() == 1
+    assert not Event.objects.filter(site_id=ghost_id).exists()
+    assert list(rollups.client().scan_iter(match=f"{rollups.prefix(ghost_id)}*")) == []
+
+
+@time_machine.travel(NOW, tick=False)
+def test_an_event_repeated_inside_one_batch_counts_once():
+    site = make_site()
+    event = make_event(site, NOW)
+    ingest(uuid.uuid4().hex, [event, event.copy()])
+    assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == 1
+    assert Event.objects.filter(site_id=site.id).count() == 1

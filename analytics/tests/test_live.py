@@ -1,0 +1,193 @@
+"""The live dashboard consumers, through Channels' WebsocketCommunicator on the real Redis channel layer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.auth import AuthMiddlewareStack
+from channels.layers import get_channel_layer
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import connections
+
+from analytics import live, routes, sharing
+from analytics.models import SharedLink
+from analytics.tests.dashboard_fixtures import Cast, cast, session_cookie
+
+__all__ = ["cast"]
+
+pytestmark = pytest.mark.anyio
+application = AuthMiddlewareStack(URLRouter(routes.websocket_urlpatterns))
+
+
+@pytest.fixture(autouse=True)
+async def close_consumer_connections() -> AsyncIterator[None]:
+    """Consumers reach the database from asgiref's worker thread; close it so the test database can go."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+def delta(site_id: int, pageviews: int = 2, batch_id: str = "b1") -> dict[str, Any]:
+    return {
+        "type": "live.delta",
+        "site_id": site_id,
+        "batch_id": batch_id,
+        "newest_ts": 1_764_480_000_000,
+        "counts": {"pageviews": pageviews, "events": pageviews + 1, "visits": 1, "visitors": 1},
+        "visitors_now": 3,
+        "events": [
+            {
+                "ts": 1_764_480_000_000,
+                "name": "Signup",
+                "pathname": "/pricing",
+                "hostname": "dash.example",
+                "referrer_source": "Google",
+                "country": "DE",
+                "browser": "Firefox",
+                "os": "Linux",
+                "device": "Desktop",
+                "props": {"plan": "pro"},
+            }
+        ],
+    }
+
+
+def communicator(path: str, cookie: str | None) -> WebsocketCommunicator:
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def connect(path: str, cookie: str | None) -> tuple[WebsocketCommunicator, bool, Any]:
+    socket = communicator(path, cookie)
+    connected, code = await socket.connect(timeout=5)
+    return socket, connected, code
+
+
+async def test_it_forwards_a_live_delta_to_a_member(cast: Cast) -> None:
+    cookie = await sync_to_async(session_cookie)(cast.teammate)
+    socket, connected, _ = await connect(f"/ws/sites/{cast.site.domain}/", cookie)
+    assert connected
+    hello = await socket.receive_json_from(timeout=5)
+    assert hello["type"] == "hello"
+    assert hello["domains"] == ["dash.example"]
+    assert hello["read_only"] is False
+    await get_channel_layer().group_send(live.group_name(cast.site.pk), delta(cast.site.pk, pageviews=7))
+    message = await socket.receive_json_from(timeout=5)
+    assert message["type"] == "delta"
+    assert message["domain"] == "dash.example"
+    assert message["counts"]["pageviews"] == 7
+    assert message["visitors_now"] == 3
+    assert message["events"][0]["props"] == {"plan": "pro"}
+    await socket.disconnect()
+
+
+async def test_it_refuses_an_outsider_before_accepting(cast: Cast) -> None:
+    cookie = await sync_to_async(session_cookie)(cast.outsider)
+    _socket, connected, code = await connect(f"/ws/sites/{cast.site.domain}/", cookie)
+    assert not connected
+    assert code == live.CLOSE_NOT_FOUND
+
+
+async def test_it_refuses_an_anonymous_visitor_of_a_private_site(cast: Cast) -> None:
+    _socket, connected, code = await connect(f"/ws/sites/{cast.site.domain}/", None)
+    assert (connected, code) == (False, live.CLOSE_NOT_FOUND)
+
+
+async def test_it_refuses_an_unknown_domain(cast: Cast) -> None:
+    cookie = await sync_to_async(session_cookie)(cast.owner)
+    _socket, connected, code = await connect("/ws/sites/nobody.example/", cookie)
+    assert (connected, code) == (False, live.CLOSE_NOT_FOUND)
+
+
+async def test_it_lets_anyone_watch_a_public_site_read_only(cast: Cast) -> None:
+    await sync_to_async(sharing.set_site_public)(cast.site, True)
+    socket, connected, _ = await connect(f"/ws/sites/{cast.site.domain}/", None)
+    assert connected
+    hello = await socket.receive_json_from(timeout=5)
+    assert hello["read_only"] is True
+    await get_channel_layer().group_send(live.group_name(cast.site.pk), delta(cast.site.pk))
+    assert (await socket.receive_json_from(timeout=5))["type"] == "delta"
+    await socket.disconnect()
+
+
+def unlocked_session(link: SharedLink) -> str:
+    session = SessionStore()
+    sharing.unlock(session, link)
+    return session_cookie(session=session)
+
+
+async def test_it_lets_the_holder_of_an_unlocked_shared_link_watch(cast: Cast) -> None:
+    link = await sync_to_async(sharing.create_shared_link)(cast.site, "Investors", "s3cret-pass")
+    cookie = await sync_to_async(unlocked_session)(link)
+    socket, connected, _ = await connect(f"/ws/sites/{cast.site.domain}/", cookie)
+    assert connected
+    assert (await socket.receive_json_from(timeout=5))["read_only"] is True
+    await socket.disconnect()
+
+
+async def test_a_shared_link_does_not_open_another_site(cast: Cast) -> None:
+    link = await sync_to_async(sharing.create_shared_link)(cast.site, "Investors")
+    cookie = await sync_to_async(unlocked_session)(link)
+    _socket, connected, code = await connect(f"/ws/sites/{cast.other_site.domain}/", cookie)
+    assert (connected, code) == (False, live.CLOSE_NOT_FOUND)
+
+
+async def test_it_closes_the_socket_of_a_deleted_shared_link(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "RECHECK_SECONDS", 0.0)
+    link = await sync_to_async(sharing.create_shared_link)(cast.site, "Agency")
+    cookie = await sync_to_async(unlocked_session)(link)
+    socket, connected, _ = await connect(f"/ws/sites/{cast.site.domain}/", cookie)
+    assert connected
+    await socket.receive_json_from(timeout=5)
+    await sync_to_async(sharing.delete_shared_link)(cast.site, link.slug)
+    await get_channel_layer().group_send(live.group_name(cast.site.pk), delta(cast.site.pk))
+    closed = await socket.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", live.CLOSE_FORBIDDEN)
+
+
+async def test_a_member_receives_nothing_of_another_site(cast: Cast) -> None:
+    cookie = await sync_to_async(session_cookie)(cast.owner)
+    socket, _connected, _ = await connect(f"/ws/sites/{cast.site.domain}/", cookie)
+    await socket.receive_json_from(timeout=5)
+    await get_channel_layer().group_send(live.group_name(cast.other_site.pk), delta(cast.other_site.pk))
+    assert await socket.receive_nothing(timeout=0.5)
+    await socket.disconnect()
+
+
+async def test_the_overview_socket_carries_every_site_of_the_user(cast: Cast) -> None:
+    cookie = await sync_to_async(session_cookie)(cast.owner)
+    socket, connected, _ = await connect("/ws/sites/", cookie)
+    assert connected
+    hello = await socket.receive_json_from(timeout=5)
+    assert hello["domains"] == ["blog.dash.example", "dash.example"]
+    layer = get_channel_layer()
+    await layer.group_send(live.group_name(cast.other_site.pk), delta(cast.other_site.pk, pageviews=1))
+    await layer.group_send(live.group_name(cast.site.pk), delta(cast.site.pk, pageviews=5))
+    first = await socket.receive_json_from(timeout=5)
+    second = await socket.receive_json_from(timeout=5)
+    assert {(first["domain"], first["counts"]["pageviews"]), (second["domain"], second["counts"]["pageviews"])} == {
+        ("blog.dash.example", 1),
+        ("dash.example", 5),
+    }
+    await socket.disconnect()
+
+
+async def test_the_overview_socket_of_an_outsider_hears_nothing_of_other_accounts(cast: Cast) -> None:
+    cookie = await sync_to_async(session_cookie)(cast.outsider)
+    socket, connected, _ = await connect("/ws/sites/", cookie)
+    assert connected
+    assert (await socket.receive_json_from(timeout=5))["domains"] == ["elsewhere.example"]
+    await get_channel_layer().group_send(live.group_name(cast.site.pk), delta(cast.site.pk))
+    assert await socket.receive_nothing(timeout=0.5)
+    await socket.disconnect()
+
+
+async def test_the_overview_socket_refuses_an_anonymous_visitor(cast: Cast) -> None:
+    _socket, connected, code = await connect("/ws/sites/", None)
+    assert (connected, code) == (False, live.CLOSE_NOT_FOUND)

@@ -1,0 +1,178 @@
+"""Dashboard pages: the sites overview, a site's live dashboard, its data endpoint and sharing.
+
+Views stay thin: they authorise through ``analytics.sharing.dashboard_access``
+(members via ``accounts.access``; public sites and unlocked shared links
+read-only), then render or call ``analytics.dashboard``. Every number comes
+from the query engine; the pages themselves carry no figures, the client
+fetches them in one batch and then follows the live WebSocket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.access import current_account, get_site_for_user, sites_for_user
+from accounts.models import Role, Site
+from analytics import dashboard, sharing
+from analytics.query import QueryError
+
+logger = logging.getLogger(__name__)
+
+MAX_QUERY_BODY = 64 * 1024
+
+TOP_METRICS = [
+    ("visitors", "Unique visitors"),
+    ("visits", "Visits"),
+    ("pageviews", "Pageviews"),
+    ("views_per_visit", "Views per visit"),
+    ("bounce_rate", "Bounce rate"),
+    ("visit_duration", "Visit duration"),
+]
+
+
+def _panel(panel_id: str, title: str, tabs: list[tuple[str, str]]) -> dict[str, Any]:
+    return {"id": panel_id, "title": title, "tabs": [{"dimension": d, "label": label} for d, label in tabs]}
+
+
+PANELS = [
+    _panel("pages", "Pages", [("event:page", "Top pages"), ("visit:entry_page", "Entry"), ("visit:exit_page", "Exit")]),
+    _panel(
+        "sources",
+        "Sources",
+        [
+            ("visit:source", "Sources"),
+            ("visit:channel", "Channels"),
+            ("visit:referrer", "Referrers"),
+            ("visit:utm_source", "UTM source"),
+            ("visit:utm_medium", "UTM medium"),
+            ("visit:utm_campaign", "UTM campaign"),
+        ],
+    ),
+    _panel("countries", "Countries", [("visit:country", "Countries")]),
+    _panel(
+        "devices",
+        "Devices",
+        [("visit:browser", "Browsers"), ("visit:os", "OS"), ("visit:device", "Devices"), ("visit:screen", "Screens")],
+    ),
+    _panel(
+        "goals", "Goals & events", [("event:goal", "Goals"), ("event:name", "Custom events"), ("props", "Properties")]
+    ),
+]
+
+
+def _json_error(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _account_sites(request: HttpRequest) -> list[Site]:
+    account = current_account(request)
+    sites = sites_for_user(request.user)
+    if account is not None:
+        sites = sites.filter(account=account)
+    return list(sites)
+
+
+@login_required
+@require_GET
+def sites_overview(request: HttpRequest) -> HttpResponse:
+    sites = _account_sites(request)
+    return render(request, "analytics/overview.html", {"sites": sites, "account": current_account(request)})
+
+
+@login_required
+@require_GET
+def sites_overview_data(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"sites": dashboard.overview(_account_sites(request))})
+
+
+def _dashboard_context(access: sharing.DashboardAccess, shared_link: str = "") -> dict[str, Any]:
+    site = access.site
+    config = {
+        "domain": site.domain,
+        "timezone": site.timezone,
+        "readOnly": access.read_only,
+        "via": access.via,
+        "queryUrl": f"/sites/{site.domain}/query",
+        "socketPath": f"/ws/sites/{site.domain}/",
+        "sharedLink": shared_link,
+    }
+    return {"site": site, "access": access, "config": config, "metrics": TOP_METRICS, "panels": PANELS}
+
+
+@require_GET
+def site_dashboard(request: HttpRequest, domain: str) -> HttpResponse:
+    access = sharing.dashboard_access(request.user, request.session, domain)
+    return render(request, "analytics/dashboard.html", _dashboard_context(access))
+
+
+@require_POST
+def site_query(request: HttpRequest, domain: str) -> JsonResponse:
+    """The dashboard's data endpoint: a batch of v2 queries (see ``analytics.dashboard``)."""
+    access = sharing.dashboard_access(request.user, request.session, domain)
+    if len(request.body) > MAX_QUERY_BODY:
+        return _json_error(f"the body is over {MAX_QUERY_BODY} bytes", 413)
+    try:
+        payload = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return _json_error("the body is not valid JSON", 400)
+    try:
+        answer = dashboard.run_batch(access.site, payload)
+    except (dashboard.DashboardError, QueryError) as exc:
+        return _json_error(str(exc), 400)
+    return JsonResponse(answer)
+
+
+@require_http_methods(["GET", "POST"])
+def shared_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    """A shared link: asks for the password when it has one, then shows the dashboard (200, no redirect)."""
+    link = sharing.link_for_slug(slug)
+    if not link.has_password:
+        sharing.unlock(request.session, link)
+    elif request.method == "POST":
+        if link.check_password(request.POST.get("password", "")):
+            sharing.unlock(request.session, link)
+        else:
+            logger.info("dashboard.shared_link_bad_password", extra={"site_id": link.site_id})
+            context = {"link": link, "error": "That password is not right."}
+            return render(request, "analytics/shared_password.html", context, status=403)
+    if not sharing.is_unlocked(request.session, link):
+        return render(request, "analytics/shared_password.html", {"link": link, "error": ""})
+    access = sharing.dashboard_access(request.user, request.session, link.site.domain)
+    return render(request, "analytics/dashboard.html", _dashboard_context(access, shared_link=slug))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def site_sharing(request: HttpRequest, domain: str) -> HttpResponse:
+    """Make the dashboard public, create or delete shared links (admins and owners)."""
+    site = get_site_for_user(request.user, domain, role=Role.ADMIN)
+    created_url = ""
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        if action == "public":
+            sharing.set_site_public(site, request.POST.get("public") == "on")
+        elif action == "create":
+            link = sharing.create_shared_link(
+                site,
+                request.POST.get("name", ""),
+                request.POST.get("password") or None,
+                request.user,  # type: ignore[arg-type]
+            )
+            created_url = request.build_absolute_uri(f"/share/{link.slug}/")
+        elif action == "delete":
+            sharing.delete_shared_link(site, request.POST.get("slug", ""))
+        if not created_url:
+            return redirect(f"/sites/{site.domain}/sharing/")
+    links = site.shared_links.order_by("-created")
+    return render(
+        request,
+        "analytics/sharing.html",
+        {"site": site, "links": links, "created_url": created_url},
+    )
