@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404, HttpRequest
 
 from accounts.models import ROLE_RANK, Account, Membership, Role, Site, User
@@ -62,10 +62,18 @@ def get_site_for_user(user: Any, domain: str, role: Role = Role.VIEWER) -> Site:
     """The site called ``domain`` if ``user`` is a member of its account with at least ``role``."""
     if not _is_user(user):
         raise Http404("not found")
-    site = Site.objects.select_related("account").filter(domain=domain.lower()).first()
+    # One query: the site with the user's role in its account.
+    member_role = Membership.objects.filter(account=OuterRef("account_id"), user=user).values("role")[:1]
+    site = (
+        Site.objects.select_related("account")
+        .filter(domain=domain.lower())
+        .annotate(member_role=Subquery(member_role))
+        .first()
+    )
     if site is None:
         raise Http404("not found")
-    _check(user_role(user, site.account), role)
+    found: str | None = getattr(site, "member_role", None)
+    _check(Role(found) if found is not None else None, role)
     return site
 
 

@@ -11,6 +11,7 @@ import binascii
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -103,6 +104,13 @@ def _bool(value: Any, field: str) -> bool:
     raise ValidationError({field: "must be true or false"})
 
 
+def _check_team(request: Request, team_id: Any) -> None:
+    """Plausible's optional ``team_id`` is the account's public id; any other account is 404."""
+    if team_id in (None, "") or str(team_id) == str(_key(request).account.public_id):
+        return
+    raise Http404("team not found")
+
+
 def _key(request: Request) -> APIKey:
     key = request_key(request)
     assert key is not None  # the permission classes let no request without a key through
@@ -127,11 +135,13 @@ class SiteListView(_SitesBase):
             OpenApiParameter("after", str, required=False),
             OpenApiParameter("before", str, required=False),
             OpenApiParameter("limit", int, required=False),
+            OpenApiParameter("team_id", str, required=False, description="the account's public id"),
         ],
         operation_id="sites_list",
         responses={200: inline_serializer("SiteList", {"sites": SiteSchema, "meta": serializers.DictField()})},
     )
     def get(self, request: Request) -> Response:
+        _check_team(request, request.query_params.get("team_id"))
         limit = _limit(request.query_params.get("limit"))
         after, before = request.query_params.get("after"), request.query_params.get("before")
         if after and before:
@@ -163,6 +173,7 @@ class SiteListView(_SitesBase):
     @extend_schema(operation_id="sites_create", request=SiteInput, responses={201: SiteSchema})
     def post(self, request: Request) -> Response:
         body = _body(request)
+        _check_team(request, body.get("team_id"))
         try:
             site = create_site(
                 _key(request).account,
@@ -203,3 +214,18 @@ class SiteDetailView(_SitesBase):
     def delete(self, request: Request, domain: str) -> Response:
         delete_site(site_for_key(request, domain))
         return Response({"deleted": "true"})
+
+
+class TeamListView(_SitesBase):
+    """Plausible's ``GET /api/v1/sites/teams``: a key sees its own account."""
+
+    @extend_schema(
+        operation_id="sites_teams_list",
+        responses={
+            200: inline_serializer("TeamList", {"teams": serializers.ListField(), "meta": serializers.DictField()})
+        },
+    )
+    def get(self, request: Request) -> Response:
+        account = _key(request).account
+        team = {"id": str(account.public_id), "name": account.name, "api_available": True}
+        return Response({"teams": [team], "meta": {"after": None, "before": None, "limit": DEFAULT_LIMIT}})

@@ -30,6 +30,15 @@ def create_customer(
     return user, account
 
 
+def create_account_for(user: User) -> Account:
+    """A new account owned by ``user`` (who has none left)."""
+    with transaction.atomic():
+        account = Account.objects.create(name=f"{user.name or user.email.split('@')[0]}'s sites"[:200])
+        Membership.objects.create(account=account, user=user, role=Role.OWNER)
+    logger.info("customer.account_created", extra={"account_id": account.pk, "user_id": user.pk})
+    return account
+
+
 def delete_account(account: Account) -> None:
     """Delete the account with its sites and keys; cleanup listeners run after commit."""
     account_id = account.pk

@@ -135,3 +135,8 @@ def test_a_private_site_is_readable_only_by_members(site, viewer, outsider):
         get_site_for_reader(outsider, "shop.example")
     with pytest.raises(Http404):
         get_site_for_reader(AnonymousUser(), "shop.example")
+
+
+def test_it_looks_a_site_up_in_one_query(site, viewer, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        get_site_for_user(viewer, "shop.example")

@@ -203,3 +203,36 @@ def test_it_refuses_a_domain_that_is_not_a_string(api, write_key):
         "/api/v1/sites", {"domain": ["x.example"]}, content_type="application/json", **bearer(write_key[1])
     )
     assert response.json() == {"error": "domain: domain must be a string"}
+
+
+def test_it_accepts_its_own_account_as_team_id(api, account, site, write_key):
+    listed = api.get(f"/api/v1/sites?team_id={account.public_id}", **bearer(write_key[1]))
+    created = api.post(
+        "/api/v1/sites",
+        {"domain": "team.example", "team_id": str(account.public_id)},
+        content_type="application/json",
+        **bearer(write_key[1]),
+    )
+    assert (listed.status_code, created.status_code) == (200, 201)
+
+
+def test_another_accounts_team_id_is_404(api, other_account, site, write_key):
+    listed = api.get(f"/api/v1/sites?team_id={other_account.public_id}", **bearer(write_key[1]))
+    created = api.post(
+        "/api/v1/sites",
+        {"domain": "team.example", "team_id": str(other_account.public_id)},
+        content_type="application/json",
+        **bearer(write_key[1]),
+    )
+    assert (listed.status_code, created.status_code) == (404, 404)
+    assert not Site.objects.filter(domain="team.example").exists()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sites/teams", "/api/v1/sites/teams/"])
+def test_teams_lists_the_keys_account_only(api, account, other_account, read_key, path):
+    response = api.get(path, **bearer(read_key[1]))
+    assert response.json()["teams"] == [{"id": str(account.public_id), "name": account.name, "api_available": True}]
+
+
+def test_teams_needs_a_key(api, db):
+    assert api.get("/api/v1/sites/teams").status_code == 401

@@ -235,3 +235,40 @@ def test_changing_the_password_needs_the_old_one(owner_client, owner):
     )
     owner.refresh_from_db()
     assert owner.check_password(PASSWORD)
+
+
+def _enable_2fa(client, user) -> TOTPDevice:
+    client.force_login(user)
+    client.get("/accounts/2fa/")
+    device = TOTPDevice.objects.get(user=user, confirmed=False)
+    client.post("/accounts/2fa/", {"code": current_code(device)})
+    client.post("/accounts/logout/")
+    device.refresh_from_db()
+    return device
+
+
+def test_the_code_step_expires_after_five_minutes(client, owner):
+    device = _enable_2fa(client, owner)
+    assert device.confirmed
+    start = timezone.now()
+    with time_machine.travel(start + timedelta(seconds=60)):
+        client.post("/accounts/login/", {"username": owner.email, "password": PASSWORD})
+    with time_machine.travel(start + timedelta(seconds=60 + 301)):
+        response = client.post("/accounts/login/2fa/", {"code": current_code(device)})
+    assert response["Location"] == "/accounts/login/"
+    assert "_auth_user_id" not in client.session
+
+
+def test_wrong_codes_lock_the_account_even_when_the_password_is_entered_again(client, owner, settings):
+    settings.LOGIN_FAILURES_PER_ACCOUNT = 3
+    device = _enable_2fa(client, owner)
+    start = timezone.now()
+    wrong = f"{(int(current_code(device)) + 1) % 10**6:06d}"
+    for round_ in range(2):
+        with time_machine.travel(start + timedelta(seconds=60 + 10 * round_)):
+            client.post("/accounts/login/", {"username": owner.email, "password": PASSWORD})
+            client.post("/accounts/login/2fa/", {"code": wrong})
+            client.post("/accounts/login/2fa/", {"code": wrong})
+    with time_machine.travel(start + timedelta(seconds=120)):
+        response = client.post("/accounts/login/", {"username": owner.email, "password": PASSWORD})
+    assert "Too many failed log-ins" in response.content.decode()

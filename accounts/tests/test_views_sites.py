@@ -158,3 +158,20 @@ def test_a_viewer_cannot_add_a_site_by_naming_the_account(viewer, client, accoun
     response = client.post("/sites/new/", {"account": str(account.public_id), "domain": "x.example", "timezone": "UTC"})
     assert response.status_code == 403
     assert not Site.objects.filter(domain="x.example").exists()
+
+
+def test_a_user_without_any_account_gets_a_new_one_to_add_sites_to(client, viewer, account):
+    Membership.objects.filter(user=viewer).delete()
+    client.force_login(viewer)
+    response = client.post("/sites/new/", {"domain": "mine.example", "timezone": "UTC"})
+    assert response.status_code == 302
+    site = Site.objects.get(domain="mine.example")
+    assert site.account != account
+    assert Membership.objects.get(user=viewer, account=site.account).role == Role.OWNER
+
+
+def test_showing_the_add_site_form_creates_no_account(client, viewer, account):
+    Membership.objects.filter(user=viewer).delete()
+    client.force_login(viewer)
+    assert client.get("/sites/new/").status_code == 200
+    assert not Membership.objects.filter(user=viewer).exists()

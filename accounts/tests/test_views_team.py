@@ -156,3 +156,21 @@ def test_the_owner_deletes_the_account_with_typed_confirmation(owner_client, acc
     assert Account.objects.filter(pk=account.pk).exists()
     owner_client.post(f"/accounts/{account.public_id}/delete/", {"confirm": account.name})
     assert not Account.objects.filter(pk=account.pk).exists()
+
+
+def test_an_invitation_still_works_when_sign_up_is_invite_only(owner_client, client, account, settings):
+    settings.SIGNUP_MODE = "invite"
+    path = invite(owner_client, account, email="invited@example.org", role="viewer")
+    client.logout()
+    response = client.post(path, {"name": "Ivy", "password": "a long pass phrase 9"})
+    assert response.status_code == 302
+    assert Membership.objects.get(user__email="invited@example.org").account == account
+
+
+def test_members_of_a_suspended_account_see_a_notice(viewer_client, account):
+    account.suspended = True
+    account.save()
+    assert "is suspended" in viewer_client.get(f"/accounts/{account.public_id}/team/").content.decode()
+    account.suspended = False
+    account.save()
+    assert "is suspended" not in viewer_client.get(f"/accounts/{account.public_id}/team/").content.decode()

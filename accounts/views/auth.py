@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 PENDING_USER = "spinnakr_2fa_user"
 PENDING_BACKEND = "spinnakr_2fa_backend"
 PENDING_NEXT = "spinnakr_2fa_next"
+PENDING_SINCE = "spinnakr_2fa_since"
+# Seconds between a correct password and the code before the log-in starts over.
+PENDING_LIFETIME = 300
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -44,14 +48,16 @@ class SpinnakrLoginView(LoginView):
 
     def form_valid(self, form: LoginForm) -> HttpResponse:  # type: ignore[override]
         user = form.get_user()
-        throttle.reset_account(user.email)
         if twofactor.has_2fa(user):
             # The password was right; the session stays anonymous until the code is too.
+            # Failures are not reset here, so re-entering the password buys no extra code guesses.
             self.request.session.cycle_key()
             self.request.session[PENDING_USER] = user.pk
+            self.request.session[PENDING_SINCE] = int(time.time())
             self.request.session[PENDING_BACKEND] = getattr(user, "backend", settings.AUTHENTICATION_BACKENDS[0])
             self.request.session[PENDING_NEXT] = self.get_success_url()
             return redirect("login-2fa")
+        throttle.reset_account(user.email)
         return super().form_valid(form)
 
 
@@ -66,7 +72,9 @@ class SpinnakrPasswordResetConfirmView(PasswordResetConfirmView):
 @never_cache
 def login_2fa(request: HttpRequest) -> HttpResponse:
     pending = request.session.get(PENDING_USER)
-    user = User.objects.filter(pk=pending, is_active=True).first() if isinstance(pending, int) else None
+    since = request.session.get(PENDING_SINCE)
+    fresh = isinstance(since, int) and time.time() - since < PENDING_LIFETIME
+    user = User.objects.filter(pk=pending, is_active=True).first() if isinstance(pending, int) and fresh else None
     device = twofactor.confirmed_device(user) if user is not None else None
     if user is None or device is None:
         return redirect(settings.LOGIN_URL)
@@ -77,7 +85,7 @@ def login_2fa(request: HttpRequest) -> HttpResponse:
         elif twofactor.verify(device, form.cleaned_data["code"]):
             next_url = request.session.get(PENDING_NEXT) or settings.LOGIN_REDIRECT_URL
             backend = request.session.get(PENDING_BACKEND)
-            for key in (PENDING_USER, PENDING_BACKEND, PENDING_NEXT):
+            for key in (PENDING_USER, PENDING_BACKEND, PENDING_NEXT, PENDING_SINCE):
                 request.session.pop(key, None)
             login(request, user, backend=backend)
             otp_login(request, device)

@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.access import current_account, get_account_for_user, get_site_for_user, has_role, request_user, user_role
+from accounts.customers import create_account_for
 from accounts.forms import DeleteForm, SiteForm, SiteSettingsForm
 from accounts.models import Account, Membership, Role, Site
 from accounts.sites import SiteError, create_site, delete_site, rotate_site_key, update_site
@@ -24,6 +25,12 @@ def _managed_accounts(request: HttpRequest) -> list[Account]:
 @login_required
 def site_new(request: HttpRequest) -> HttpResponse:
     managed = _managed_accounts(request)
+    user = request_user(request)
+    if not managed and not Membership.objects.filter(user=user).exists():
+        # Someone who left (or lost) every account starts a new one of their own.
+        if request.method != "POST":
+            return render(request, "accounts/site_new.html", {"form": SiteForm(), "account": None, "managed": []})
+        managed = [create_account_for(user)]
     if not managed:
         raise PermissionDenied("only admins and owners add sites")
     current = current_account(request)
