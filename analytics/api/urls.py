@@ -15,8 +15,10 @@ urlpatterns: list[URLPattern | URLResolver] = [
     re_path(r"^api/v1/stats/breakdown/?$", stats.BreakdownView.as_view(), name="api-v1-breakdown"),
     re_path(r"^api/v1/sites/goals/?$", sites.GoalsView.as_view(), name="api-goals"),
     re_path(r"^api/v1/sites/goals/(?P<goal_id>[^/]+)/?$", sites.GoalDetailView.as_view(), name="api-goal"),
-    re_path(r"^api/v1/sites/(?P<domain>[^/]+)/realtime/?$", sites.SiteRealtimeView.as_view(), name="api-site-realtime"),
-    re_path(r"^api/v1/sites/(?P<domain>[^/]+)/export/?$", sites.ExportView.as_view(), name="api-site-export"),
+    re_path(
+        r"^api/v1/sites/(?P<domain>[^/].*?)/realtime/?$", sites.SiteRealtimeView.as_view(), name="api-site-realtime"
+    ),
+    re_path(r"^api/v1/sites/(?P<domain>[^/].*?)/export/?$", sites.ExportView.as_view(), name="api-site-export"),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="api-schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/redoc/?$", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
