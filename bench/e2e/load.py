@@ -33,6 +33,7 @@ REFERRERS = ["https://www.google.com/", "https://t.co/x", "", "https://news.ycom
 ADDRESSES = 50_000
 TIMED_OUT = -1  # status of a request not answered within --timeout
 CONNECTION_ERROR = -2  # status of a request whose connection failed
+IDLE_SECONDS = 3.0  # a keep-alive connection idle this long is closed, not reused
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -43,7 +44,7 @@ class Generator:
         self.timeout = timeout
         self.max_connections = max_connections
         self.open = 0
-        self.idle: list[Connection] = []
+        self.idle: list[tuple[Connection, float]] = []  # with the moment it was last used
         self.waiters: asyncio.Queue[Connection] = asyncio.Queue()
         self.status = array("h", bytes(2 * total))
         self.answered = array("d", bytes(8 * total))
@@ -68,8 +69,12 @@ class Generator:
         return head + body
 
     async def connection(self) -> Connection:
-        if self.idle:
-            return self.idle.pop()
+        now = time.monotonic()
+        while self.idle:
+            conn, used = self.idle.pop()
+            if now - used < IDLE_SECONDS:
+                return conn
+            self.discard(conn)  # the server may be closing it (uvicorn's keep-alive timeout is 5 s)
         if self.open < self.max_connections:
             self.open += 1
             try:
@@ -83,7 +88,7 @@ class Generator:
         if self.waiters._getters:  # type: ignore[attr-defined]  # someone is waiting for a connection
             self.waiters.put_nowait(conn)
         else:
-            self.idle.append(conn)
+            self.idle.append((conn, time.monotonic()))
 
     def discard(self, conn: Connection) -> None:
         conn[1].close()
@@ -148,7 +153,7 @@ class Generator:
                 await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
         if tasks:
             await asyncio.wait(tasks)
-        for _, writer in self.idle:
+        for (_, writer), _ in self.idle:
             writer.close()
 
 

@@ -272,6 +272,8 @@ def main() -> None:
         status.frombytes(base64.b64decode(result["status"]))
         answered = array("d")
         answered.frombytes(base64.b64decode(result["answered"]))
+        due = array("d")
+        due.frombytes(base64.b64decode(result["due"]))
         late = array("d")
         late.frombytes(base64.b64decode(result["sent_late"]))
         unanswered = [i for i, code in enumerate(status) if code in (TIMED_OUT, CONNECTION_ERROR)]
@@ -300,6 +302,9 @@ def main() -> None:
         accepted_set = {f"/e2e/{i}" for i in accepted_index}
         lag = lags(sorted(answered[i] for i in accepted_index), samples)
         sent_late = sorted(late)
+        latency = sorted(answered[i] - due[i] for i in accepted_index)  # from the moment it was due: open loop
+        first_answer = min((answered[i] for i in accepted_index), default=drain_start)
+        done_at = samples[-1][0] if drained else None
         figures: dict[str, Any] = {
             "date": began.strftime("%Y-%m-%d %H:%M UTC"),
             "cores": os.cpu_count(),
@@ -311,6 +316,8 @@ def main() -> None:
             "achieved_rate": round(result["total"] / max(1e-9, result["end"] - result["start"]), 1),
             "generator_late_p99_ms": ms(sent_late, 0.99),
             "generator_connections": result["connections"],
+            "response_p50_ms": ms(latency, 0.50),
+            "response_p99_ms": ms(latency, 0.99),
             "accepted": accepted,
             "rejected": rejected,
             "unanswered_first_indexes": unanswered[:10],
@@ -321,6 +328,7 @@ def main() -> None:
             "duplicate_rows": len(paths) - len(stored_set),
             "drained": drained,
             "drain_s": round(drain_seconds, 2),
+            "pipeline_events_per_s": round(accepted / (done_at - first_answer), 1) if done_at else None,
             "lag_p50_ms": ms(lag, 0.50),
             "lag_p95_ms": ms(lag, 0.95),
             "lag_p99_ms": ms(lag, 0.99),
@@ -357,6 +365,7 @@ def report(figures: dict[str, Any]) -> None:
                     f"(generator: {figures['achieved_rate']:,.0f}/s, sent late p99 {figures['generator_late_p99_ms']} ms, "
                     f"{figures['generator_connections']} connections)"),
         ("accepted (202)", f"{figures['accepted']:,}"),
+        ("response time (from the moment due)", f"p50 {figures['response_p50_ms']} ms, p99 {figures['response_p99_ms']} ms"),
         ("rejected", rejected),
         ("counted in Redis", f"{figures['counted_redis']:,}"),
         ("stored in PostgreSQL", f"{figures['stored_postgresql']:,}"),
@@ -364,6 +373,7 @@ def report(figures: dict[str, Any]) -> None:
          f"{figures['missing_from_postgresql']} / {figures['stored_not_accepted']} / {figures['duplicate_rows']}"),
         ("zero loss", "yes" if figures["zero_loss"] else "NO"),
         ("drain after the load", f"{figures['drain_s']} s" + ("" if figures["drained"] else " (timed out)")),
+        ("pipeline throughput (first 202 → all stored and counted)", f"{figures['pipeline_events_per_s']} events/s"),
         ("lag 202 → Redis and PostgreSQL", f"p50 {figures['lag_p50_ms']} ms, p95 {figures['lag_p95_ms']} ms, "
                                            f"p99 {figures['lag_p99_ms']} ms, max {figures['lag_max_ms']} ms"),
         ("one sample (2 SQL counts + Redis)", f"p50 {figures['sample_ms_p50']} ms, max {figures['sample_ms_max']} ms"),
