@@ -25,6 +25,7 @@ import base64
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,9 +56,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(command: list[str]) -> subprocess.Popen[bytes]:
+def start(command: list[str], log: Any = None) -> subprocess.Popen[bytes]:
     # A session of its own: Ctrl-C reaches only this process, which stops the group itself.
-    return subprocess.Popen(command, cwd=BASE_DIR, env=dict(os.environ), start_new_session=True)
+    return subprocess.Popen(command, cwd=BASE_DIR, env=dict(os.environ), start_new_session=True, stdout=log, stderr=log)
+
+
+def batches(log: Path) -> list[int]:
+    """Events per broker message, from the worker's ``ingest.batch_done`` log lines."""
+    return [
+        int(match) for match in re.findall(r"ingest\.batch_done .*?\bevents=(\d+)", log.read_text(errors="replace"))
+    ]
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
@@ -220,6 +228,7 @@ def main() -> None:
     site = setup_site()
     processes: list[subprocess.Popen[bytes]] = []
     load_out = Path(tempfile.mkstemp(prefix="bench-e2e-", suffix=".json")[1])
+    worker_log = Path(tempfile.mkstemp(prefix="bench-e2e-worker-", suffix=".log")[1])
     try:
         from django.conf import settings
 
@@ -232,8 +241,8 @@ def main() -> None:
         processes.append(web)
         worker = start([python, "-m", "celery", "-A", "spinnakr", "worker", "-Q",
                         f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}", "-c", str(options.concurrency),
-                        "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
-                        "-n", f"bench-e2e-{os.getpid()}@%h"])  # fmt: skip
+                        "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+                        "-n", f"bench-e2e-{os.getpid()}@%h"], worker_log.open("wb"))  # fmt: skip
         processes.append(worker)
         wait_for_port(port, web)
         wait_for_worker(worker)
@@ -301,6 +310,7 @@ def main() -> None:
         stored_set = set(paths)
         accepted_set = {f"/e2e/{i}" for i in accepted_index}
         lag = lags(sorted(answered[i] for i in accepted_index), samples)
+        sizes = batches(worker_log)
         sent_late = sorted(late)
         latency = sorted(answered[i] - due[i] for i in accepted_index)  # from the moment it was due: open loop
         first_answer = min((answered[i] for i in accepted_index), default=drain_start)
@@ -328,6 +338,8 @@ def main() -> None:
             "duplicate_rows": len(paths) - len(stored_set),
             "drained": drained,
             "drain_s": round(drain_seconds, 2),
+            "broker_messages": len(sizes),
+            "events_per_message": round(sum(sizes) / len(sizes), 2) if sizes else None,
             "pipeline_events_per_s": round(accepted / (done_at - first_answer), 1) if done_at else None,
             "lag_p50_ms": ms(lag, 0.50),
             "lag_p95_ms": ms(lag, 0.95),
@@ -347,6 +359,10 @@ def main() -> None:
         for process in reversed(processes):
             stop(process)
         load_out.unlink(missing_ok=True)
+        if sys.exc_info()[0] is None:
+            worker_log.unlink(missing_ok=True)
+        else:
+            print(f"the worker's log is kept in {worker_log}", file=sys.stderr)
         try:
             purge_queues()
             delete_site()
@@ -373,6 +389,8 @@ def report(figures: dict[str, Any]) -> None:
          f"{figures['missing_from_postgresql']} / {figures['stored_not_accepted']} / {figures['duplicate_rows']}"),
         ("zero loss", "yes" if figures["zero_loss"] else "NO"),
         ("drain after the load", f"{figures['drain_s']} s" + ("" if figures["drained"] else " (timed out)")),
+        ("broker messages the worker applied", f"{figures['broker_messages']:,}, "
+                                                f"{figures['events_per_message']} events per message"),
         ("pipeline throughput (first 202 → all stored and counted)", f"{figures['pipeline_events_per_s']} events/s"),
         ("lag 202 → Redis and PostgreSQL", f"p50 {figures['lag_p50_ms']} ms, p95 {figures['lag_p95_ms']} ms, "
                                            f"p99 {figures['lag_p99_ms']} ms, max {figures['lag_max_ms']} ms"),
