@@ -8,10 +8,10 @@ class AnalyticsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Deletion clean-up, timezone-change rebuilds and their tasks.
-        from analytics import cleanup
+        # Deletion clean-up and timezone-change rebuilds (the tasks load lazily).
+        from analytics import receivers
 
-        cleanup.connect()
+        receivers.connect()
 
         from analytics import sitecache
 

@@ -4,21 +4,21 @@ Receivers of ``accounts.signals.site_deleted`` / ``account_deleted`` (sent after
 transaction commits) queue a task on the default queue that deletes the raw events
 (``DELETE … WHERE site_id`` across all partitions), every Redis key of the site
 (``SCAN {s:<id>}:*`` + ``UNLINK``) and the account's quota counters (``{a:<id>}:*``). The tasks
-are idempotent; deleting twice finds nothing the second time.
+are idempotent; deleting twice finds nothing the second time. The receivers live in
+``analytics.receivers``, the tasks in ``analytics.tasks``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
-from celery import shared_task
-from django.db.models.signals import post_init, post_save
-
-from accounts.models import Site
-from accounts.signals import account_deleted, site_deleted
 from analytics import quota, rollups, siteinfo, store
-from analytics.tasks import TRANSIENT
+
+if TYPE_CHECKING:
+    from analytics.tasks import delete_account_data, delete_site_data, rebuild_rollups
+
+__all__ = ["delete_account_data", "delete_site_data", "purge_account", "purge_site", "rebuild_rollups"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,73 +54,11 @@ def purge_account(account_id: int, site_ids: list[int]) -> None:
     logger.info("cleanup.account_purged", extra={"account_id": account_id, "sites": site_ids, "keys": keys})
 
 
-@shared_task(
-    name="analytics.delete_site_data", ignore_result=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True
-)
-def delete_site_data(site_id: int) -> None:
-    purge_site(site_id)
+def __getattr__(name: str) -> object:
+    # ``analytics.cleanup.rebuild_rollups`` and friends, without importing the task module (and
+    # registering shared tasks) whenever this module is imported.
+    if name in {"rebuild_rollups", "delete_site_data", "delete_account_data"}:
+        from analytics import tasks
 
-
-@shared_task(
-    name="analytics.delete_account_data",
-    ignore_result=True,
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-)
-def delete_account_data(account_id: int, site_ids: list[int]) -> None:
-    purge_account(account_id, site_ids)
-
-
-@shared_task(
-    name="analytics.rebuild_rollups",
-    ignore_result=True,
-    acks_late=True,
-    time_limit=6 * 3600,
-    soft_time_limit=6 * 3600 - 60,
-)
-def rebuild_rollups(site_id: int, since: str | None = None) -> None:
-    from datetime import date
-
-    from analytics.rebuild import RebuildRunning, rebuild_site
-
-    site = Site.objects.select_related("account").filter(id=site_id).first()
-    if site is None:
-        return
-    try:
-        rebuild_site(site, date.fromisoformat(since) if since else None)
-    except RebuildRunning:
-        # The running rebuild started before this change saw the old timezone: go again later.
-        rebuild_rollups.apply_async((site_id, since), countdown=60)
-
-
-def _on_site_deleted(sender: Any, site_id: int, **kwargs: Any) -> None:
-    delete_site_data.delay(site_id)
-
-
-def _on_account_deleted(sender: Any, account_id: int, site_ids: list[int] | None = None, **kwargs: Any) -> None:
-    delete_account_data.delay(account_id, list(site_ids or []))
-
-
-def _remember_timezone(sender: Any, instance: Site, **kwargs: Any) -> None:
-    instance._loaded_timezone = instance.__dict__.get("timezone")  # type: ignore[attr-defined]
-
-
-def _on_site_saved(sender: Any, instance: Site, created: bool, **kwargs: Any) -> None:
-    before = getattr(instance, "_loaded_timezone", None)
-    instance._loaded_timezone = instance.timezone  # type: ignore[attr-defined]
-    siteinfo.forget(instance.id)
-    if created or before is None or before == instance.timezone:
-        return
-    logger.info("rebuild.timezone_changed", extra={"site_id": instance.id, "old": before, "new": instance.timezone})
-    from django.db import transaction
-
-    site_id = instance.id
-    transaction.on_commit(lambda: rebuild_rollups.delay(site_id))
-
-
-def connect() -> None:
-    site_deleted.connect(_on_site_deleted, dispatch_uid="analytics.cleanup.site_deleted")
-    account_deleted.connect(_on_account_deleted, dispatch_uid="analytics.cleanup.account_deleted")
-    post_init.connect(_remember_timezone, sender=Site, dispatch_uid="analytics.cleanup.remember_tz")
-    post_save.connect(_on_site_saved, sender=Site, dispatch_uid="analytics.cleanup.site_saved")
+        return getattr(tasks, name)
+    raise AttributeError(name)

@@ -5,7 +5,14 @@
   ``analytics.sharing.dashboard_access`` — members via ``accounts.access``,
   public sites and unlocked shared links read-only. Anyone else is refused
   with close code 4404 before the handshake completes (the HTTP upgrade fails).
-- ``ws/sites/``: the sites overview, one socket for every site of the user.
+- ``ws/sites/``: the sites overview, one socket for every site of the user's
+  current account (as the page shows).
+- ``ws/feed/<domain>/``: the live feed for customers' own code, authenticated by
+  an API key with the ``feed:read`` scope in ``Authorization: Bearer <key>``
+  (close 4401 without a valid key, 4403 without the scope, 4404 for a site
+  outside the key's account). It carries the same deltas; a delta lists at
+  most the batch's 50 newest events (contract 2), so the feed is a live view,
+  not an export.
 
 The worker sends one ``live.delta`` per site per batch to the channel-layer
 group ``site.<id>`` (contract 2, ``analytics.livepush``, after the batch is
@@ -34,11 +41,14 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.http import Http404
 
-from accounts.access import sites_for_user
+from accounts.access import SESSION_ACCOUNT_KEY, accounts_for_user, sites_for_user
+from accounts.apikeys import authenticate_key
+from accounts.models import APIKey, Scope, Site
 from analytics.sharing import DashboardAccess, dashboard_access
 
 logger = logging.getLogger(__name__)
 
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_FORBIDDEN = 4403
 RECHECK_SECONDS = 60.0
@@ -211,8 +221,16 @@ class SiteLiveConsumer(AsyncJsonWebsocketConsumer):
             await self.deliver(json.dumps(_delta_message(event, self.access.site.domain)))
 
 
+def overview_sites(user: Any, session: Any) -> dict[int, str]:
+    """The sites of the account the overview shows: the one chosen in the switcher, else the first."""
+    accounts = accounts_for_user(user)
+    chosen = session.get(SESSION_ACCOUNT_KEY) if session is not None else None
+    account = (accounts.filter(public_id=chosen).first() if chosen else None) or accounts.first()
+    return dict(sites_for_user(user).filter(account=account).values_list("pk", "domain"))
+
+
 class OverviewLiveConsumer(AsyncJsonWebsocketConsumer):
-    """Every site of the signed-in user on one socket (the sites overview)."""
+    """Every site of the user's current account on one socket (the sites overview)."""
 
     domains: dict[int, str]
 
@@ -222,7 +240,7 @@ class OverviewLiveConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        self.domains = await database_sync_to_async(lambda: dict(sites_for_user(user).values_list("pk", "domain")))()
+        self.domains = await database_sync_to_async(overview_sites)(user, self.scope.get("session"))
         for site_id, domain in self.domains.items():
             await hub().subscribe(site_id, domain, self)
         await self.accept()
@@ -233,4 +251,72 @@ class OverviewLiveConsumer(AsyncJsonWebsocketConsumer):
             await hub().unsubscribe(site_id, self)
 
     async def deliver(self, text: str) -> None:
+        await self.send(text_data=text)
+
+
+class FeedError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def _bearer(scope: dict[str, Any]) -> str:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if kind.lower() == "bearer" else ""
+    return ""
+
+
+def feed_site(raw_key: str, domain: str) -> tuple[APIKey, Site]:
+    """The key and the site a feed socket may follow, or ``FeedError`` with its close code."""
+    key = authenticate_key(raw_key)
+    if key is None or key.account.suspended:
+        raise FeedError(CLOSE_UNAUTHORIZED, "a valid API key is required")
+    if Scope.FEED_READ not in key.scopes:
+        raise FeedError(CLOSE_FORBIDDEN, "the key lacks the feed:read scope")
+    site = Site.objects.filter(account=key.account, domain=domain.lower()).first()
+    if site is None:
+        raise FeedError(CLOSE_NOT_FOUND, "not found")
+    return key, site
+
+
+class FeedConsumer(AsyncJsonWebsocketConsumer):
+    """A customer's own code following one site's live events, with an API key."""
+
+    site: Site | None = None
+    checked_at = 0.0
+
+    async def connect(self) -> None:
+        domain = str(self.scope["url_route"]["kwargs"]["domain"])
+        self.raw_key = _bearer(self.scope)
+        try:
+            _, self.site = await database_sync_to_async(feed_site)(self.raw_key, domain)
+        except FeedError as exc:
+            logger.info("live.feed_refused", extra={"domain": domain[:255], "code": exc.code})
+            await self.close(code=exc.code)
+            return
+        self.checked_at = time.monotonic()
+        await hub().subscribe(self.site.pk, self.site.domain, self)
+        await self.accept()
+        await self.send_json(_hello([self.site.domain], True))
+
+    async def disconnect(self, code: int) -> None:
+        if self.site is not None:
+            await hub().unsubscribe(self.site.pk, self)
+
+    async def deliver(self, text: str) -> None:
+        site = self.site
+        if site is None:
+            return
+        if time.monotonic() - self.checked_at > RECHECK_SECONDS:
+            self.checked_at = time.monotonic()
+            try:
+                await database_sync_to_async(feed_site)(self.raw_key, site.domain)
+            except FeedError as exc:
+                logger.info("live.feed_revoked", extra={"site_id": site.pk, "code": exc.code})
+                hub().unsubscribe_soon(site.pk, self)
+                self.site = None
+                await self.close(code=exc.code)
+                return
         await self.send(text_data=text)

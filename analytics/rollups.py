@@ -52,7 +52,11 @@ Visits and state:
                                 0 on a fresh installation, the moment of recovery after a loss
     {s:<id>}:rb:…               the rebuild's namespace (see analytics/rebuild.py)
 
-Readers: ``counters``, ``visitors``, ``top``, ``member_visitors``, ``visitors_now``, ``meta``.
+Readers: ``counters``, ``visitors``, ``top``, ``member_values``, ``member_visitors``,
+``visitors_now``, ``meta``.
+
+The scripts name only the site's meta key in KEYS (for routing); every key they touch carries
+the same hash tag, so on Redis Cluster they run within the site's slot.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ HTTP_PREFIX_ROUTES: dict[str, ASGIApp] = {}
 websocket_urlpatterns: list[URLPattern | URLResolver] = [
     path("ws/sites/", live.OverviewLiveConsumer.as_asgi()),
     path("ws/sites/<path:domain>/", live.SiteLiveConsumer.as_asgi()),
+    path("ws/feed/<path:domain>/", live.FeedConsumer.as_asgi()),
 ]
 STARTUP: list[Callable[[], Awaitable[None]]] = []
 SHUTDOWN: list[Callable[[], Awaitable[None]]] = []

@@ -206,3 +206,51 @@ def apply_retention() -> None:
 def refresh_quota_flags() -> None:
     """Beat: recompute the set of accounts past quota plus grace (see ``analytics.quota``)."""
     quota.refresh_flags()
+
+
+@shared_task(
+    name="analytics.delete_site_data", ignore_result=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True
+)
+def delete_site_data(site_id: int) -> None:
+    """A deleted site's raw events and Redis keys (``analytics.cleanup``)."""
+    from analytics.cleanup import purge_site
+
+    purge_site(site_id)
+
+
+@shared_task(
+    name="analytics.delete_account_data",
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+)
+def delete_account_data(account_id: int, site_ids: list[int]) -> None:
+    """A deleted account's sites' data and its quota counters (``analytics.cleanup``)."""
+    from analytics.cleanup import purge_account
+
+    purge_account(account_id, site_ids)
+
+
+@shared_task(
+    name="analytics.rebuild_rollups",
+    ignore_result=True,
+    acks_late=True,
+    time_limit=6 * 3600,
+    soft_time_limit=6 * 3600 - 60,
+)
+def rebuild_rollups(site_id: int, since: str | None = None) -> None:
+    """Recompute a site's rollups from PostgreSQL (``analytics.rebuild``)."""
+    from datetime import date
+
+    from accounts.models import Site
+    from analytics.rebuild import RebuildRunning, rebuild_site
+
+    site = Site.objects.select_related("account").filter(id=site_id).first()
+    if site is None:
+        return
+    try:
+        rebuild_site(site, date.fromisoformat(since) if since else None)
+    except RebuildRunning:
+        # The running rebuild may have started before this request's change: go again later.
+        rebuild_rollups.apply_async((site_id, since), countdown=60)

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -115,7 +115,10 @@ def site_dashboard(request: HttpRequest, domain: str) -> HttpResponse:
 @require_POST
 def site_query(request: HttpRequest, domain: str) -> JsonResponse:
     """The dashboard's data endpoint: a batch of v2 queries (see ``analytics.dashboard``)."""
-    access = sharing.dashboard_access(request.user, request.session, domain)
+    try:
+        access = sharing.dashboard_access(request.user, request.session, domain)
+    except Http404:
+        return _json_error("not found", 404)
     if len(request.body) > MAX_QUERY_BODY:
         return _json_error(f"the body is over {MAX_QUERY_BODY} bytes", 413)
     try:

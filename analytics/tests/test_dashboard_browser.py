@@ -232,3 +232,26 @@ def test_the_overview_shows_every_site_live(live_app: LiveApp, context: BrowserC
     )
     assert card.locator(".sparkline svg path.line").count() == 1
     shoot(page, "overview-live")
+
+
+def test_a_lost_socket_reconnects_and_resynchronises(live_app: LiveApp, context: BrowserContext) -> None:
+    page = context.new_page()
+    log_in(page, live_app, "owner@dash.test")
+    open_dashboard(page, live_app)
+    queries: list[str] = []
+    page.on("request", lambda request: queries.append(request.url))
+    states: list[str] = page.evaluate(
+        """() => {
+            window.__states = [];
+            new MutationObserver(() => window.__states.push(document.getElementById('live-status').dataset.state))
+                .observe(document.getElementById('live-status'), {attributes: true, attributeFilter: ['data-state']});
+            window.spinnakrDashboard.socket.ws.close();
+            return window.__states;
+        }"""
+    )
+    assert states == []
+    # Events sent around the gap are on the page once it has reconnected and refetched.
+    live_app.send("dash.example", "/gap", count=2)
+    page.wait_for_function("window.__states.includes('reconnecting') && window.__states.at(-1) === 'live'")
+    page.wait_for_function("document.querySelector('[data-metric=pageviews]').dataset.value === '2'", timeout=WAIT_MS)
+    assert f"{live_app.url}/sites/dash.example/query" in queries

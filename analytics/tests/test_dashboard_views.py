@@ -152,6 +152,7 @@ def test_it_checks_ownership_of_the_data_endpoint(cast: Cast) -> None:
         HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value,
     )
     assert response.status_code == 404
+    assert response.json() == {"error": "not found"}
 
 
 def test_the_overview_lists_the_sites_of_the_account_only(cast: Cast) -> None:

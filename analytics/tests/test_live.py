@@ -14,6 +14,9 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import connections
 
+from accounts.access import SESSION_ACCOUNT_KEY
+from accounts.apikeys import create_api_key, revoke_api_key
+from accounts.models import Membership, Scope
 from analytics import live, routes, sharing
 from analytics.models import SharedLink
 from analytics.tests.dashboard_fixtures import Cast, cast, session_cookie
@@ -191,3 +194,70 @@ async def test_the_overview_socket_of_an_outsider_hears_nothing_of_other_account
 async def test_the_overview_socket_refuses_an_anonymous_visitor(cast: Cast) -> None:
     _socket, connected, code = await connect("/ws/sites/", None)
     assert (connected, code) == (False, live.CLOSE_NOT_FOUND)
+
+
+def feed(domain: str, raw_key: str | None) -> WebsocketCommunicator:
+    headers = [(b"host", b"testserver")]
+    if raw_key is not None:
+        headers.append((b"authorization", f"Bearer {raw_key}".encode()))
+    return WebsocketCommunicator(application, f"/ws/feed/{domain}/", headers=headers)
+
+
+async def new_key(cast: Cast, scopes: list[str]) -> tuple[Any, str]:
+    return await sync_to_async(create_api_key)(cast.account, "feed", scopes)
+
+
+async def test_the_feed_carries_deltas_to_a_key_with_feed_read(cast: Cast) -> None:
+    _, raw = await new_key(cast, [Scope.FEED_READ])
+    socket = feed("dash.example", raw)
+    connected, _ = await socket.connect(timeout=5)
+    assert connected
+    assert (await socket.receive_json_from(timeout=5))["domains"] == ["dash.example"]
+    await get_channel_layer().group_send(live.group_name(cast.site.pk), delta(cast.site.pk, pageviews=4))
+    message = await socket.receive_json_from(timeout=5)
+    assert (message["type"], message["counts"]["pageviews"]) == ("delta", 4)
+    assert message["events"][0]["name"] == "Signup"
+    await socket.disconnect()
+
+
+async def test_the_feed_refuses_a_missing_key(cast: Cast) -> None:
+    assert await feed("dash.example", None).connect(timeout=5) == (False, live.CLOSE_UNAUTHORIZED)
+
+
+async def test_the_feed_refuses_an_unknown_key(cast: Cast) -> None:
+    _, raw = await new_key(cast, [Scope.FEED_READ])
+    assert await feed("dash.example", raw[:-2] + "xx").connect(timeout=5) == (False, live.CLOSE_UNAUTHORIZED)
+
+
+async def test_the_feed_refuses_a_key_without_the_scope(cast: Cast) -> None:
+    _, raw = await new_key(cast, [Scope.STATS_READ])
+    assert await feed("dash.example", raw).connect(timeout=5) == (False, live.CLOSE_FORBIDDEN)
+
+
+async def test_the_feed_refuses_a_site_outside_the_keys_account(cast: Cast) -> None:
+    _, raw = await new_key(cast, [Scope.FEED_READ])
+    assert await feed("elsewhere.example", raw).connect(timeout=5) == (False, live.CLOSE_NOT_FOUND)
+
+
+async def test_the_feed_closes_when_the_key_is_revoked(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "RECHECK_SECONDS", 0.0)
+    key, raw = await new_key(cast, [Scope.FEED_READ])
+    socket = feed("dash.example", raw)
+    assert (await socket.connect(timeout=5))[0]
+    await socket.receive_json_from(timeout=5)
+    await sync_to_async(revoke_api_key)(key)
+    await get_channel_layer().group_send(live.group_name(cast.site.pk), delta(cast.site.pk))
+    closed = await socket.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", live.CLOSE_UNAUTHORIZED)
+
+
+async def test_the_overview_socket_follows_the_current_account_only(cast: Cast) -> None:
+    await sync_to_async(Membership.objects.create)(account=cast.outsider_site.account, user=cast.owner, role="viewer")
+    cookie = await sync_to_async(session_cookie)(cast.owner)
+    session = SessionStore(session_key=cookie.removeprefix("sessionid="))
+    await sync_to_async(session.__setitem__)(SESSION_ACCOUNT_KEY, str(cast.outsider_site.account.public_id))
+    await sync_to_async(session.save)()
+    socket, connected, _ = await connect("/ws/sites/", cookie)
+    assert connected
+    assert (await socket.receive_json_from(timeout=5))["domains"] == ["elsewhere.example"]
+    await socket.disconnect()

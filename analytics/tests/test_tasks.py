@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import call_command
 
-from analytics import rollups
+from analytics import quota, rollups
 from analytics.livepush import group_name
 from analytics.models import Event
 from analytics.tasks import FAILED_BATCHES
@@ -128,3 +128,22 @@ def test_a_batch_that_fails_for_good_is_parked_and_can_be_replayed(celery_worker
 
     wait_for(lambda: stored(site) == 1, timeout=30)
     assert rollups.client().llen(FAILED_BATCHES) == 0
+
+
+def test_a_worker_killed_after_the_store_before_the_ack_changes_nothing_on_redelivery(celery_worker_factory):
+    site = make_site()
+    paused = celery_worker_factory(
+        env={"SPINNAKR_TEST_INGEST_PAUSE": "after_store:60", "CELERY_VISIBILITY_TIMEOUT": "2"}
+    )
+    events = a_visit(site, visitors=3, pages=4)
+
+    publish(uuid.uuid4().hex, events)
+    wait_for(lambda: stored(site) == 12, timeout=30)
+    paused.kill()
+    worker = celery_worker_factory(env={"CELERY_VISIBILITY_TIMEOUT": "2"})
+
+    wait_for(lambda: "ingest.batch_done" in worker.log.read_text(), timeout=40)
+    assert stored(site) == 12
+    assert counters(site, events) == {"pageviews": 12, "events": 12, "visits": 3, "bounces": 0, "duration": 3 * 180}
+    month = day_of(events)[:6]
+    assert rollups.client().get(quota.quota_key(site.account_id, month)) == "12"

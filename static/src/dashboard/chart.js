@@ -5,6 +5,7 @@ const SERIES = [
   { key: "visitors", label: "Visitors", cls: "s-visitors" },
   { key: "pageviews", label: "Pageviews", cls: "s-pageviews" },
 ];
+const PREVIOUS = { key: "previous", label: "Visitors, previous period", cls: "s-previous" };
 
 // The main chart: visitors (area) and pageviews (line) over the range; updated in place with transitions.
 export class MainChart {
@@ -28,13 +29,17 @@ export class MainChart {
     this.focus.append("line").attr("class", "focus-line");
     this.tip = d3.select(container).append("div").attr("class", "chart-tip").attr("hidden", true);
     this.svg.on("pointermove", (e) => this.hover(e)).on("pointerleave", () => this.hideTip());
-    d3.select(legend)
+    this.renderLegend(false);
+    new ResizeObserver(() => this.render(false)).observe(container);
+  }
+
+  renderLegend(withPrevious) {
+    d3.select(this.legend)
       .selectAll("span")
-      .data(SERIES)
+      .data(withPrevious ? [...SERIES, PREVIOUS] : SERIES)
       .join("span")
       .attr("class", (d) => `legend-item ${d.cls}`)
       .html((d) => `<i aria-hidden="true"></i>${d.label}`);
-    new ResizeObserver(() => this.render(false)).observe(container);
   }
 
   set(points, { bucket, domain }) {
@@ -60,7 +65,9 @@ export class MainChart {
     const points = this.points;
     const extent = this.domain || d3.extent(points, (p) => p.t);
     const x = d3.scaleUtc().domain(extent[0] === undefined ? [Date.now() - 864e5, Date.now()] : extent).range([left, left + w]);
-    const max = Math.max(4, d3.max(points, (p) => Math.max(p.visitors, p.pageviews)) || 0);
+    const max = Math.max(4, d3.max(points, (p) => Math.max(p.visitors, p.pageviews, p.previous || 0)) || 0);
+    const withPrevious = points.some((p) => typeof p.previous === "number");
+    this.renderLegend(withPrevious);
     const y = d3.scaleLinear().domain([0, max]).nice(4).range([top + h, top]);
     const yTicks = y.ticks(4).filter(Number.isInteger);
     this.x = x;
@@ -79,6 +86,9 @@ export class MainChart {
     const area = d3.area().x((p) => x(p.t)).y0(y(0)).y1((p) => y(p.visitors)).curve(curve);
     apply(this.area.datum(points)).attr("d", points.length ? area(points) : null);
     const line = (key) => d3.line().x((p) => x(p.t)).y((p) => y(p[key])).curve(curve);
+    const previousLine = d3.line().defined((p) => typeof p.previous === "number").x((p) => x(p.t)).y((p) => y(p.previous)).curve(curve);
+    this.previous = this.previous || this.svg.insert("path", "g").attr("class", "line s-previous");
+    apply(this.previous).attr("d", withPrevious ? previousLine(points) : null);
     this.lines.selectAll("path").data(SERIES).join("path")
       .attr("class", (s) => `line ${s.cls}`)
       .call((sel) => apply(sel).attr("d", (s) => (points.length ? line(s.key)(points) : null)));

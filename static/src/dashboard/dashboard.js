@@ -7,6 +7,7 @@ import { MINUTE, floorMinute, parseBucket, wallTime } from "./time.js";
 import { dateRange, readState, timeDimension, v2Filters, writeState } from "./url.js";
 
 const TOP = ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"];
+const GROWING = ["visitors", "visits", "pageviews"]; // over a range that includes now, these never shrink
 const RENDER_INTERVAL = 500; // at most two UI updates per second
 const REFETCH_MIN_INTERVAL = 5000; // exact numbers follow the optimistic ones at most every 5 s
 const REFETCH_DELAY = 1500;
@@ -28,6 +29,7 @@ export class Dashboard {
     this.stream = [];
     this.streamSeq = 0;
     this.generation = 0;
+    this.deltaCount = 0;
     this.lastFetch = 0;
     this.lastRender = 0;
     this.dirty = false;
@@ -170,13 +172,14 @@ export class Dashboard {
 
   async load({ only = null, withRecent = false, quiet = false }) {
     const generation = ++this.generation;
+    const deltasAtStart = this.deltaCount;
     const queries = [];
     const base = this.base();
     const bucket = timeDimension(this.state);
     if (!only) {
       queries.push({ id: "top", query: { ...base, metrics: TOP }, compare: this.state.compare });
       queries.push({ id: "now", query: { date_range: "now", metrics: ["visitors"], filters: base.filters } });
-      queries.push({ id: "chart", query: { ...base, metrics: ["visitors", "pageviews"], dimensions: [bucket], include: { time_labels: true } } });
+      queries.push({ id: "chart", query: { ...base, metrics: ["visitors", "pageviews"], dimensions: [bucket], include: { time_labels: true } }, compare: this.state.compare });
     }
     for (const panel of only || this.panels) queries.push(this.panelQuery(panel));
     if (withRecent) queries.push({ id: "recent", recent: 30 });
@@ -195,7 +198,12 @@ export class Dashboard {
     this.hideError();
     const { byId, serverTime } = answer;
     if (serverTime) this.status.setServerTime(serverTime);
-    if (byId.top) this.setTop(byId.top);
+    // A delta that arrived while the queries ran may or may not be in their answer: counters that
+    // only grow keep the larger value, and one more refetch settles the exact figures.
+    // Only for a refetch of the same view (user-initiated loads change the view and start afresh).
+    const raced = quiet && this.deltaCount !== deltasAtStart && this.state.filters.length === 0;
+    if (byId.top) this.setTop(byId.top, raced);
+    if (raced && this.includesNow()) this.scheduleRefetch();
     if (byId.now && byId.now.result) this.setMetric("visitors_now", firstMetric(byId.now.result));
     if (byId.chart) this.setChart(byId.chart, bucket);
     for (const panel of only || this.panels) this.setPanel(panel, byId[`panel:${panel.dataset.panel}`]);
@@ -224,7 +232,7 @@ export class Dashboard {
     if (box) box.remove();
   }
 
-  setTop(entry) {
+  setTop(entry, raced = false) {
     if (entry.error || !entry.result) {
       for (const metric of TOP) this.setMetric(metric, null, null);
       this.showError(entry.error || "no result");
@@ -235,7 +243,9 @@ export class Dashboard {
     TOP.forEach((metric) => {
       const i = names.indexOf(metric);
       const change = row.comparison && i >= 0 ? row.comparison.change[i] : undefined;
-      this.setMetric(metric, i >= 0 ? row.metrics[i] : null, this.state.compare ? change : undefined);
+      let value = i >= 0 ? row.metrics[i] : null;
+      if (raced && GROWING.includes(metric) && typeof this.top[metric] === "number") value = Math.max(value, this.top[metric]);
+      this.setMetric(metric, value, this.state.compare ? change : undefined);
     });
   }
 
@@ -271,7 +281,8 @@ export class Dashboard {
     const byTime = new Map();
     for (const r of entry.result.results || []) {
       const t = parseBucket(String(r.dimensions[0]), tz);
-      if (t !== null) byTime.set(t, { t, visitors: r.metrics[0] || 0, pageviews: r.metrics[1] || 0 });
+      const previous = r.comparison ? r.comparison.metrics[0] : null;
+      if (t !== null) byTime.set(t, { t, visitors: r.metrics[0] || 0, pageviews: r.metrics[1] || 0, previous });
     }
     for (const label of (entry.result.meta && entry.result.meta.time_labels) || []) {
       const t = parseBucket(String(label), tz);
@@ -329,6 +340,7 @@ export class Dashboard {
       return;
     }
     if (message.type !== "delta") return;
+    this.deltaCount += 1;
     this.status.seen(message.newest_ts);
     for (const e of message.events || []) {
       this.stream.unshift({ ...e, key: `${e.ts}|${e.name}|${e.pathname}|${e.browser}|${e.country}|${++this.streamSeq}` });
@@ -404,7 +416,8 @@ export class Dashboard {
 
   scheduleRefetch() {
     if (this.refetchTimer) return;
-    const wait = Math.max(REFETCH_DELAY, this.lastFetch + REFETCH_MIN_INTERVAL - Date.now());
+    // Jitter spreads the refetches of many open dashboards of one busy site.
+    const wait = Math.max(REFETCH_DELAY, this.lastFetch + REFETCH_MIN_INTERVAL - Date.now()) + Math.random() * 1500;
     this.refetchTimer = setTimeout(() => {
       this.refetchTimer = null;
       this.load({ quiet: true });
