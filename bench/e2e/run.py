@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -69,16 +70,15 @@ def batches(log: Path) -> list[int]:
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
+    """SIGTERM to the main process (uvicorn and Celery then stop their children cleanly: a Celery
+    warm shutdown finishes its tasks), then SIGKILL to whatever is left of its process group."""
+    if process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-    except ProcessLookupError:
-        pass
+    process.wait(10)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -176,14 +176,21 @@ def ms(sorted_values: list[float], fraction: float) -> float | None:
 
 
 def lags(accepted_at: list[float], samples: list[tuple[float, int]]) -> list[float]:
-    """Per accepted event (in 202 order): first sample at/after its 202 where both counts ≥ its rank."""
+    """Per accepted event (in 202 order): first sample at/after its 202 where both counts ≥ its rank.
+
+    An event never reached gets the time until the last sample (a lower bound; the run then
+    reports ``drained`` false).
+    """
     result: list[float] = []
     j = 0
     for rank, at in enumerate(accepted_at, start=1):
         while j < len(samples) and (samples[j][0] < at or samples[j][1] < rank):
             j += 1
         if j == len(samples):
-            break  # never reached: shows as loss
+            # Not there by the last sample (the drain timed out): count the time waited so far, a
+            # lower bound, so the percentiles do not leave the slowest events out.
+            result.extend(max(0.0, samples[-1][0] - later) for later in accepted_at[rank - 1 :])
+            break
         result.append(samples[j][0] - at)
     return sorted(result)
 
