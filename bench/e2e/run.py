@@ -81,6 +81,19 @@ def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
     process.wait(10)
 
 
+def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) used so far by a process and its children (psutil)."""
+    import psutil
+
+    root = psutil.Process(process.pid)
+    total = 0.0
+    for member in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -254,6 +267,8 @@ def main() -> None:
         wait_for_port(port, web)
         wait_for_worker(worker)
 
+        cpu_before = {"web": cpu_seconds(web), "worker": cpu_seconds(worker)}
+        wall_before = time.monotonic()
         began = dt.datetime.now(dt.UTC)
         load_before = os.getloadavg()
         counts = Counts(site.id, site.timezone, began - dt.timedelta(seconds=1))
@@ -311,6 +326,8 @@ def main() -> None:
                 break
             time.sleep(SAMPLE_SECONDS)
         drain_seconds = time.monotonic() - drain_start
+        wall = time.monotonic() - wall_before
+        cpu = {"web": cpu_seconds(web) - cpu_before["web"], "worker": cpu_seconds(worker) - cpu_before["worker"]}
         time.sleep(1)  # anything arriving late (duplicates, rejected-but-queued) shows in the final counts
         stored_final, counted_final = counts.stored_exact(), counts.counted()
         paths = counts.pathnames()
@@ -347,6 +364,10 @@ def main() -> None:
             "drain_s": round(drain_seconds, 2),
             "broker_messages": len(sizes),
             "events_per_message": round(sum(sizes) / len(sizes), 2) if sizes else None,
+            "web_cpu_us_per_event": round(cpu["web"] / max(1, accepted) * 1e6),
+            "worker_cpu_us_per_event": round(cpu["worker"] / max(1, accepted) * 1e6),
+            "worker_cpu_ms_per_message": round(cpu["worker"] / max(1, len(sizes)) * 1e3, 2),
+            "worker_cpu_share": round(cpu["worker"] / (wall * options.concurrency), 2),
             "pipeline_events_per_s": round(accepted / (done_at - first_answer), 1) if done_at else None,
             "lag_p50_ms": ms(lag, 0.50),
             "lag_p95_ms": ms(lag, 0.95),
@@ -398,6 +419,10 @@ def report(figures: dict[str, Any]) -> None:
         ("drain after the load", f"{figures['drain_s']} s" + ("" if figures["drained"] else " (timed out)")),
         ("broker messages the worker applied", f"{figures['broker_messages']:,}, "
                                                 f"{figures['events_per_message']} events per message"),
+        ("CPU per event: collector / worker", f"{figures['web_cpu_us_per_event']} µs / "
+                                              f"{figures['worker_cpu_us_per_event']} µs"),
+        ("worker CPU per message; busy share of its processes", f"{figures['worker_cpu_ms_per_message']} ms; "
+                                                                f"{figures['worker_cpu_share']:.0%}"),
         ("pipeline throughput (first 202 → all stored and counted)", f"{figures['pipeline_events_per_s']} events/s"),
         ("lag 202 → Redis and PostgreSQL", f"p50 {figures['lag_p50_ms']} ms, p95 {figures['lag_p95_ms']} ms, "
                                            f"p99 {figures['lag_p99_ms']} ms, max {figures['lag_max_ms']} ms"),
