@@ -57,9 +57,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(command: list[str], log: Any = None) -> subprocess.Popen[bytes]:
+def start(command: list[str], log: Any = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     # A session of its own: Ctrl-C reaches only this process, which stops the group itself.
-    return subprocess.Popen(command, cwd=BASE_DIR, env=dict(os.environ), start_new_session=True, stdout=log, stderr=log)
+    environment = {**os.environ, **(env or {})}
+    return subprocess.Popen(command, cwd=BASE_DIR, env=environment, start_new_session=True, stdout=log, stderr=log)
 
 
 def batches(log: Path) -> list[int]:
@@ -242,6 +243,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--drain-timeout", type=float, default=60)
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+    parser.add_argument(
+        "--async-commit",
+        action="store_true",
+        help="diagnostic only: the worker's PostgreSQL sessions commit without waiting for the WAL flush "
+        "(PGOPTIONS=-c synchronous_commit=off), to see how much of its time per message is the fsync",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     options = parser.parse_args()
 
@@ -262,7 +269,8 @@ def main() -> None:
         worker = start([python, "-m", "celery", "-A", "spinnakr", "worker", "-Q",
                         f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}", "-c", str(options.concurrency),
                         "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-                        "-n", f"bench-e2e-{os.getpid()}@%h"], worker_log.open("wb"))  # fmt: skip
+                        "-n", f"bench-e2e-{os.getpid()}@%h"], worker_log.open("wb"),
+                       {"PGOPTIONS": "-c synchronous_commit=off"} if options.async_commit else None)  # fmt: skip
         processes.append(worker)
         wait_for_port(port, web)
         wait_for_worker(worker)
@@ -345,6 +353,7 @@ def main() -> None:
             "load_average_before": round(load_before[0], 2),
             "load_average_after": round(os.getloadavg()[0], 2),
             "rate": options.rate,
+            "worker_synchronous_commit": "off" if options.async_commit else "on",
             "duration_s": options.duration,
             "sent": result["total"],
             "achieved_rate": round(result["total"] / max(1e-9, result["end"] - result["start"]), 1),
@@ -408,6 +417,7 @@ def report(figures: dict[str, Any]) -> None:
         ("offered", f"{figures['rate']:,.0f} events/s for {figures['duration_s']:,.0f} s = {figures['sent']:,} "
                     f"(generator: {figures['achieved_rate']:,.0f}/s, sent late p99 {figures['generator_late_p99_ms']} ms, "
                     f"{figures['generator_connections']} connections)"),
+        ("worker's synchronous_commit", figures["worker_synchronous_commit"]),
         ("accepted (202)", f"{figures['accepted']:,}"),
         ("response time (from the moment due)", f"p50 {figures['response_p50_ms']} ms, p99 {figures['response_p99_ms']} ms"),
         ("rejected", rejected),
