@@ -131,6 +131,17 @@ def purge_queues() -> None:
             conn.default_channel.queue_purge(name)  # type: ignore[attr-defined]
 
 
+def queue_depth() -> int:
+    """Messages waiting in the events queue (ready, not yet taken by the worker)."""
+    from django.conf import settings
+
+    from spinnakr.celery import app
+
+    with app.connection_for_read() as conn:
+        declared = conn.default_channel.queue_declare(settings.EVENTS_QUEUE, passive=True)  # type: ignore[attr-defined]
+        return int(declared.message_count)
+
+
 class Counts:
     """The site's stored events (PostgreSQL) and counted pageviews (Redis), cheaply."""
 
@@ -286,6 +297,7 @@ def main() -> None:
         samples: list[tuple[float, int]] = []
         sample_cost: list[float] = []
         last_progress = time.monotonic()
+        depths: list[int] = []
 
         def sample() -> tuple[int, int]:
             before = time.monotonic()
@@ -298,8 +310,12 @@ def main() -> None:
         while load.poll() is None:
             stored, counted = sample()
             if time.monotonic() - last_progress >= 10:
+                depth = queue_depth()
+                depths.append(depth)
                 print(
-                    f"  {time.monotonic() - samples[0][0]:5.0f} s  stored {stored:,}  counted {counted:,}", flush=True
+                    f"  {time.monotonic() - samples[0][0]:5.0f} s  stored {stored:,}  counted {counted:,}  "
+                    f"messages waiting {depth:,}",
+                    flush=True,
                 )
                 last_progress = time.monotonic()
             next_at += SAMPLE_SECONDS
@@ -373,6 +389,7 @@ def main() -> None:
             "drain_s": round(drain_seconds, 2),
             "broker_messages": len(sizes),
             "events_per_message": round(sum(sizes) / len(sizes), 2) if sizes else None,
+            "max_messages_waiting": max(depths, default=None),
             "web_cpu_us_per_event": round(cpu["web"] / max(1, accepted) * 1e6),
             "worker_cpu_us_per_event": round(cpu["worker"] / max(1, accepted) * 1e6),
             "worker_cpu_ms_per_message": round(cpu["worker"] / max(1, len(sizes)) * 1e3, 2),
@@ -429,6 +446,7 @@ def report(figures: dict[str, Any]) -> None:
         ("drain after the load", f"{figures['drain_s']} s" + ("" if figures["drained"] else " (timed out)")),
         ("broker messages the worker applied", f"{figures['broker_messages']:,}, "
                                                 f"{figures['events_per_message']} events per message"),
+        ("most messages waiting in the queue (every 10 s)", f"{figures['max_messages_waiting']}"),
         ("CPU per event: collector / worker", f"{figures['web_cpu_us_per_event']} µs / "
                                               f"{figures['worker_cpu_us_per_event']} µs"),
         ("worker CPU per message; busy share of its processes", f"{figures['worker_cpu_ms_per_message']} ms; "
