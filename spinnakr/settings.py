@@ -7,6 +7,7 @@ from Python packages under ``var/``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,11 @@ CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "sched
 # Peers whose X-Forwarded-For is believed (addresses or CIDR networks). Empty:
 # every peer's, as Plausible does for server-side senders.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an address or network") from None
 # Per client address and per web process: events per second, and the burst above it.
 COLLECTOR_RATE_PER_IP = env_int("COLLECTOR_RATE_PER_IP", 100, minimum=1)
 COLLECTOR_BURST_PER_IP = env_int("COLLECTOR_BURST_PER_IP", 500, minimum=1)

@@ -57,7 +57,9 @@ class Server:
         return self.log.read_text(errors="replace")[-5000:]
 
 
-def start_server(tmp: Path, extra_env: dict[str, str] | None = None, workers: int = 1) -> Server:
+def start_server(
+    tmp: Path, extra_env: dict[str, str] | None = None, workers: int = 1, uvicorn_args: list[str] | None = None
+) -> Server:
     port = free_port()
     log = tmp / f"uvicorn-{port}.log"
     env = {
@@ -81,6 +83,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, workers: in
         "on",
         "--workers",
         str(workers),
+        *(uvicorn_args or []),
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -23,6 +23,8 @@ from analytics.tests.collector_fixtures import (
     events_of,
     make_site,
     purge_events_queue,
+    start_server,
+    stop_server,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -479,3 +481,26 @@ def test_a_site_is_rate_limited_by_its_plan() -> None:
     assert free_answers[-1] > 0
     assert business_answers == [0.0] * (int(free.rate[1]) + 1)
     assert later == 0.0
+
+
+@pytest.fixture
+def proxied_collector(django_db_setup, django_db_blocker, tmp_path):
+    """A collector that believes X-Forwarded-For only from 10.9.9.9 (tests connect from 127.0.0.1)."""
+    with django_db_blocker.unblock():
+        # uvicorn would otherwise put X-Forwarded-For into the client of a 127.0.0.1 peer itself.
+        server = start_server(tmp_path, {"TRUSTED_PROXIES": "10.9.9.9"}, uvicorn_args=["--no-proxy-headers"])
+    yield server.url
+    stop_server(server)
+
+
+def test_trusted_proxies_narrow_whose_forwarded_address_counts(proxied_collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
+
+    statuses = [post(proxied_collector, body, ip=address).status_code for address in ("81.2.69.142", "8.8.8.8")]
+
+    assert statuses == [202, 202]
+    events = events_of(consume(lambda got: len(events_of(got, site.id)) == 2), site.id)
+    assert {event["country"] for event in events} == {""}
+    assert len({event["visitor_id"] for event in events}) == 1

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +15,6 @@ from accounts.apikeys import create_api_key
 from analytics import rollups
 from analytics.models import Event
 from analytics.tests.collector_fixtures import (
-    BASE_DIR,
     BROWSER_UA,
     consume,
     events_of,
@@ -81,50 +76,6 @@ def test_it_shares_one_message_among_requests_arriving_together(collector: str) 
     paths = sorted(event["pathname"] for event in events_of(messages, site.id))
     assert paths == sorted(f"/page/{index}" for index in range(60))
     assert len(carrying) < 30
-
-
-def test_a_real_celery_worker_consumes_the_published_batches(collector: str, tmp_path: Path) -> None:
-    purge_events_queue()
-    site = make_site()
-    output = tmp_path / "batches.jsonl"
-    output.touch()
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "analytics.tests.celery_probe",
-            "worker",
-            "-P",
-            "solo",
-            "-Q",
-            "test.events",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "WARNING",
-        ],
-        cwd=BASE_DIR,
-        env={**os.environ, "SPINNAKR_TESTING": "1", "PROBE_OUTPUT": str(output)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        statuses = asyncio.run(post_concurrently(collector, [pageview(site.domain, f"/w/{n}") for n in range(20)]))
-        deadline = time.monotonic() + 30
-        received: list[dict[str, object]] = []
-        while len(received) < 20 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            lines = [json.loads(line) for line in output.read_text().splitlines()]
-            received = [event for batch in lines for event in batch["events"] if event["site_id"] == site.id]
-    finally:
-        worker.terminate()
-        worker.wait(20)
-
-    assert statuses == [202] * 20
-    assert sorted(str(event["pathname"]) for event in received) == sorted(f"/w/{n}" for n in range(20))
 
 
 @pytest.fixture
