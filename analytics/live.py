@@ -54,6 +54,7 @@ CLOSE_FORBIDDEN = 4403
 RECHECK_SECONDS = 60.0
 # Group memberships expire in channels_redis (a day by default): re-join well before.
 GROUP_REFRESH_SECONDS = 3600.0
+DISCARD_TIMEOUT_SECONDS = 2.0
 DELTA_FIELDS = ("site_id", "batch_id", "newest_ts", "counts", "visitors_now", "events")
 
 
@@ -144,8 +145,22 @@ class Hub:
                 if message is not None and message.get("type") == "live.delta":
                     await self._fan_out(site_id, message)
         finally:
-            with contextlib.suppress(Exception):  # best effort: the membership expires anyway
-                await asyncio.shield(self.layer.group_discard(group, channel))
+            # Best effort, bounded: the membership expires anyway, and a pump being torn down
+            # with its event loop must not hang waiting for Redis.
+            discard = asyncio.ensure_future(self.layer.group_discard(group, channel))
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(discard), DISCARD_TIMEOUT_SECONDS)
+
+    async def close(self) -> None:
+        """Stop every pump of this loop (tests, and a server shutting down)."""
+        tasks = [*self.tasks.values(), *self.pending]
+        self.tasks.clear()
+        self.ready.clear()
+        self.subscribers.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=DISCARD_TIMEOUT_SECONDS + 1)
 
     async def _fan_out(self, site_id: int, event: dict[str, Any]) -> None:
         text = json.dumps(_delta_message(event, self.domains.get(site_id, "")))
@@ -154,6 +169,13 @@ class Hub:
         failures = [r for r in results if isinstance(r, Exception)]
         if failures:
             logger.warning("live.deliver_failed", extra={"site_id": site_id, "sockets": len(failures)})
+
+
+async def close_hub() -> None:
+    """Stop the running loop's hub, if it has one."""
+    found = _hubs.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.close()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -22,8 +22,15 @@ def time_labels(rng: DateRange, granularity: str) -> list[str]:
         walk = dt.timedelta(minutes=1) if granularity == "minute" else dt.timedelta(minutes=15)
         moment = rng.start
         seen: set[str] = set()
+        # The walk's steps start at the range's start, which need not sit on a bucket edge
+        # ("24h" starts now minus 24 hours): the bucket of the range's last instant comes last.
+        instants: list[dt.datetime] = []
         while moment < rng.end:
-            local = moment.astimezone(rng.tz).replace(tzinfo=None)
+            instants.append(moment)
+            moment += walk
+        instants.append(rng.end - dt.timedelta(microseconds=1))
+        for instant in instants:
+            local = instant.astimezone(rng.tz).replace(tzinfo=None)
             local = local.replace(second=0, microsecond=0)
             if granularity == "hour":
                 local = local.replace(minute=0)
@@ -31,7 +38,6 @@ def time_labels(rng: DateRange, granularity: str) -> list[str]:
             if label not in seen:
                 seen.add(label)
                 labels.append(label)
-            moment += walk
         return sorted(labels)
     day = rng.first_day
     if granularity == "week":

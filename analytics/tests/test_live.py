@@ -31,6 +31,9 @@ application = AuthMiddlewareStack(URLRouter(routes.websocket_urlpatterns))
 async def close_consumer_connections() -> AsyncIterator[None]:
     """Consumers reach the database from asgiref's worker thread; close it so the test database can go."""
     yield
+    # Stop this loop's channel-layer pumps before the loop closes: a pump left running would
+    # hang the loop's shutdown and with it the next async test.
+    await live.close_hub()
     await sync_to_async(connections.close_all)()
 
 

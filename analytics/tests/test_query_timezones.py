@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from typing import Any
 
 import pytest
 
 from analytics.query import run_query
+from analytics.query.dates import DateRange
+from analytics.query.timeline import time_labels
 from analytics.tests.query_support import add_events, make_cast
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
@@ -125,3 +128,15 @@ def test_it_labels_months_of_a_twelve_month_range(site: Any) -> None:
     assert answer["meta"]["time_labels"][0] == "2025-06-01"
     assert answer["meta"]["time_labels"][-1] == "2026-05-01"
     assert len(answer["meta"]["time_labels"]) == 12
+
+
+def test_the_time_labels_of_24h_end_with_the_current_hour() -> None:
+    tz = zoneinfo.ZoneInfo("Europe/Berlin")
+    end = dt.datetime(2026, 11, 30, 6, 4, 51, tzinfo=dt.UTC)
+    rng = DateRange(end - dt.timedelta(hours=24), end, dt.date(2026, 11, 29), dt.date(2026, 11, 30), tz)
+
+    labels = time_labels(rng, "hour")
+
+    assert len(labels) == 25
+    assert labels[0] == "2026-11-29 07:00:00"
+    assert labels[-1] == "2026-11-30 07:00:00"
