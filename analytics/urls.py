@@ -13,6 +13,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("sites/summary.json", views.sites_overview_data, name="sites-overview-data"),
     path("sites/<path:domain>/query", views.site_query, name="site-query"),
     path("sites/<path:domain>/sharing/", views.site_sharing, name="site-sharing"),
+    path("sites/<path:domain>/goals/", views.site_goals, name="site-goals"),
     path("sites/<path:domain>/", views.site_dashboard, name="site-dashboard"),
     path("share/<str:slug>/", views.shared_dashboard, name="shared-dashboard"),
 ]

@@ -14,14 +14,16 @@ import logging
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.access import current_account, get_site_for_user, sites_for_user
+from accounts.access import current_account, get_site_for_user, has_role, sites_for_user, user_role
 from accounts.models import Role, Site
 from analytics import dashboard, sharing
 from analytics.query import QueryError
+from analytics.query.goals import create_goal, delete_goal
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +151,44 @@ def shared_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "analytics/shared_password.html", {"link": link, "error": ""})
     access = sharing.dashboard_access(request.user, request.session, link.site.domain)
     return render(request, "analytics/dashboard.html", _dashboard_context(access, shared_link=slug))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def site_goals(request: HttpRequest, domain: str) -> HttpResponse:
+    """List a site's goals (any member); add and delete them (admins and owners)."""
+    site = get_site_for_user(request.user, domain, role=Role.VIEWER)
+    can_manage = has_role(user_role(request.user, site.account), Role.ADMIN)
+    error = ""
+    form = {"goal_type": "event", "value": "", "display_name": ""}
+    if request.method == "POST":
+        if not can_manage:
+            raise PermissionDenied("managing goals needs the admin role")
+        action = request.POST.get("action", "")
+        if action == "delete":
+            delete_goal(site, request.POST.get("goal_id", ""))
+            return redirect(f"/sites/{site.domain}/goals/")
+        form = {key: request.POST.get(key, "").strip() for key in form}
+        value = form["value"]
+        try:
+            create_goal(
+                site,
+                form["goal_type"],
+                event_name=value if form["goal_type"] == "event" else None,
+                page_path=value if form["goal_type"] == "page" else None,
+                display_name=form["display_name"] or None,
+            )
+        except QueryError as exc:
+            error = str(exc)
+        else:
+            return redirect(f"/sites/{site.domain}/goals/")
+    goals = site.goals.order_by("display_name")
+    return render(
+        request,
+        "analytics/goals.html",
+        {"site": site, "goals": goals, "can_manage": can_manage, "error": error, "form": form},
+        status=400 if error else 200,
+    )
 
 
 @login_required
