@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,12 +28,21 @@ pytestmark = pytest.mark.anyio
 application = AuthMiddlewareStack(URLRouter(routes.websocket_urlpatterns))
 
 
+_opened: list[WebsocketCommunicator] = []
+
+
 @pytest.fixture(autouse=True)
 async def close_consumer_connections() -> AsyncIterator[None]:
     """Consumers reach the database from asgiref's worker thread; close it so the test database can go."""
     yield
-    # Stop this loop's channel-layer pumps before the loop closes: a pump left running would
-    # hang the loop's shutdown and with it the next async test.
+    # End every consumer (a refused one too keeps listening on the channel layer until its client
+    # disconnects) and this loop's channel-layer pumps before the loop closes: a task left
+    # waiting on Redis would hang the loop's shutdown and with it the next async test.
+    opened = list(_opened)
+    _opened.clear()
+    for socket in opened:
+        with contextlib.suppress(Exception):
+            await socket.disconnect(timeout=2)
     await live.close_hub()
     await sync_to_async(connections.close_all)()
 
@@ -66,7 +76,9 @@ def communicator(path: str, cookie: str | None) -> WebsocketCommunicator:
     headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
     if cookie:
         headers.append((b"cookie", cookie.encode()))
-    return WebsocketCommunicator(application, path, headers=headers)
+    socket = WebsocketCommunicator(application, path, headers=headers)
+    _opened.append(socket)
+    return socket
 
 
 async def connect(path: str, cookie: str | None) -> tuple[WebsocketCommunicator, bool, Any]:
@@ -203,7 +215,9 @@ def feed(domain: str, raw_key: str | None) -> WebsocketCommunicator:
     headers = [(b"host", b"testserver")]
     if raw_key is not None:
         headers.append((b"authorization", f"Bearer {raw_key}".encode()))
-    return WebsocketCommunicator(application, f"/ws/feed/{domain}/", headers=headers)
+    socket = WebsocketCommunicator(application, f"/ws/feed/{domain}/", headers=headers)
+    _opened.append(socket)
+    return socket
 
 
 async def new_key(cast: Cast, scopes: list[str]) -> tuple[Any, str]:
