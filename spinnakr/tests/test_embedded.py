@@ -154,16 +154,21 @@ def wait_for_health(port: int, seconds: float) -> int:
     return status
 
 
-def test_make_run_stops_every_process_it_started_on_sigint(var_dir: Path) -> None:
-    port = free_port()
-    supervisor = subprocess.Popen(
+def start_supervisor(var: Path, port: int, output: int) -> subprocess.Popen[bytes]:
+    """``make run``'s supervisor for a checkout whose embedded servers live in ``var``."""
+    return subprocess.Popen(
         [sys.executable, "-m", "spinnakr.run"],
-        env=checkout_env(var_dir, PORT=str(port), SPINNAKR_TESTING="0", SITE_URL=f"http://127.0.0.1:{port}"),
+        env=checkout_env(var, PORT=str(port), SPINNAKR_TESTING="0", SITE_URL=f"http://127.0.0.1:{port}"),
         cwd=settings.BASE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=output,
+        stderr=subprocess.STDOUT if output == subprocess.PIPE else output,
         start_new_session=True,
     )
+
+
+def test_make_run_stops_every_process_it_started_on_sigint(var_dir: Path) -> None:
+    port = free_port()
+    supervisor = start_supervisor(var_dir, port, subprocess.PIPE)
     try:
         assert wait_for_health(port, 90) == 200
         started = processes_using(var_dir)
@@ -183,14 +188,7 @@ def test_make_run_stops_every_process_it_started_on_sigint(var_dir: Path) -> Non
 
 def test_children_stop_when_the_supervisor_is_killed(var_dir: Path) -> None:
     port = free_port()
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "spinnakr.run"],
-        env=checkout_env(var_dir, PORT=str(port), SPINNAKR_TESTING="0", SITE_URL=f"http://127.0.0.1:{port}"),
-        cwd=settings.BASE_DIR,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    supervisor = start_supervisor(var_dir, port, subprocess.DEVNULL)
     assert wait_for_health(port, 90) == 200
     children = [p for p in psutil.Process(supervisor.pid).children() if p.is_running()]
     assert len(children) == 3  # web, worker, beat
