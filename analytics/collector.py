@@ -46,6 +46,7 @@ from analytics.payloads import EnrichedEvent, IncomingEvent, InvalidEvent, parse
 from analytics.publish import PUBLISHER, PublishError
 from analytics.ratelimit import TokenBuckets, retry_after
 from analytics.sitecache import CACHE, SiteInfo
+from spinnakr.aio import cancel_all
 
 logger = logging.getLogger(__name__)
 
@@ -677,12 +678,7 @@ async def startup() -> None:
 
 
 async def shutdown() -> None:
-    for task in _tasks:
-        task.cancel()
-    for task in _tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    _tasks.clear()
+    await cancel_all(_tasks)
     await PUBLISHER.stop()
     await sitecache.stop()
 

@@ -33,6 +33,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connection, transaction
 
+from spinnakr.aio import cancel_all
+
 logger = logging.getLogger(__name__)
 
 POSITIVE_TTL = 300.0
@@ -281,9 +283,4 @@ async def start() -> None:
 
 
 async def stop() -> None:
-    for task in _tasks:
-        task.cancel()
-    for task in _tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    _tasks.clear()
+    await cancel_all(_tasks)
