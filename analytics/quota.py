@@ -15,7 +15,7 @@ quota lifts the block within a minute. Suspended accounts are the accounts strea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -54,22 +54,39 @@ def record_batch(account_id: int, quota: int, batch_id: str, counts: Mapping[str
 
     Answers the account's total for the current month.
     """
+    return record_batches([(account_id, quota, batch_id, counts)])[account_id]
+
+
+def record_batches(items: Sequence[tuple[int, int, str, Mapping[str, int]]]) -> dict[int, int]:
+    """``record_batch`` for several (account, quota, batch, counts) in one round trip.
+
+    Each batch keeps its own marker, so a batch counted here and delivered again alone (or in
+    another group) is not counted twice. Answers each account's total for the current month.
+    """
     current = month_stamp()
-    total = 0
-    for month, count in counts.items():
-        if count <= 0:
-            continue
-        value = int(
+    pipe = client().pipeline(transaction=False)
+    calls: list[tuple[int, str]] = []
+    quotas: dict[int, int] = {}
+    for account_id, quota, batch_id, counts in items:
+        quotas[account_id] = quota
+        for month, count in counts.items():
+            if count <= 0:
+                continue
             _script()(
                 keys=[quota_key(account_id, month), f"{{a:{account_id}}}:qb:{batch_id}:{month}"],
                 args=[count, MARKER_TTL, KEY_TTL],
+                client=pipe,
             )
-        )
-        if month == current:
-            total = value
-    if total > limit(quota):
-        client().sadd(OVER_SET, str(account_id))
-    return total
+            calls.append((account_id, month))
+    totals = dict.fromkeys(quotas, 0)
+    if calls:
+        for (account_id, month), value in zip(calls, pipe.execute(), strict=True):
+            if month == current:
+                totals[account_id] = max(totals[account_id], int(value))
+    over = [str(a) for a, total in totals.items() if total > limit(quotas[a])]
+    if over:
+        client().sadd(OVER_SET, *over)
+    return totals
 
 
 def events_this_month(account_id: int) -> int:

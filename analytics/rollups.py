@@ -255,14 +255,14 @@ def rollups_epoch(now_ms: int) -> int:
     return int(str(raw or 0))
 
 
-def _first_complete_day(info: SiteInfo, now_ms: int) -> str:
+def _first_complete_day(info: SiteInfo, epoch_ms: int) -> str:
     """``complete_since`` for a site whose meta hash has none, or "" to leave it unset.
 
     Only a site created after ``rollups:epoch`` can trust its first batch: for an older site a
     missing meta means lost rollups, and the query planner then answers from SQL and queues a
     rebuild, which sets ``complete_since``.
     """
-    if int(info.created.timestamp() * 1000) < rollups_epoch(now_ms):
+    if int(info.created.timestamp() * 1000) < epoch_ms:
         return ""
     return info.created_day.isoformat()
 
@@ -271,23 +271,43 @@ def apply_batch(
     info: SiteInfo, batch_id: str, prepared: Sequence[PreparedEvent], now_ms: int | None = None
 ) -> BatchResult:
     """Apply a site's part of a batch to its rollups, once (the batch marker guards it)."""
-    site = info.site_id
+    return apply_batches([(info, batch_id, prepared)], now_ms)[0]
+
+
+def apply_batches(
+    parts: Sequence[tuple[SiteInfo, str, Sequence[PreparedEvent]]], now_ms: int | None = None
+) -> list[BatchResult]:
+    """Apply several (site, batch) parts in order, each once, in one round trip.
+
+    Each part is its own call of the script, atomic and guarded by its own batch marker, so a
+    part's redelivery in any other grouping changes nothing; the pipeline only saves the round
+    trips (a worker applies many small broker messages together, see ``analytics.tasks``).
+    """
+    if not parts:
+        return []
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    raw = _script("apply_batch")(
-        keys=[f"{prefix(site)}meta"],
-        args=[
-            prefix(site),
-            batch_id,
-            MARKER_TTL,
-            now,
-            _first_complete_day(info, now),
-            json.dumps(prepared, separators=(",", ":")),
-            "live",
-            rebuild_prefix(site),
-            0,
-        ],
-    )
-    return _result(raw, len(prepared))
+    epoch = rollups_epoch(now)
+    script = _script("apply_batch")
+    pipe = client().pipeline(transaction=False)
+    for info, batch_id, prepared in parts:
+        site = info.site_id
+        script(
+            keys=[f"{prefix(site)}meta"],
+            args=[
+                prefix(site),
+                batch_id,
+                MARKER_TTL,
+                now,
+                _first_complete_day(info, epoch),
+                json.dumps(prepared, separators=(",", ":")),
+                "live",
+                rebuild_prefix(site),
+                0,
+            ],
+            client=pipe,
+        )
+    raws = pipe.execute()
+    return [_result(raw, len(prepared)) for raw, (_, _, prepared) in zip(raws, parts, strict=True)]
 
 
 def replay(info: SiteInfo, prepared: Sequence[PreparedEvent], seen_cutoff_ms: int) -> None:

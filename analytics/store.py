@@ -141,12 +141,12 @@ def insert_events(rows: Sequence[tuple[EnrichedEvent, int]]) -> int:
         with cursor.copy(f"COPY analytics_event_staging ({_COLUMN_LIST}) FROM STDIN") as copy:
             for event, visit in rows:
                 copy.write_row(_row(event, visit))
+        # The rows leave the staging table as they are offered, so a second call in the same
+        # transaction starts from an empty one (ON COMMIT DELETE ROWS clears it after a failure).
         cursor.execute(
-            f"INSERT INTO analytics_event ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "  # noqa: S608 - constant column list
-            "FROM analytics_event_staging ON CONFLICT DO NOTHING"
+            f"WITH staged AS (DELETE FROM analytics_event_staging RETURNING {_COLUMN_LIST}) "  # noqa: S608 - constant column list
+            f"INSERT INTO analytics_event ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM staged ON CONFLICT DO NOTHING"
         )
-        # The staging rows go at commit (ON COMMIT DELETE ROWS); a second call in the same
-        # transaction re-offers them, and ON CONFLICT ignores them again.
         return cursor.rowcount
 
 

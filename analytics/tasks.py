@@ -13,6 +13,10 @@ changes nothing that was done:
 4. One live delta per site to the channel group ``site.<id>``, after the commit.
 5. Acknowledgement (``acks_late``): a worker lost before it redelivers the message.
 
+A pool process applies the waiting messages of the events queue together with the one it was
+given (see "Coalescing" below): ``ingest_many`` does the steps above once for the group, each
+batch keeping its own markers.
+
 Redis comes before PostgreSQL (ARCHITECTURE.md orders them the other way) because the visit id
 each raw row keeps is the sessionisation's answer, and only the script can give it atomically
 with the counters; see README, "Ingestion pipeline".
@@ -20,12 +24,17 @@ with the counters; see README, "Ingestion pipeline".
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from celery import shared_task
@@ -33,7 +42,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from analytics import livepush, quota, rollups, store
-from analytics.payloads import EnrichedEvent
+from analytics.payloads import INGEST_TASK, EnrichedEvent
 from analytics.sessions import visit_id
 from analytics.siteinfo import SiteInfo, load_sites
 
@@ -41,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 PAUSE_ENV = "SPINNAKR_TEST_INGEST_PAUSE"
+COALESCE_MAX_MESSAGES = 200
 
 
 def _test_pause(stage: str) -> None:
@@ -67,71 +77,244 @@ def _dedupe(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
 
 def ingest(batch_id: str, events: list[EnrichedEvent]) -> dict[int, rollups.BatchResult]:
     """Apply one batch (see the module docstring); answers each site's rollup result."""
-    by_site: dict[int, list[EnrichedEvent]] = defaultdict(list)
-    for event in _dedupe(events):
-        by_site[event["site_id"]].append(event)
-    sites = load_sites(by_site)
-    for site_id in set(by_site) - set(sites):
-        logger.warning("ingest.unknown_site", extra={"site_id": site_id, "events": len(by_site[site_id])})
-        del by_site[site_id]
+    return ingest_many([(batch_id, events)]).get(batch_id, {})
 
-    results: dict[int, rollups.BatchResult] = {}
-    for site_id, site_events in by_site.items():
+
+def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str, dict[int, rollups.BatchResult]]:
+    """Apply several batches together: one round trip per store instead of one per batch.
+
+    Every batch keeps its own markers (rollups, quota), so the result is the same as applying
+    them one by one in this order, and a batch delivered again alone or in another group
+    changes nothing. Answers each batch's rollup result per site.
+    """
+    parts: list[tuple[str, int, list[EnrichedEvent]]] = []  # (batch, site, events), in order
+    seen: set[str] = set()
+    for batch_id, events in batches:
+        if batch_id in seen:  # a copy of a message the group holds already (a redelivery)
+            continue
+        seen.add(batch_id)
+        by_site: dict[int, list[EnrichedEvent]] = defaultdict(list)
+        for event in _dedupe(events):
+            by_site[event["site_id"]].append(event)
+        parts.extend((batch_id, site_id, site_events) for site_id, site_events in by_site.items())
+    sites = load_sites({site_id for _, site_id, _ in parts})
+    for site_id in {site_id for _, site_id, _ in parts} - set(sites):
+        dropped = sum(len(evs) for _, s, evs in parts if s == site_id)
+        logger.warning("ingest.unknown_site", extra={"site_id": site_id, "events": dropped})
+    parts = [part for part in parts if part[1] in sites]
+
+    for _, _, site_events in parts:
         site_events.sort(key=rollups.event_order)
-        prepared = rollups.prepare(sites[site_id], site_events)
-        results[site_id] = rollups.apply_batch(sites[site_id], batch_id, prepared)
+    results = rollups.apply_batches(
+        [(sites[site_id], batch_id, rollups.prepare(sites[site_id], evs)) for batch_id, site_id, evs in parts]
+    )
     _test_pause("after_rollups")
 
     store.ensure_partitions(
-        store.month_start(store.EPOCH + timedelta(microseconds=e["ts"])) for evs in by_site.values() for e in evs
+        store.month_start(store.EPOCH + timedelta(microseconds=e["ts"])) for _, _, evs in parts for e in evs
     )
     inserted = 0
     with transaction.atomic():
-        for site_id, site_events in by_site.items():
-            result = results[site_id]
-            rows = [
+        # Rows go in with one COPY; a part that renames visits (late events merged or moved
+        # them) is applied in order: the rows before it first, then its renames.
+        rows: list[tuple[EnrichedEvent, int]] = []
+        for (_, site_id, site_events), result in zip(parts, results, strict=True):
+            rows.extend(
                 (event, visit_id(event["visitor_id"], start))
                 for event, start in zip(site_events, result.starts, strict=True)
-            ]
-            inserted += store.insert_events(rows)
-            store.rename_visits(
-                site_id,
-                [(v, visit_id(v, old), visit_id(v, new)) for v, old, new in result.renames],
             )
+            if result.renames:
+                inserted += store.insert_events(rows)
+                rows = []
+                store.rename_visits(
+                    site_id, [(v, visit_id(v, old), visit_id(v, new)) for v, old, new in result.renames]
+                )
+        inserted += store.insert_events(rows)
     _test_pause("after_store")
 
-    _count_quota(batch_id, sites, by_site)
-    for site_id, site_events in by_site.items():
-        result = results[site_id]
-        livepush.send(
-            site_id,
-            livepush.build_delta(site_id, batch_id, site_events, result.new_visits, result.visitors_now),
-        )
+    _count_quota(parts, sites)
+    _push_live(parts, results)
+    answer: dict[str, dict[int, rollups.BatchResult]] = defaultdict(dict)
+    for (batch_id, site_id, _), result in zip(parts, results, strict=True):
+        answer[batch_id][site_id] = result
     logger.info(
         "ingest.batch_done",
         extra={
-            "batch_id": batch_id,
-            "events": len(events),
+            "batch_id": batches[0][0] if batches else "",
+            "messages": len(batches),
+            "events": sum(len(events) for _, events in batches),
             "inserted": inserted,
-            "sites": len(by_site),
-            "duplicate": any(r.duplicate for r in results.values()),
+            "sites": len({site_id for _, site_id, _ in parts}),
+            "duplicate": any(r.duplicate for r in results),
         },
     )
-    return results
+    return dict(answer)
 
 
-def _count_quota(batch_id: str, sites: dict[int, SiteInfo], by_site: dict[int, list[EnrichedEvent]]) -> None:
-    per_account: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+def _count_quota(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], sites: dict[int, SiteInfo]) -> None:
+    per_batch: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     quotas: dict[int, int] = {}
-    for site_id, site_events in by_site.items():
+    for batch_id, site_id, site_events in parts:
         info = sites[site_id]
         quotas[info.account_id] = info.monthly_event_quota
+        counts = per_batch[(batch_id, info.account_id)]
         for event in site_events:
             if event["name"] != "engagement":
-                month = (store.EPOCH + timedelta(microseconds=event["ts"])).strftime("%Y%m")
-                per_account[info.account_id][month] += 1
-    for account_id, counts in per_account.items():
-        quota.record_batch(account_id, quotas[account_id], batch_id, counts)
+                counts[(store.EPOCH + timedelta(microseconds=event["ts"])).strftime("%Y%m")] += 1
+    quota.record_batches(
+        [(account_id, quotas[account_id], batch_id, counts) for (batch_id, account_id), counts in per_batch.items()]
+    )
+
+
+def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: Sequence[rollups.BatchResult]) -> None:
+    """One delta per site for the whole group (its id is the batch's when the group is one)."""
+    per_site: dict[int, tuple[list[str], list[EnrichedEvent], list[rollups.BatchResult]]] = {}
+    for (batch_id, site_id, site_events), result in zip(parts, results, strict=True):
+        ids, events, site_results = per_site.setdefault(site_id, ([], [], []))
+        ids.append(batch_id)
+        events.extend(site_events)
+        site_results.append(result)
+    for site_id, (ids, events, site_results) in per_site.items():
+        group_id = ids[0] if len(ids) == 1 else "g" + hashlib.sha1("".join(sorted(ids)).encode()).hexdigest()[:31]  # noqa: S324 - an id, not a secret
+        livepush.send(
+            site_id,
+            livepush.build_delta(
+                site_id,
+                group_id,
+                events,
+                sum(r.new_visits for r in site_results),
+                site_results[-1].visitors_now,
+            ),
+        )
+
+
+# Coalescing ---------------------------------------------------------------------
+#
+# The collector publishes a message every few milliseconds per web process, so under load the
+# queue holds many small messages, and a message costs the worker a fixed ~5 ms (script call,
+# COPY, commit, quota, live push) whatever its size. A pool process that starts a message
+# therefore first takes up to INGEST_COALESCE_EVENTS more events' worth of waiting messages
+# from the events queue on a connection of its own (basic_get, unacknowledged), applies them
+# all with ``ingest_many``, and acknowledges them after; Celery acknowledges the message it
+# delivered (acks_late). A process lost meanwhile leaves them unacknowledged: the broker
+# delivers them again (RabbitMQ at once, Redis after the visibility timeout), and the batch
+# markers make that harmless.
+
+
+@dataclass
+class _Taken:
+    message: Any
+    batch_id: str
+    events: list[EnrichedEvent]
+    retries: int
+
+
+class _Drainer:
+    """A pool process's own consumer of the events queue (one connection per process)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.connection: Any = None
+        self.queue: Any = None
+
+    def take(self, max_events: int, max_messages: int) -> list[_Taken]:
+        from spinnakr.celery import app
+
+        taken: list[_Taken] = []
+        events = 0
+        try:
+            if self.queue is None:
+                self.connection = app.connection_for_read()
+                self.queue = app.amqp.queues[settings.EVENTS_QUEUE].bind(self.connection.default_channel)
+            while len(taken) < max_messages and events < max_events:
+                message = self.queue.get(no_ack=False, accept=["json"])
+                if message is None:
+                    break
+                item = _parse(message)
+                if item is None:
+                    # Not an ingest batch (nothing else is routed here): Celery's consumer takes it.
+                    message.requeue()
+                    break
+                taken.append(item)
+                events += len(item.events)
+        except Exception as exc:  # noqa: BLE001 - the broker redelivers what was taken unacknowledged
+            logger.warning("ingest.coalesce_failed", extra={"error": repr(exc), "taken": len(taken)})
+            self.close()
+        return taken
+
+    def close(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                self.connection.release()
+        self.connection = None
+        self.queue = None
+
+
+def _parse(message: Any) -> _Taken | None:
+    headers = message.headers or {}
+    if headers.get("task") != INGEST_TASK:
+        return None
+    try:
+        _args, kwargs, _embed = message.decode()
+        return _Taken(message, str(kwargs["batch_id"]), list(kwargs["events"]), int(headers.get("retries") or 0))
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+_drainer: _Drainer | None = None
+
+
+def _take_waiting() -> list[_Taken]:
+    global _drainer
+    if settings.INGEST_COALESCE_EVENTS <= 0:
+        return []
+    if _drainer is None or _drainer.pid != os.getpid():  # a forked pool process gets its own
+        _drainer = _Drainer()
+    return _drainer.take(settings.INGEST_COALESCE_EVENTS, COALESCE_MAX_MESSAGES)
+
+
+def _settle(item: _Taken, action: str) -> None:
+    """Acknowledge a taken message, or hand it back (a failure here means redelivery, which
+    is harmless)."""
+    try:
+        if action == "ack":
+            item.message.ack()
+        else:
+            item.message.requeue()
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("ingest.settle_failed", extra={"batch_id": item.batch_id, "error": repr(exc)})
+
+
+def _defer(item: _Taken, exc: BaseException) -> None:
+    """A transient failure: publish the batch again later, as Celery's autoretry does."""
+    countdown = min(300, 2 ** min(item.retries + 1, 8))
+    try:
+        from spinnakr.celery import app
+
+        app.send_task(
+            INGEST_TASK,
+            kwargs={"batch_id": item.batch_id, "events": item.events},
+            queue=settings.EVENTS_QUEUE,
+            task_id=item.batch_id,
+            countdown=countdown,
+            retries=item.retries + 1,
+        )
+    except Exception:  # noqa: BLE001 - the broker is down as well: hand the message back
+        _settle(item, "requeue")
+        return
+    logger.warning("ingest.batch_deferred", extra={"batch_id": item.batch_id, "error": repr(exc)[:500]})
+    _settle(item, "ack")
+
+
+def _ingest_alone(item: _Taken) -> None:
+    try:
+        ingest(item.batch_id, item.events)
+    except TRANSIENT as exc:
+        _defer(item, exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - kept for an operator, as for a delivered batch
+        park_failed_batch(item.batch_id, item.events, exc)
+    _settle(item, "ack")
 
 
 @shared_task(
@@ -148,7 +331,29 @@ def _count_quota(batch_id: str, sites: dict[int, SiteInfo], by_site: dict[int, l
     soft_time_limit=240,
     time_limit=300,
 )
-def ingest_batch(self: object, batch_id: str, events: list[EnrichedEvent]) -> None:
+def ingest_batch(self: Any, batch_id: str, events: list[EnrichedEvent]) -> None:
+    delivered = not (self.request.called_directly or self.request.is_eager)
+    taken = _take_waiting() if delivered else []
+    if not taken:
+        _ingest_delivered(batch_id, events)
+        return
+    try:
+        ingest_many([(batch_id, events), *((item.batch_id, item.events) for item in taken)])
+    except TRANSIENT as exc:
+        for item in taken:
+            _defer(item, exc)
+        raise  # the delivered batch is retried with backoff by autoretry_for
+    except Exception:  # one bad batch must not hold back the others: apply them one by one
+        logger.warning("ingest.group_failed", extra={"batch_id": batch_id, "messages": len(taken) + 1}, exc_info=True)
+        for item in taken:
+            _ingest_alone(item)
+        _ingest_delivered(batch_id, events)
+        return
+    for item in taken:
+        _settle(item, "ack")
+
+
+def _ingest_delivered(batch_id: str, events: list[EnrichedEvent]) -> None:
     try:
         ingest(batch_id, events)
     except TRANSIENT:

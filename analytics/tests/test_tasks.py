@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +28,15 @@ def publish(batch_id, events):
     app.send_task(
         "analytics.ingest_batch", kwargs={"batch_id": batch_id, "events": events}, queue=settings.EVENTS_QUEUE
     )
+
+
+def messages_done(worker):
+    """Broker messages the worker has applied, from its ``ingest.batch_done`` lines (one per group)."""
+    return sum(int(n) for n in re.findall(r"ingest\.batch_done .*?\bmessages=(\d+)", worker.log.read_text()))
+
+
+def groups_done(worker):
+    return [int(n) for n in re.findall(r"ingest\.batch_done .*?\bmessages=(\d+)", worker.log.read_text())]
 
 
 def day_of(events):
@@ -84,7 +94,7 @@ def test_the_same_batch_delivered_twice_counts_once(celery_worker_factory):
     publish("b" * 32, events)
     publish("b" * 32, events)
 
-    wait_for(lambda: worker.log.read_text().count("ingest.batch_done") == 2, timeout=30)
+    wait_for(lambda: messages_done(worker) == 2, timeout=30)
     assert stored(site) == 9
     assert counters(site, events)["pageviews"] == 9
     assert counters(site, events)["visits"] == 3
@@ -147,3 +157,65 @@ def test_a_worker_killed_after_the_store_before_the_ack_changes_nothing_on_redel
     assert counters(site, events) == {"pageviews": 12, "events": 12, "visits": 3, "bounces": 0, "duration": 3 * 180}
     month = day_of(events)[:6]
     assert rollups.client().get(quota.quota_key(site.account_id, month)) == "12"
+
+
+def test_waiting_messages_are_applied_together_each_once(celery_worker_factory):
+    site = make_site()
+    batches = [a_visit(site, visitors=3, pages=4)[n::4] for n in range(4)]  # 4 messages of one visit each page
+    for n, events in enumerate(batches):
+        publish(f"{n:032x}", events)
+    publish(f"{1:032x}", batches[1])  # a redelivered copy inside the same group
+
+    worker = celery_worker_factory()
+
+    wait_for(lambda: messages_done(worker) == 5, timeout=30)
+    assert max(groups_done(worker)) > 1
+    assert stored(site) == 12
+    assert counters(site, batches[0] + batches[1]) == {
+        "pageviews": 12,
+        "events": 12,
+        "visits": 3,
+        "bounces": 0,
+        "duration": 3 * 180,
+    }
+    assert rollups.client().get(quota.quota_key(site.account_id, day_of(batches[0])[:6])) == "12"
+
+
+def test_a_bad_batch_among_waiting_messages_is_parked_and_the_others_are_applied(celery_worker_factory):
+    site = make_site()
+    broken = dict(make_event(site, datetime.now(UTC) - timedelta(minutes=1)))
+    del broken["pathname"]
+    good = a_visit(site, visitors=2, pages=3)
+    publish(uuid.uuid4().hex, good[:3])
+    publish("e" * 32, [broken])
+    publish(uuid.uuid4().hex, good[3:])
+
+    celery_worker_factory()
+
+    wait_for(lambda: stored(site) == 6 and rollups.client().llen(FAILED_BATCHES) == 1, timeout=30)
+    assert json.loads(str(rollups.client().lindex(FAILED_BATCHES, 0)))["batch_id"] == "e" * 32
+    assert counters(site, good)["pageviews"] == 6
+
+
+def test_a_worker_killed_mid_group_counts_every_event_once_after_redelivery(celery_worker_factory):
+    site = make_site()
+    batches = [a_visit(site, visitors=4, pages=5)[n::5] for n in range(5)]
+    ids = [uuid.uuid4().hex for _ in batches]
+    for batch_id, events in zip(ids, batches, strict=True):
+        publish(batch_id, events)
+    paused = celery_worker_factory(
+        env={"SPINNAKR_TEST_INGEST_PAUSE": "after_rollups:60", "CELERY_VISIBILITY_TIMEOUT": "2"}
+    )
+    marker = f"{rollups.prefix(site.id)}batch:"
+    wait_for(lambda: all(rollups.client().exists(marker + batch_id) for batch_id in ids), timeout=30)
+    assert stored(site) == 0
+    paused.kill()
+
+    worker = celery_worker_factory(env={"CELERY_VISIBILITY_TIMEOUT": "2"})
+
+    wait_for(lambda: stored(site) == 20, timeout=40)
+    wait_for(lambda: messages_done(worker) >= 5, timeout=20)
+    events = [e for batch in batches for e in batch]
+    assert counters(site, events) == {"pageviews": 20, "events": 20, "visits": 4, "bounces": 0, "duration": 4 * 240}
+    assert rollups.visitors(site.id, "d", [day_of(events)]) == 4
+    assert rollups.client().get(quota.quota_key(site.account_id, day_of(events)[:6])) == "20"

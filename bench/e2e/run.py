@@ -63,10 +63,13 @@ def start(command: list[str], log: Any = None, env: dict[str, str] | None = None
     return subprocess.Popen(command, cwd=BASE_DIR, env=environment, start_new_session=True, stdout=log, stderr=log)
 
 
-def batches(log: Path) -> list[int]:
-    """Events per broker message, from the worker's ``ingest.batch_done`` log lines."""
+def batches(log: Path) -> list[tuple[int, int]]:
+    """(events, broker messages) of each group the worker applied, from its ``ingest.batch_done``
+    log lines (a pool process applies the messages waiting in the queue together)."""
+    text = log.read_text(errors="replace")
     return [
-        int(match) for match in re.findall(r"ingest\.batch_done .*?\bevents=(\d+)", log.read_text(errors="replace"))
+        (int(events), int(messages))
+        for events, messages in re.findall(r"ingest\.batch_done .*?\bevents=(\d+) .*?\bmessages=(\d+)", text)
     ]
 
 
@@ -359,6 +362,7 @@ def main() -> None:
         accepted_set = {f"/e2e/{i}" for i in accepted_index}
         lag = lags(sorted(answered[i] for i in accepted_index), samples)
         sizes = batches(worker_log)
+        messages = sum(m for _, m in sizes)
         sent_late = sorted(late)
         latency = sorted(answered[i] - due[i] for i in accepted_index)  # from the moment it was due: open loop
         first_answer = min((answered[i] for i in accepted_index), default=drain_start)
@@ -387,12 +391,14 @@ def main() -> None:
             "duplicate_rows": len(paths) - len(stored_set),
             "drained": drained,
             "drain_s": round(drain_seconds, 2),
-            "broker_messages": len(sizes),
-            "events_per_message": round(sum(sizes) / len(sizes), 2) if sizes else None,
+            "broker_messages": messages,
+            "events_per_message": round(sum(e for e, _ in sizes) / messages, 2) if messages else None,
+            "groups_applied": len(sizes),
+            "events_per_group": round(sum(e for e, _ in sizes) / len(sizes), 2) if sizes else None,
             "max_messages_waiting": max(depths, default=None),
             "web_cpu_us_per_event": round(cpu["web"] / max(1, accepted) * 1e6),
             "worker_cpu_us_per_event": round(cpu["worker"] / max(1, accepted) * 1e6),
-            "worker_cpu_ms_per_message": round(cpu["worker"] / max(1, len(sizes)) * 1e3, 2),
+            "worker_cpu_ms_per_message": round(cpu["worker"] / max(1, messages) * 1e3, 2),
             "worker_cpu_share": round(cpu["worker"] / (wall * options.concurrency), 2),
             "pipeline_events_per_s": round(accepted / (done_at - first_answer), 1) if done_at else None,
             "lag_p50_ms": ms(lag, 0.50),
@@ -446,6 +452,8 @@ def report(figures: dict[str, Any]) -> None:
         ("drain after the load", f"{figures['drain_s']} s" + ("" if figures["drained"] else " (timed out)")),
         ("broker messages the worker applied", f"{figures['broker_messages']:,}, "
                                                 f"{figures['events_per_message']} events per message"),
+        ("groups applied (waiting messages taken together)", f"{figures['groups_applied']:,}, "
+                                                             f"{figures['events_per_group']} events per group"),
         ("most messages waiting in the queue (every 10 s)", f"{figures['max_messages_waiting']}"),
         ("CPU per event: collector / worker", f"{figures['web_cpu_us_per_event']} µs / "
                                               f"{figures['worker_cpu_us_per_event']} µs"),
