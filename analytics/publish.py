@@ -159,6 +159,10 @@ class Publisher:
                 retry=True,
                 retry_policy=RETRY_POLICY,
                 ignore_result=True,
+                # Celery would otherwise saferepr() every event into the message headers for
+                # monitoring: two thirds of a publish's CPU. A summary says the same.
+                argsrepr="()",
+                kwargsrepr=f"{{'batch_id': '{batch_id}', 'events': <{len(events)} events>}}",
             )
         except Exception:
             self._close()
