@@ -120,6 +120,7 @@ class PreparedEvent(TypedDict):
     pr: dict[str, str]
     em: NotRequired[int]
     sd: NotRequired[int]
+    b: NotRequired[int]  # the event's batch, when several are applied together (1-based)
 
 
 @dataclass
@@ -277,37 +278,51 @@ def apply_batch(
 def apply_batches(
     parts: Sequence[tuple[SiteInfo, str, Sequence[PreparedEvent]]], now_ms: int | None = None
 ) -> list[BatchResult]:
-    """Apply several (site, batch) parts in order, each once, in one round trip.
+    """Apply several (site, batch) parts, each once; answers their results in order.
 
-    Each part is its own call of the script, atomic and guarded by its own batch marker, so a
-    part's redelivery in any other grouping changes nothing; the pipeline only saves the round
-    trips (a worker applies many small broker messages together, see ``analytics.tasks``).
+    A site's parts go to one call of the script, which checks each batch's marker and applies
+    the events of the batches it has not seen together (one write per key and member for the
+    group instead of one per batch); the sites' calls share one round trip. Each part's
+    events must be in ``event_order``.
     """
     if not parts:
         return []
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     epoch = rollups_epoch(now)
     script = _script("apply_batch")
+    by_site: dict[int, list[int]] = {}
+    for n, (info, _, _) in enumerate(parts):
+        by_site.setdefault(info.site_id, []).append(n)
     pipe = client().pipeline(transaction=False)
-    for info, batch_id, prepared in parts:
-        site = info.site_id
+    for site, indexes in by_site.items():
+        info = parts[indexes[0]][0]
+        merged: list[PreparedEvent] = []
+        for k, n in enumerate(indexes, 1):
+            for event in parts[n][2]:
+                event["b"] = k
+                merged.append(event)
+        if len(indexes) > 1:
+            merged.sort(key=lambda e: (e["t"], e["id"]))
         script(
             keys=[f"{prefix(site)}meta"],
             args=[
                 prefix(site),
-                batch_id,
+                json.dumps([parts[n][1] for n in indexes]),
                 MARKER_TTL,
                 now,
                 _first_complete_day(info, epoch),
-                json.dumps(prepared, separators=(",", ":")),
+                json.dumps(merged, separators=(",", ":")),
                 "live",
                 rebuild_prefix(site),
                 0,
             ],
             client=pipe,
         )
-    raws = pipe.execute()
-    return [_result(raw, len(prepared)) for raw, (_, _, prepared) in zip(raws, parts, strict=True)]
+    results: list[BatchResult | None] = [None] * len(parts)
+    for indexes, raws in zip(by_site.values(), pipe.execute(), strict=True):
+        for n, raw in zip(indexes, raws, strict=True):
+            results[n] = _result(raw, len(parts[n][2]))
+    return [result for result in results if result is not None]
 
 
 def replay(info: SiteInfo, prepared: Sequence[PreparedEvent], seen_cutoff_ms: int) -> None:

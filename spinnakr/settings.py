@@ -213,7 +213,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH", 4, minimum=1)
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH", 1, minimum=1)
 # A pool process applies up to this many events of waiting messages together with the one it
 # was given (analytics.tasks, "Coalescing"); 0 applies every message alone.
 INGEST_COALESCE_EVENTS = env_int("INGEST_COALESCE_EVENTS", 5000, minimum=0)

@@ -3,7 +3,8 @@
 --
 -- KEYS[1]  the site's meta hash ({s:<id>}:meta)
 -- ARGV[1]  live key prefix ("{s:<id>}:")
--- ARGV[2]  batch id ("" when replaying for a rebuild: no marker)
+-- ARGV[2]  JSON list of the batch ids the events come from ("" when replaying for a rebuild:
+--          no marker); each event's "b" is its batch's 1-based index in the list (default 1)
 -- ARGV[3]  marker TTL, seconds
 -- ARGV[4]  now, epoch milliseconds (the caller's clock: expiries, live zset trimming)
 -- ARGV[5]  complete_since to set when the site has none ("" to leave it)
@@ -13,9 +14,12 @@
 -- ARGV[9]  rebuild replay: events at or after this epoch ms are de-duplicated against the
 --          events ingestion wrote into the rebuild namespace meanwhile
 --
--- Returns the batch result as JSON: {"st": [visit start ms per event], "rn": [[visitor,
--- old start, new start], ...], "nv": visits added (net), "now": visitors in the last 5 minutes,
--- "dup": 1 when the batch had been applied before}.
+-- Returns one result per batch, in the order of ARGV[2], each as JSON: {"st": [visit start ms
+-- per event of the batch, in the batch's order], "rn": [[visitor, old start, new start], ...],
+-- "nv": visits added (net), "now": visitors in the last 5 minutes, "dup": 1 when the batch had
+-- been applied before}. Each batch has its own marker holding its result, so a batch applied
+-- here with others and delivered again alone, or with others, is applied once; the events of
+-- the batches not seen before are applied together (one write per key and member).
 
 local meta = KEYS[1]
 local live_ns = ARGV[1]
@@ -382,23 +386,30 @@ if mode == 'rebuild' then
   return cjson.encode({nv = 0})
 end
 
-local marker = live_ns .. 'batch:' .. batch
+local ids = cjson.decode(batch)
 local rebuilding = redis.call('HGET', meta, 'rebuilding') == '1'
-local previous = redis.call('GET', marker)
-if previous then
-  -- A redelivered batch: the rollups have it; a rebuild running now may not.
-  if rebuilding then apply(rb_ns, events, false, true, 0) end
-  return previous
+local previous = {}
+local fresh = {}
+for k, id in ipairs(ids) do
+  local stored = redis.call('GET', live_ns .. 'batch:' .. id)
+  if stored then previous[k] = stored else fresh[k] = true end
 end
+local new_events, old_events = {}, {}
+for _, ev in ipairs(events) do
+  if fresh[ev.b or 1] then new_events[#new_events + 1] = ev else old_events[#old_events + 1] = ev end
+end
+-- Redelivered batches: the rollups have them; a rebuild running now may not.
+if rebuilding and #old_events > 0 then apply(rb_ns, old_events, false, true, 0) end
+if next(fresh) == nil then return previous end
 
-local res = apply(live_ns, events, true, false, 0)
-if rebuilding then apply(rb_ns, events, false, true, 0) end
+local res = apply(live_ns, new_events, true, false, 0)
+if rebuilding then apply(rb_ns, new_events, false, true, 0) end
 if complete_since ~= '' then redis.call('HSETNX', meta, 'complete_since', complete_since) end
 
 local live = live_ns .. 'live'
 local now_s = math.floor(now_ms / 1000)
 local last_seen = {}
-for _, ev in ipairs(events) do
+for _, ev in ipairs(new_events) do
   if ev.k ~= 'e' then
     local seen_at = math.floor(ev.t / 1000)
     if (last_seen[ev.v] or 0) < seen_at then last_seen[ev.v] = seen_at end
@@ -415,9 +426,27 @@ redis.call('ZREMRANGEBYSCORE', live, '-inf', now_s - LIVE_WINDOW - 1)
 redis.call('EXPIRE', live, 3600)
 local visitors_now = redis.call('ZCOUNT', live, now_s - LIVE_WINDOW, '+inf')
 
-local st = {}
-for i = 1, #events do st[i] = res.starts[i] or events[i].t end
-local out = cjson.encode({st = st, rn = res.renames, nv = res.net_visits, now = visitors_now, dup = 0})
-local stored = cjson.encode({st = st, rn = res.renames, nv = res.net_visits, now = visitors_now, dup = 1})
-redis.call('SET', marker, stored, 'EX', marker_ttl)
+local starts = {}
+for i, ev in ipairs(new_events) do
+  local k = ev.b or 1
+  local st = starts[k]
+  if not st then st = {}; starts[k] = st end
+  st[#st + 1] = res.starts[i] or ev.t
+end
+-- The group's renames and new visits go with its first new batch (a replay of the others
+-- alone then adds nothing twice to the live delta).
+local out = {}
+local first = true
+for k, id in ipairs(ids) do
+  if fresh[k] then
+    local rn, nv = {}, 0
+    if first then rn = res.renames; nv = res.net_visits; first = false end
+    local result = {st = starts[k] or {}, rn = rn, nv = nv, now = visitors_now, dup = 0}
+    out[k] = cjson.encode(result)
+    result.dup = 1
+    redis.call('SET', live_ns .. 'batch:' .. id, cjson.encode(result), 'EX', marker_ttl)
+  else
+    out[k] = previous[k]
+  end
+end
 return out

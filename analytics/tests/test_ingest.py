@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from channels.layers import get_channel_layer
+from django.db import models
 
 from analytics import rollups
 from analytics.livepush import group_name
 from analytics.models import Event
-from analytics.tasks import ingest
+from analytics.tasks import ingest, ingest_many
 from analytics.tests.factories import make_event, make_site
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
@@ -80,3 +81,70 @@ def test_an_event_repeated_inside_one_batch_counts_once():
     ingest(uuid.uuid4().hex, [event, event.copy()])
     assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == 1
     assert Event.objects.filter(site_id=site.id).count() == 1
+
+
+def _state(site):
+    """A site's rollups and stored visits, comparable across sites."""
+    day = ["20260310"]
+    tops = {
+        (dim, metric): rollups.top(site.id, dim, "20260310", metric)
+        for dim in ("page", "entry_page", "exit_page", "source")
+        for metric in ("visits", "pageviews", "bounces", "duration")
+    }
+    visits = sorted(
+        (row["visitor_id"], row["n"])
+        for row in Event.objects.filter(site_id=site.id)
+        .values("visitor_id", "visit_id")
+        .annotate(n=models.Count("event_id"))
+        .values("visitor_id", "n")
+    )
+    return rollups.counters(site.id, "d", day)[0], rollups.visitors(site.id, "d", day), tops, visits
+
+
+def _batches_for(site):
+    """Four messages of one site: visits that span messages, a late event that merges two
+    visits, an engagement event, and a custom event."""
+    at = NOW - timedelta(hours=3)
+    ev = [
+        make_event(site, at, visitor=1, pathname="/a", referrer_source="Google"),
+        make_event(site, at + timedelta(minutes=5), visitor=2, pathname="/b"),
+        make_event(site, at + timedelta(minutes=50), visitor=1, pathname="/c"),
+        make_event(site, at + timedelta(minutes=6), visitor=2, pathname="/c", name="Signup", props={"plan": "pro"}),
+        make_event(site, at + timedelta(minutes=25), visitor=1, pathname="/d"),  # late: joins both visits
+        make_event(site, at + timedelta(minutes=7), visitor=2, name="engagement", engagement_ms=9000),
+        make_event(site, at + timedelta(minutes=90), visitor=3, pathname="/a"),
+    ]
+    return [[ev[0], ev[1]], [ev[2], ev[3]], [ev[4]], [ev[5], ev[6]]]
+
+
+@time_machine.travel(NOW, tick=False)
+def test_batches_applied_together_give_what_they_give_one_by_one():
+    alone, together = make_site("alone.example"), make_site("together.example")
+    for batch in _batches_for(alone):
+        ingest(uuid.uuid4().hex, batch)
+
+    results = ingest_many([(f"{n:032x}", batch) for n, batch in enumerate(_batches_for(together))])
+
+    assert _state(together) == _state(alone)
+    assert _state(together)[0]["visits"] == 3
+    assert sorted(results) == [f"{n:032x}" for n in range(4)]
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_batch_applied_before_is_not_counted_again_inside_a_group():
+    alone, mixed = make_site("alone.example"), make_site("mixed.example")
+    for batch in _batches_for(alone):
+        ingest(uuid.uuid4().hex, batch)
+    batches = [(f"{n:032x}", batch) for n, batch in enumerate(_batches_for(mixed))]
+    first = ingest(*batches[1])
+
+    results = ingest_many(batches)
+
+    assert results[batches[1][0]][mixed.id].duplicate
+    assert results[batches[1][0]][mixed.id].starts == first[mixed.id].starts
+    assert not results[batches[0][0]][mixed.id].duplicate
+    assert _state(mixed) == _state(alone)
+    # ... and each of them delivered again alone changes nothing either.
+    for batch_id, events in batches:
+        assert ingest(batch_id, events)[mixed.id].duplicate
+    assert _state(mixed) == _state(alone)

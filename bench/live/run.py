@@ -41,6 +41,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spinnakr.settings")
 
 import django  # noqa: E402
 
+from spinnakr import embedded  # noqa: E402
+
+embedded.acquire()  # this checkout's embedded servers, released when the process exits
 django.setup()
 
 import httpx  # noqa: E402
