@@ -257,13 +257,18 @@ def parse_event(body: Any, *, batch: bool = False, now: float | None = None) -> 
     if not isinstance(body, dict):
         raise InvalidEvent("body: must be a JSON object")
     get = body.get
-    name = _text(_either(get("name"), get, "n"), "name", MAX_NAME_LENGTH, True)
-    url = _text(_either(get("url"), get, "u"), "url", MAX_URL_LENGTH, True)
+    # Long name, else short name: written out, this is the hot path of every request.
+    value = get("name")
+    name = _text(get("n") if value is None else value, "name", MAX_NAME_LENGTH, True)
+    value = get("url")
+    url = _text(get("u") if value is None else value, "url", MAX_URL_LENGTH, True)
     scheme, _, rest = url.partition(":")
     if not rest or not scheme.isascii() or not scheme.isalpha():
         raise InvalidEvent("url: must be an absolute URL")
-    key = _text(_either(get("key"), get, "k"), "key", 100)
-    domain_text = _text(_either(get("domain"), get, "d"), "domain", MAX_DOMAINS * 256)
+    value = get("key")
+    key = _text(get("k") if value is None else value, "key", 100)
+    value = get("domain")
+    domain_text = _text(get("d") if value is None else value, "domain", MAX_DOMAINS * 256)
     if "," in domain_text:
         domains = [part.strip().lower() for part in domain_text.split(",") if part.strip()]
     else:
@@ -274,12 +279,18 @@ def parse_event(body: Any, *, batch: bool = False, now: float | None = None) -> 
         raise InvalidEvent(f"domain: more than {MAX_DOMAINS} domains")
     if any(len(domain) > 255 for domain in domains):
         raise InvalidEvent("domain: a domain is longer than 255 characters")
-    revenue = _either(get("revenue"), get, "$")
+    value = get("revenue")
+    revenue = get("$") if value is None else value
     revenue_amount, revenue_currency = (None, "") if revenue is None else _revenue(revenue)
-    referrer = _text(_either(get("referrer"), get, "r"), "referrer", MAX_URL_LENGTH)
+    value = get("referrer")
+    referrer = _text(get("r") if value is None else value, "referrer", MAX_URL_LENGTH)
     props = _first(body, "props", "p", "m", "meta")
-    interactive = _either(get("interactive"), get, "i")
-    hash_mode = _either(get("h"), get, "hash")
+    value = get("interactive")
+    interactive = get("i") if value is None else value
+    value = get("h")
+    hash_mode = get("hash") if value is None else value
+    value = get("screen_width")
+    width = get("w") if value is None else value
     engagement = name == ENGAGEMENT
     event = IncomingEvent(
         name=name,
@@ -292,11 +303,9 @@ def parse_event(body: Any, *, batch: bool = False, now: float | None = None) -> 
         revenue_currency=revenue_currency,
         interactive=True if interactive is None else _flag(interactive, "interactive", default=True),
         hash_mode=False if hash_mode is None else _flag(hash_mode, "h", default=False),
-        width=_number(_either(get("screen_width"), get, "w"), "screen_width"),
-        scroll_depth=_bounded_int(_either(get("sd"), get, "scroll_depth"), "sd", low=0, high=100)
-        if engagement
-        else None,
-        engagement_ms=_bounded_int(_either(get("e"), get, "engagement_time"), "e", low=0, high=2**31 - 1)
+        width=None if width is None else _number(width, "screen_width"),
+        scroll_depth=_bounded_int(_first(body, "sd", "scroll_depth"), "sd", low=0, high=100) if engagement else None,
+        engagement_ms=_bounded_int(_first(body, "e", "engagement_time"), "e", low=0, high=2**31 - 1)
         if engagement
         else None,
     )
@@ -322,8 +331,3 @@ def parse_event(body: Any, *, batch: bool = False, now: float | None = None) -> 
         if event.client_id and event.timestamp_us is None:
             raise InvalidEvent("timestamp: required with id (an event is identified by site, timestamp and id)")
     return event
-
-
-def _either(value: Any, get: Any, short: str) -> Any:
-    """``value`` (the long name's) unless None, else the short name's."""
-    return get(short) if value is None else value
