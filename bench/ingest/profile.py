@@ -157,7 +157,8 @@ async def run(options: argparse.Namespace, domain: str, key: str) -> None:
     if options.publish == "stub":
         stub = StubPublisher()
         collector.PUBLISHER = stub  # type: ignore[assignment]
-    await collector.startup()
+    # Bounded: a broker or Redis that does not answer fails the run instead of hanging it.
+    await asyncio.wait_for(collector.startup(), 30)
     try:
         rng = random.Random(42)
         endpoints = ["event", "batch"] if options.endpoint == "both" else [options.endpoint]
@@ -190,7 +191,7 @@ async def run(options: argparse.Namespace, domain: str, key: str) -> None:
                     f"{events / wall:,.0f} events/s wall, statuses {statuses}"
                 )
     finally:
-        await collector.shutdown()
+        await asyncio.wait_for(collector.shutdown(), 30)
 
 
 def main() -> None:
