@@ -85,15 +85,16 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope.get("headers", []))
 
 
+_CORS_TAIL = [
+    (b"vary", b"Origin"),
+    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+    (b"access-control-allow-headers", b"Content-Type, Authorization"),
+    (b"access-control-max-age", b"86400"),
+]
+
+
 def cors_headers(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    origin = headers.get(b"origin")
-    return [
-        (b"access-control-allow-origin", origin or b"*"),
-        (b"vary", b"Origin"),
-        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-        (b"access-control-allow-headers", b"Content-Type, Authorization"),
-        (b"access-control-max-age", b"86400"),
-    ]
+    return [(b"access-control-allow-origin", headers.get(b"origin") or b"*"), *_CORS_TAIL]
 
 
 async def respond(
@@ -105,19 +106,16 @@ async def respond(
     content_type: bytes = b"application/json",
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                *cors_headers(headers),
-                *(extra or []),
-            ],
-        }
-    )
+    response = [
+        (b"content-type", content_type),
+        (b"content-length", b"%d" % len(body)),
+        (b"cache-control", b"no-store"),
+        (b"access-control-allow-origin", headers.get(b"origin") or b"*"),
+        *_CORS_TAIL,
+    ]
+    if extra:
+        response += extra
+    await send({"type": "http.response.start", "status": status, "headers": response})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -262,6 +260,17 @@ def build_event(
     }
 
 
+def cached_sites(event: IncomingEvent) -> list[SiteInfo] | None:
+    """The event's site when the cache knows it without waiting, else None (``find_sites`` decides)."""
+    if event.key:
+        site = CACHE.peek("site_key", event.key)
+    elif len(event.domains) == 1:
+        site = CACHE.peek("domain", event.domains[0])
+    else:
+        return None
+    return [site] if isinstance(site, SiteInfo) else None
+
+
 async def find_sites(event: IncomingEvent) -> list[SiteInfo]:
     if event.key:
         site = await CACHE.get("site_key", event.key)
@@ -306,8 +315,9 @@ async def record(
     scope: Scope, headers: dict[bytes, bytes], event: IncomingEvent, address: str, user_agent: str
 ) -> None:
     """Admit, enrich and publish one browser event for each of its sites (raises Reject)."""
-    sites = await find_sites(event)
-    origin = headers.get(b"origin", b"").decode("latin-1") or None
+    sites = cached_sites(event) or await find_sites(event)
+    origin_header = headers.get(b"origin")
+    origin = origin_header.decode("latin-1") if origin_header else None
     now = time.time()
     monotonic = time.monotonic()
     for site in sites:
@@ -317,8 +327,10 @@ async def record(
         for site in sites:
             BOT_DROPS[site.site_id] += 1
         return
-    await ensure_salts(now)
-    salt = enrich.SALTS.for_day(enrich.utc_day(now))
+    today = enrich.utc_day(now)
+    if not enrich.SALTS.fresh(today):
+        await ensure_salts(now)
+    salt = enrich.SALTS.for_day(today)
     if salt is None:  # the day turned between the two calls: next request reloads
         raise Reject(503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())])
     ts_us = int(now * 1_000_000)
@@ -485,8 +497,11 @@ async def ingest_batch(
 ) -> tuple[list[dict[str, Any]], int, float]:
     """Validate each event; publish the accepted ones together. Returns (results, accepted, retry)."""
     now = time.time()
+    now_us = int(now * 1_000_000)
     monotonic = time.monotonic()
     await ensure_salts(now)
+    today_salt = enrich.SALTS.for_day(enrich.utc_day(now))
+    account_id = grant.account_id
     results: list[dict[str, Any]] = []
     events: list[EnrichedEvent] = []
     claims: list[tuple[str, int, int]] = []  # (key, position in events, index in items)
@@ -494,8 +509,8 @@ async def ingest_batch(
     for index, item in enumerate(items):
         try:
             event = parse_event(item, batch=True, now=now)
-            sites = await find_sites(event)
-            sites = [site for site in sites if site.account_id == grant.account_id]
+            sites = cached_sites(event) or await find_sites(event)
+            sites = [site for site in sites if site.account_id == account_id]
             if not sites:
                 raise Reject(404, "unknown site for this API key")
             for site in sites:
@@ -514,9 +529,12 @@ async def ingest_batch(
                 BOT_DROPS[site.site_id] += 1
             results.append({"index": index, "status": 202, "dropped": "bot"})
             continue
-        ts_us = event.timestamp_us if event.timestamp_us is not None else int(now * 1_000_000)
-        day = enrich.utc_day(ts_us / 1_000_000)
-        salt = enrich.SALTS.for_day(day) or enrich.SALTS.for_day(enrich.utc_day(now))
+        if event.timestamp_us is None:
+            ts_us = now_us
+            salt = today_salt
+        else:
+            ts_us = event.timestamp_us
+            salt = enrich.SALTS.for_day(enrich.utc_day_us(ts_us)) or today_salt
         if salt is None:
             raise Reject(503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())])
         for site in sites:

@@ -193,7 +193,31 @@ class Page:
     paid_click: bool
 
 
+# Pages and referrers repeat (a site's popular pages, the big search engines):
+# both are parsed once per process and remembered. Long URLs (rare, and the
+# ones that would make the caches big) are parsed every time.
+_CACHED_URL_LENGTH = 512
+
+
 def parse_page(url: str, *, hash_mode: bool = False) -> Page:
+    if len(url) > _CACHED_URL_LENGTH:
+        return _parse_page(url, hash_mode)
+    return _cached_page(url, hash_mode)
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``, without its cost when nothing is quoted."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    pairs = []
+    for item in query.split("&"):
+        if item:
+            name, _, value = item.partition("=")
+            pairs.append((name, value))
+    return pairs
+
+
+def _parse_page(url: str, hash_mode: bool) -> Page:
     parts = urlsplit(url)
     hostname = strip_www((parts.hostname or "").lower())
     pathname = parts.path or "/"
@@ -201,12 +225,13 @@ def parse_page(url: str, *, hash_mode: bool = False) -> Page:
         pathname = f"{pathname}#{parts.fragment}"
     params: dict[str, str] = {}
     click = False
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        key = name.lower()
-        if key in PAID_CLICK_IDS:
-            click = True
-        if key not in params and value.strip():
-            params[key] = value.strip()[:500]
+    if parts.query:
+        for name, value in _query_pairs(parts.query):
+            key = name.lower()
+            if key in PAID_CLICK_IDS:
+                click = True
+            if key not in params and value.strip():
+                params[key] = value.strip()[:500]
     utm_source = params.get("utm_source", "")
     return Page(
         hostname=hostname[:253],
@@ -221,6 +246,9 @@ def parse_page(url: str, *, hash_mode: bool = False) -> Page:
     )
 
 
+_cached_page = functools.lru_cache(maxsize=4096)(_parse_page)
+
+
 @dataclass(frozen=True)
 class Acquisition:
     referrer: str  # host and path, no scheme, no query ('' when none or self)
@@ -230,27 +258,33 @@ class Acquisition:
 
 def acquisition(referrer_url: str, page: Page) -> Acquisition:
     """Referrer → source and channel; a referrer from the page's own host counts as direct."""
+    if len(referrer_url) > _CACHED_URL_LENGTH:
+        return _acquisition(referrer_url, page.hostname, page.source_param, page.utm_medium, page.paid_click)
+    return _cached_acquisition(referrer_url, page.hostname, page.source_param, page.utm_medium, page.paid_click)
+
+
+def _acquisition(referrer_url: str, hostname: str, source_param: str, utm_medium: str, paid_click: bool) -> Acquisition:
     referrer = ""
     ref_source = ""
     ref_kind = ""
     if referrer_url:
         parts = urlsplit(referrer_url)
         host = strip_www((parts.hostname or "").lower())
-        if host and host != page.hostname:
+        if host and host != hostname:
             path = parts.path.rstrip("/")
             referrer = f"{host}{path}"[:MAX_URL_LENGTH]
             known = lookup_host(host)
             ref_source, ref_kind = known if known is not None else (host, REFERRAL)
     source, kind = ref_source, ref_kind
-    if page.source_param:
-        alias = _SOURCE_ALIASES.get(page.source_param.lower())
+    if source_param:
+        alias = _SOURCE_ALIASES.get(source_param.lower())
         if alias is not None:
             source, kind = alias
         else:
-            source = page.source_param
+            source = source_param
             kind = _KIND_BY_NAME.get(source, ref_kind if source == ref_source else REFERRAL)
-    medium = page.utm_medium.lower()
-    if medium in PAID_MEDIUMS or page.paid_click:
+    medium = utm_medium.lower()
+    if medium in PAID_MEDIUMS or paid_click:
         channel = PAID
     elif medium in EMAIL_MEDIUMS or kind == EMAIL:
         channel = EMAIL
@@ -263,6 +297,9 @@ def acquisition(referrer_url: str, page: Page) -> Acquisition:
     else:
         channel = DIRECT
     return Acquisition(referrer=referrer, source=source[:500], channel=channel)
+
+
+_cached_acquisition = functools.lru_cache(maxsize=4096)(_acquisition)
 
 
 # User agent -------------------------------------------------------------------
@@ -376,25 +413,49 @@ def country(address: str) -> str:
 
 def visitor_id(salt: bytes, site_id: int, address: str, user_agent: str) -> int:
     """A signed 64-bit keyed hash: stable for one visitor on one site for one UTC day."""
+    # BLAKE2b(key=salt) of site_id (8 bytes, big-endian, signed) ‖ address ‖ 0x00 ‖ user agent.
+    digest = _site_hasher(salt, site_id).copy()
+    digest.update(f"{address}\x00{user_agent}".encode("utf-8", "replace"))
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _site_hasher(salt: bytes, site_id: int) -> hashlib.blake2b:
+    """The keyed hash state after the site id, copied per event (keying costs a compression)."""
     digest = hashlib.blake2b(key=salt, digest_size=8)
     digest.update(site_id.to_bytes(8, "big", signed=True))
-    digest.update(address.encode("utf-8", "replace"))
-    digest.update(b"\x00")
-    digest.update(user_agent.encode("utf-8", "replace"))
-    return int.from_bytes(digest.digest(), "big", signed=True)
+    return digest
 
 
 def client_visitor_id(site_id: int, client_id: str) -> int:
     """A server sender's own visitor id, mapped to 64 bits with a key only this service knows."""
-    key = hashlib.blake2b(settings.SECRET_KEY.encode(), digest_size=32, person=b"spinnakr-vid").digest()
-    digest = hashlib.blake2b(key=key, digest_size=8)
-    digest.update(site_id.to_bytes(8, "big", signed=True))
+    digest = _client_hasher(settings.SECRET_KEY, site_id).copy()
     digest.update(client_id.encode("utf-8", "replace"))
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
+@functools.lru_cache(maxsize=4096)
+def _client_hasher(secret: str, site_id: int) -> hashlib.blake2b:
+    key = hashlib.blake2b(secret.encode(), digest_size=32, person=b"spinnakr-vid").digest()
+    digest = hashlib.blake2b(key=key, digest_size=8)
+    digest.update(site_id.to_bytes(8, "big", signed=True))
+    return digest
+
+
 def utc_day(epoch_seconds: float) -> dt.date:
-    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).date()
+    return _day(int(epoch_seconds // 86_400))
+
+
+def utc_day_us(epoch_us: int) -> dt.date:
+    return _day(epoch_us // 86_400_000_000)
+
+
+@functools.lru_cache(maxsize=64)
+def _day(days: int) -> dt.date:
+    return _EPOCH_DAY + dt.timedelta(days=days)
+
+
+_EPOCH_DAY = dt.date(1970, 1, 1)
 
 
 _redis_lock = threading.Lock()

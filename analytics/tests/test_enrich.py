@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -165,3 +167,43 @@ def test_salts_are_shared_through_redis_and_old_ones_are_deleted() -> None:
     assert deleted == ["2026-03-07"]
     assert sorted(enrich._str(field) for field in client.hkeys(enrich.SALTS_KEY)) == ["2026-03-09", "2026-03-10"]
     client.delete(enrich.SALTS_KEY)
+
+
+def test_the_visitor_id_is_blake2b_keyed_by_the_salt_of_site_address_nul_and_agent() -> None:
+    # The definition the worker's visits rely on: it must not change across releases.
+    salt = bytes(range(32))
+    for site_id, address, agent in [(1, "203.0.113.7", CHROME_MAC), (-5, "2001:db8::1", ""), (2**40, "", "\ud800é")]:
+        digest = hashlib.blake2b(key=salt, digest_size=8)
+        digest.update(site_id.to_bytes(8, "big", signed=True))
+        digest.update(address.encode("utf-8", "replace") + b"\x00" + agent.encode("utf-8", "replace"))
+        expected = int.from_bytes(digest.digest(), "big", signed=True)
+
+        assert enrich.visitor_id(salt, site_id, address, agent) == expected
+        assert enrich.visitor_id(salt, site_id, address, agent) == expected  # from the per-site hasher cache
+
+
+def test_the_utc_day_of_seconds_and_of_microseconds() -> None:
+    midnight = dt.datetime(2026, 3, 10, tzinfo=dt.UTC).timestamp()
+
+    assert enrich.utc_day(midnight) == dt.date(2026, 3, 10)
+    assert enrich.utc_day(midnight - 0.5) == dt.date(2026, 3, 9)
+    assert enrich.utc_day_us(int(midnight) * 1_000_000) == dt.date(2026, 3, 10)
+    assert enrich.utc_day_us(int(midnight) * 1_000_000 - 1) == dt.date(2026, 3, 9)
+    assert enrich.utc_day(0) == dt.date(1970, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "a=1", "a=1&b=2", "a", "=b", "a=b=c", "&&a=1&", "utm_source=x+y", "utm_source=%20x%20", "a=%zz", "a=1;b=2"],
+)
+def test_the_query_string_is_split_as_parse_qsl_does(query: str) -> None:
+    assert [tuple(pair) for pair in enrich._query_pairs(query)] == parse_qsl(query, keep_blank_values=True)
+
+
+def test_long_and_repeated_urls_parse_the_same() -> None:
+    url = "https://www.shop.example/a?utm_source=News&gclid=1&utm_medium=cpc"
+    long_url = url + "&x=" + "y" * 600
+
+    assert parse_page(url) == parse_page(url) == parse_page(long_url)
+    assert acquisition("https://t.co/x", parse_page(url)) == acquisition("https://t.co/x", parse_page(long_url))
+    assert acquisition("https://t.co/" + "x" * 600, parse_page("https://a.example/")).source == "Twitter"

@@ -1,0 +1,67 @@
+"""Incoming events: field names, precedence, the order of errors, client addresses of batch events."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+import pytest
+
+from analytics.payloads import InvalidEvent, parse_event
+
+BASE = {"n": "pageview", "u": "https://a.example/", "d": "a.example"}
+
+
+def test_the_long_name_wins_over_the_short_one_and_null_counts_as_absent() -> None:
+    event = parse_event({**BASE, "name": "signup", "url": None, "r": "https://t.co/", "referrer": None, "w": 800})
+
+    assert (event.name, event.url, event.referrer, event.width) == (
+        "signup",
+        "https://a.example/",
+        "https://t.co/",
+        800,
+    )
+    assert parse_event({**BASE, "props": None, "p": {"a": 1}, "m": {"b": 2}}).props == {"a": "1"}
+
+
+def test_the_first_bad_field_is_named() -> None:
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event({**BASE, "u": 1, "w": "x", "r": 2})
+    assert str(exc.value) == "url: must be a string"
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event({**BASE, "w": "x", "r": 2, "p": 3})
+    assert str(exc.value) == "referrer: must be a string"
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event({**BASE, "w": "x", "p": 3})
+    assert str(exc.value) == "props: must be an object of scalar values"
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event({**BASE, "w": "x", "n": "engagement", "sd": -1})
+    assert str(exc.value) == "screen_width: must be a number"
+
+
+def test_domains_are_split_trimmed_and_lower_cased() -> None:
+    assert parse_event({**BASE, "d": " A.example "}).domains == ["a.example"]
+    assert parse_event({**BASE, "d": "A.example, ,b.example,"}).domains == ["a.example", "b.example"]
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event({**BASE, "d": " , "})
+    assert str(exc.value) == "domain: required (or key)"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["203.0.113.7", "0.0.0.1", "255.255.255.255", "2001:DB8::1", "::ffff:1.2.3.4", "fe80::1%eth0", "::1"],
+)
+def test_a_batch_event_address_is_kept_in_canonical_form(address: str) -> None:
+    event = parse_event({**BASE, "ip": f" {address} ", "user_agent": "UA"}, batch=True, now=time.time())
+
+    assert event.ip == str(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["01.2.3.4", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.4/32", "0x1.2.3.4", "\u0661.2.3.4", "1.2.3.4\x00", "::g"],
+)
+def test_a_batch_event_address_that_ipaddress_refuses_is_refused(address: str) -> None:
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event({**BASE, "ip": address, "user_agent": "UA"}, batch=True, now=time.time())
+    assert str(exc.value) == "ip: not an IP address"
