@@ -497,6 +497,8 @@ class Salts:
         if values[1] is not None:
             by_day[yesterday] = bytes.fromhex(_str(values[1]))
         with self._lock:
+            if set(by_day.values()) != set(self._by_day.values()):
+                _site_hasher.cache_clear()  # no state keyed by a deleted salt stays in memory
             self._by_day = by_day
             self._day = today
 
@@ -508,6 +510,7 @@ class Salts:
         with self._lock:
             self._by_day = {}
             self._day = None
+            _site_hasher.cache_clear()
 
 
 SALTS = Salts()

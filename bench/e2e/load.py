@@ -23,6 +23,7 @@ import json
 import random
 import time
 from array import array
+from collections import deque
 from pathlib import Path
 
 AGENT = (
@@ -45,7 +46,7 @@ class Generator:
         self.max_connections = max_connections
         self.open = 0
         self.idle: list[tuple[Connection, float]] = []  # with the moment it was last used
-        self.waiters: asyncio.Queue[Connection] = asyncio.Queue()
+        self.waiters: deque[asyncio.Future[Connection | None]] = deque()
         self.status = array("h", bytes(2 * total))
         self.answered = array("d", bytes(8 * total))
         self.due = array("d", bytes(8 * total))
@@ -69,30 +70,46 @@ class Generator:
         return head + body
 
     async def connection(self) -> Connection:
-        now = time.monotonic()
-        while self.idle:
-            conn, used = self.idle.pop()
-            if now - used < IDLE_SECONDS:
-                return conn
-            self.discard(conn)  # the server may be closing it (uvicorn's keep-alive timeout is 5 s)
-        if self.open < self.max_connections:
-            self.open += 1
-            try:
-                return await asyncio.open_connection(self.host, self.port)
-            except BaseException:
-                self.open -= 1
-                raise
-        return await self.waiters.get()
+        while True:
+            now = time.monotonic()
+            while self.idle:
+                conn, used = self.idle.pop()
+                if now - used < IDLE_SECONDS:
+                    return conn
+                self.discard(conn)  # the server may be closing it (uvicorn's keep-alive timeout is 5 s)
+            if self.open < self.max_connections:
+                self.open += 1
+                try:
+                    return await asyncio.open_connection(self.host, self.port)
+                except BaseException:
+                    self.open -= 1
+                    self.wake(None)
+                    raise
+            # Every connection is busy: wait for one to be released (handed over) or closed
+            # (then a new one may be opened). A closed one must wake a waiter too, or the
+            # waiters would wait for ever once every connection had failed.
+            waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            handed = await waiter
+            if handed is not None:
+                return handed
+
+    def wake(self, conn: Connection | None) -> bool:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
 
     def release(self, conn: Connection) -> None:
-        if self.waiters._getters:  # type: ignore[attr-defined]  # someone is waiting for a connection
-            self.waiters.put_nowait(conn)
-        else:
+        if not self.wake(conn):
             self.idle.append((conn, time.monotonic()))
 
     def discard(self, conn: Connection) -> None:
         conn[1].close()
         self.open -= 1
+        self.wake(None)
 
     async def exchange(self, conn: Connection, payload: bytes) -> tuple[int, bool]:
         reader, writer = conn

@@ -141,7 +141,10 @@ def queue_depth() -> int:
     from spinnakr.celery import app
 
     with app.connection_for_read() as conn:
-        declared = conn.default_channel.queue_declare(settings.EVENTS_QUEUE, passive=True)  # type: ignore[attr-defined]
+        try:
+            declared = conn.default_channel.queue_declare(settings.EVENTS_QUEUE, passive=True)  # type: ignore[attr-defined]
+        except conn.channel_errors:
+            return 0  # the Redis transport knows an empty queue only by its (then absent) list
         return int(declared.message_count)
 
 
