@@ -1,6 +1,7 @@
 """Query benchmark: load a site through the worker's own ingest code, then time the dashboard's queries.
 
-    .venv/bin/python -m bench.query.run --events 1000000 --days 365 --runs 20
+    .venv/bin/python -m bench.query.run --events 10000000 --days 365 --workers 2 --load-only
+    .venv/bin/python -m bench.query.run --events 10000000 --skip-load --runs 20
 
 Loads into the development database and Redis (``make run``'s embedded servers, or
 DATABASE_URL / REDIS_URL), on a site of its own (``bench-query-<n>.test``), calling
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import multiprocessing
 import os
 import random
 import statistics
@@ -56,10 +58,29 @@ BROWSERS = [
 ]
 
 
+_BASE: dict[str, Any] = {
+    "referrer": "",
+    "utm_source": "",
+    "utm_medium": "",
+    "utm_campaign": "",
+    "utm_content": "",
+    "utm_term": "",
+    "browser_version": "1",
+    "os_version": "",
+    "props": {},
+    "revenue_amount": None,
+    "revenue_currency": "",
+    "interactive": True,
+    "scroll_depth": None,
+    "engagement_ms": None,
+}
+
+
 def _event(
     site: Site, ts: dt.datetime, visitor: int, name: str, page: str, attrs: dict[str, str], **extra: Any
 ) -> EnrichedEvent:
     event: dict[str, Any] = {
+        **_BASE,
         "site_id": site.pk,
         "ts": (ts - EPOCH) // dt.timedelta(microseconds=1),
         "event_id": str(uuid.uuid4()),
@@ -67,91 +88,127 @@ def _event(
         "visitor_id": visitor,
         "hostname": site.domain,
         "pathname": page,
-        "referrer": "",
-        "utm_source": "",
-        "utm_medium": "",
-        "utm_campaign": "",
-        "utm_content": "",
-        "utm_term": "",
-        "browser_version": "1",
-        "os_version": "",
-        "props": {},
-        "revenue_amount": None,
-        "revenue_currency": "",
-        "interactive": True,
-        "scroll_depth": None,
-        "engagement_ms": None,
         **attrs,
         **extra,
     }
     return event  # type: ignore[return-value]
 
 
-def load(site: Site, events: int, days: int, seed: int) -> float:
-    rng = random.Random(seed)
+def day_events(
+    site: Site, rng: random.Random, day_start: dt.datetime, target: int, visitors: int, workers: int, worker: int
+) -> list[EnrichedEvent]:
+    """About ``target`` events (pageviews, engagement and custom events) of one day, in time order.
+
+    Visitors come from a pool of ``visitors`` ids (so the same visitor returns on other days);
+    worker ``k`` of ``n`` only draws ids with ``id % n == k`` (disjoint visitors, so each
+    visitor's events stay in time order within one process). A visitor's attributes (country,
+    browser…) are fixed per visitor; the source is drawn per visit; a visit has one to six
+    pageviews a few seconds to minutes apart, some engagement events and a few signups.
+    """
+    out: list[EnrichedEvent] = []
+    slots = visitors // workers
+    while len(out) < target:
+        visitor = rng.randrange(0, slots) * workers + worker + workers
+        vrng = random.Random(visitor)
+        browser, os_name, device, screen = vrng.choice(BROWSERS)
+        source, channel = rng.choice(SOURCES)
+        attrs = {
+            "referrer_source": source,
+            "channel": channel,
+            "country": vrng.choice(COUNTRIES),
+            "browser": browser,
+            "os": os_name,
+            "device": device,
+            "screen": screen,
+        }
+        moment = day_start + dt.timedelta(seconds=rng.randrange(0, 86_000))
+        for _ in range(rng.choice([1, 1, 1, 2, 2, 3, 4, 6])):
+            page = rng.choice(PAGES[:7]) if rng.random() < 0.6 else rng.choice(PAGES)
+            out.append(_event(site, moment, visitor, "pageview", page, attrs))
+            if rng.random() < 0.3:
+                out.append(
+                    _event(
+                        site,
+                        moment + dt.timedelta(seconds=20),
+                        visitor,
+                        "engagement",
+                        page,
+                        attrs,
+                        engagement_ms=rng.randrange(1000, 120_000),
+                        scroll_depth=rng.randrange(0, 101),
+                    )
+                )
+            if rng.random() < 0.05:
+                out.append(
+                    _event(
+                        site,
+                        moment + dt.timedelta(seconds=25),
+                        visitor,
+                        "Signup",
+                        page,
+                        attrs,
+                        props={"plan": rng.choice(["free", "pro"])},
+                    )
+                )
+            moment += dt.timedelta(seconds=rng.randrange(5, 300))
+    out.sort(key=lambda e: e["ts"])
+    return out
+
+
+def load_slice(site_id: int, events: int, days: int, seed: int, batch_size: int, workers: int, worker: int) -> int:
+    """One loader process: its share of every day, in day order, through ``ingest``."""
+    from django.db import connection
+
+    if workers > 1:
+        connection.close()  # the parent's connection is not ours to use
+    with connection.cursor() as cur:
+        # Only this loader's own session: commits do not wait for the WAL flush.
+        cur.execute("SET synchronous_commit = off")
+    logging.getLogger("analytics.tasks").setLevel(logging.WARNING)  # not a line per batch
+    site = Site.objects.get(pk=site_id)
+    rng = random.Random(seed * 1000 + worker)
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
-    per_day = events // days
+    per_day = events // days // workers
     visitors = max(1000, events // 8)
-    batch: list[EnrichedEvent] = []
     total = 0
     began = time.perf_counter()
+    pending: list[EnrichedEvent] = []
     for day in range(days):
-        day_start = start + dt.timedelta(days=day)
-        produced = 0
-        while produced < per_day:
-            visitor = rng.randrange(1, visitors)
-            vrng = random.Random(visitor)
-            browser, os_name, device, screen = vrng.choice(BROWSERS)
-            source, channel = rng.choice(SOURCES)
-            attrs = {
-                "referrer_source": source,
-                "channel": channel,
-                "country": vrng.choice(COUNTRIES),
-                "browser": browser,
-                "os": os_name,
-                "device": device,
-                "screen": screen,
-            }
-            moment = day_start + dt.timedelta(seconds=rng.randrange(0, 86_000))
-            for _ in range(rng.choice([1, 1, 1, 2, 2, 3, 4, 6])):
-                page = rng.choice(PAGES[:7]) if rng.random() < 0.6 else rng.choice(PAGES)
-                batch.append(_event(site, moment, visitor, "pageview", page, attrs))
-                if rng.random() < 0.3:
-                    batch.append(
-                        _event(
-                            site,
-                            moment + dt.timedelta(seconds=20),
-                            visitor,
-                            "engagement",
-                            page,
-                            attrs,
-                            engagement_ms=rng.randrange(1000, 120_000),
-                            scroll_depth=rng.randrange(0, 101),
-                        )
-                    )
-                if rng.random() < 0.05:
-                    batch.append(
-                        _event(
-                            site,
-                            moment + dt.timedelta(seconds=25),
-                            visitor,
-                            "Signup",
-                            page,
-                            attrs,
-                            props={"plan": rng.choice(["free", "pro"])},
-                        )
-                    )
-                moment += dt.timedelta(seconds=rng.randrange(5, 300))
-                produced += 1
-            if len(batch) >= 1000:
-                ingest(uuid.uuid4().hex, batch)
-                total += len(batch)
-                batch = []
-    if batch:
-        ingest(uuid.uuid4().hex, batch)
-        total += len(batch)
+        pending.extend(day_events(site, rng, start + dt.timedelta(days=day), per_day, visitors, workers, worker))
+        while len(pending) >= batch_size or (day == days - 1 and pending):
+            chunk, pending = pending[:batch_size], pending[batch_size:]
+            ingest(uuid.uuid4().hex, chunk)
+            total += len(chunk)
+        if day % 5 == 4 or day == days - 1:
+            seconds = time.perf_counter() - began
+            print(
+                f"worker {worker}: day {day + 1}/{days}, {total} events, {seconds:.0f} s, {total / seconds:.0f} events/s",
+                flush=True,
+            )
+    return total
+
+
+def _load_slice_star(args: tuple[int, int, int, int, int, int, int]) -> int:
+    return load_slice(*args)
+
+
+def load(site: Site, events: int, days: int, seed: int, batch_size: int = 5000, workers: int = 1) -> float:
+    began = time.perf_counter()
+    jobs = [(site.pk, events, days, seed, batch_size, workers, w) for w in range(workers)]
+    if workers == 1:
+        total = load_slice(*jobs[0])
+    else:
+        from django.db import connections
+
+        connections.close_all()
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            total = sum(pool.map(_load_slice_star, jobs))
     seconds = time.perf_counter() - began
-    print(f"loaded {total} events over {days} days in {seconds:.0f} s ({total / seconds:.0f} events/s)")
+    print(
+        f"loaded {total} events over {days} days in {seconds:.0f} s ({total / seconds:.0f} events/s, "
+        f"{workers} process(es), batches of {batch_size})",
+        flush=True,
+    )
     return seconds
 
 
@@ -312,9 +369,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--domain", default="")
+    parser.add_argument("--batch", type=int, default=5000, help="events per ingest call")
+    parser.add_argument("--workers", type=int, default=1, help="loader processes (disjoint visitors)")
+    parser.add_argument("--load-only", action="store_true", help="load, then stop (no timings)")
+    parser.add_argument("--skip-load", action="store_true", help="time the queries of an already loaded site")
     args = parser.parse_args()
     domain = args.domain or f"bench-query-{args.events}.test"
     site = Site.objects.filter(domain=domain).first()
+    if site is None and args.skip_load:
+        raise SystemExit(f"no site {domain}: load it first")
+    if site is not None and not args.skip_load:
+        raise SystemExit(f"site {domain} exists: pass --skip-load to time it, or another --domain")
     if site is None:
         account = Account.objects.create(name="Query benchmark", monthly_event_quota=10**10)
         site = Site.objects.create(
@@ -327,7 +392,9 @@ def main() -> None:
 
         Goal.objects.create(site=site, display_name="Signup", event_name="Signup")
         Goal.objects.create(site=site, display_name="Visit /pricing", page_path="/pricing")
-        load(site, args.events, args.days, args.seed)
+        load(site, args.events, args.days, args.seed, args.batch, args.workers)
+    if args.load_only:
+        return
     print(f"site {site.domain} (id {site.pk})")
     print("| query | source | p50 ms | p95 ms |")
     print("| --- | --- | ---: | ---: |")
