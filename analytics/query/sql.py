@@ -155,6 +155,9 @@ class SqlBuilder:
     def goal_condition(self, goal: GoalDef) -> str:
         if goal.event_name:
             return f"name = {self.p(goal.event_name)}"
+        literal = None if self.plain else _literal_regex(goal.page_regex)
+        if literal is not None:  # a page without wildcards: equality, not a regular expression per event
+            return f"(name = 'pageview' AND pathname = {self.p(literal)})"
         return f"(name = 'pageview' AND pathname ~ {self.p(goal.page_regex)})"
 
     def condition(self, node: Filter, *, strip_goals: bool = False, raw: bool = False) -> str:
@@ -480,6 +483,32 @@ class SqlBuilder:
         # A stable order for ties: every remaining dimension ascending.
         parts.extend(f"{key(d)} ASC" for d in self.q.dimensions if d not in used)
         return ", ".join(parts)
+
+
+def _literal_regex(regex: str) -> str | None:
+    """The one string an anchored regular expression of literal characters matches, if it is one.
+
+    ``^/pricing$`` gives ``/pricing``; ``\\`` before a punctuation character (as ``re.escape``
+    writes it) is that character; anything else (wildcards, classes, groups) gives None.
+    """
+    if len(regex) < 2 or not regex.startswith("^") or not regex.endswith("$"):
+        return None
+    body = regex[1:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\":
+            if i + 1 >= len(body) or body[i + 1].isalnum():
+                return None
+            out.append(body[i + 1])
+            i += 2
+        elif char in ".^$*+?()[]{}|":
+            return None
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
 
 
 def _candidate_filter(query: Query) -> Condition | None:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Account, Site
-from analytics.models import Goal
+from analytics.models import Goal, page_pattern_regex
 from analytics.query import sql
 from analytics.query.engine import site_goals
 from analytics.query.model import parse_query
@@ -111,6 +111,7 @@ def test_shortcuts_answer_the_plain_statements_rows(events: list[dict[str, Any]]
     site = Site.objects.create(account=account, domain=f"{uuid.uuid4().hex[:12]}.test", timezone="Europe/Berlin")
     Goal.objects.create(site=site, display_name="Signup", event_name="Signup")
     Goal.objects.create(site=site, display_name="Visit /pricing", page_path="/pricing")
+    Goal.objects.create(site=site, display_name="Visit /b/*", page_path="/b/*")
     first_day = dt.date.today() - dt.timedelta(days=DAYS + 2)
     start = dt.datetime.combine(first_day, dt.time(), tzinfo=dt.UTC)
     rows = []
@@ -168,3 +169,23 @@ def test_shortcut_statements_skip_the_work() -> None:
     assert "FROM m WHERE name = " in goal
     engagement = statement({"metrics": ["visitors", "time_on_page"], "dimensions": ["event:page"]})
     assert "SELECT DISTINCT visitor_id, visit_id FROM ev" in engagement
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        ("/pricing", "/pricing"),
+        ("/blog/post-1", "/blog/post-1"),
+        ("/a.b(c)$[d]+?", "/a.b(c)$[d]+?"),
+        ("/", "/"),
+        ("/b/*", None),
+        ("/docs/**", None),
+    ],
+)
+def test_a_goal_page_without_wildcards_is_one_literal(pattern: str, literal: str | None) -> None:
+    assert sql._literal_regex(page_pattern_regex(pattern)) == literal
+
+
+@pytest.mark.parametrize("regex", ["^/a\\d$", "^/a\\$", "/a", "^/a", "^(a|b)$", "^a.c$"])
+def test_other_regular_expressions_are_not_literals(regex: str) -> None:
+    assert sql._literal_regex(regex) is None

@@ -53,6 +53,7 @@ def main() -> None:
         statement = builder.build()
         print(f"==== {i}: {label}")
         with transaction.atomic(), connection.cursor() as cur:
+            cur.execute(f"SET LOCAL work_mem = '{sql_path.WORK_MEM}'")  # as sql.execute does
             for setting in args.set:
                 name, value = setting.split("=", 1)
                 cur.execute("SELECT set_config(%s, %s, true)", [name, value])
