@@ -38,10 +38,15 @@ from analytics.query.model import (
 )
 
 STATEMENT_TIMEOUT_MS = 30_000
-# Memory for each sort or hash of a statement: a month of a busy site's events (about 650 k
-# rows) sorts by visit in memory instead of in temporary files.
-WORK_MEM = "64MB"
+# For each statement (SET LOCAL). work_mem: a month of a busy site's events (about 650 k rows)
+# sorts by visit in memory instead of in temporary files. No nested loops: the planner cannot
+# estimate how many visits pass a filter on their first event (it guesses one) and would look
+# each one up by index; hash joins are never far off. A cheaper hand-over of rows from parallel
+# workers, so scans, semi-joins and sorts by visit run in parallel.
+PLANNER_SETTINGS = {"work_mem": "64MB", "enable_nestloop": "off", "parallel_tuple_cost": "0.01"}
 
+BOUNCES = "count(*) FILTER (WHERE v_interactions <= 1) AS bounces"
+DURATION = "sum(floor(extract(epoch FROM date_trunc('milliseconds', v_end) - date_trunc('milliseconds', v_start)))) AS duration"
 VISIT_LEVEL_METRICS = frozenset(
     {"visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit", "percentage"}
 )
@@ -120,6 +125,7 @@ class SqlBuilder:
             and all(d in VISIT_COLUMNS for d in query.filter_dimensions())
             and metrics <= VISIT_LEVEL_METRICS
         )
+        self.vt = "a" if self.visit_level else "b"  # the table of the visit metrics
         # Visits are needed only to tell which engagement events belong to a visit of the range.
         self.visits_only = not plain and self.use_c and not self.use_b and not self.attrs
         self.candidate = None if plain else _candidate_filter(query)
@@ -221,8 +227,6 @@ class SqlBuilder:
         return ", ".join(cols)
 
     def vis_sql(self) -> str:
-        if self.visits_only:
-            return "SELECT DISTINCT visitor_id, visit_id FROM ev"
         cols = [
             "visitor_id",
             "visit_id",
@@ -291,10 +295,13 @@ class SqlBuilder:
     def build(self) -> str:
         metrics = set(self.q.metrics)
         ctes: list[str] = []
+        # Not materialized: each reader scans the partitions with its own filters pushed down,
+        # in parallel where the planner sees fit (a materialized CTE is read by one process).
+        hint = "" if self.plain else " NOT MATERIALIZED"
         ctes.append(
-            f"ev AS (SELECT {self.ev_columns()} FROM analytics_event WHERE {self.range_sql()} AND name <> 'engagement')"
+            f"ev AS{hint} (SELECT {self.ev_columns()} FROM analytics_event WHERE {self.range_sql()} AND name <> 'engagement')"
         )
-        if self.use_vis:
+        if self.use_vis and not self.visits_only:
             ctes.append(f"vis AS ({self.vis_sql()})")
         if self.visit_level:
             # The matching visits; no event table: ``ev`` is read once, by ``vis``.
@@ -311,9 +318,11 @@ class SqlBuilder:
 
         a_dims = self.dims_for("a")
         if self.visit_level:
+            # Table ``b``'s visit metrics too, in the same pass over the visits.
             ctes.append(
                 f"a AS (SELECT {self.select_dims(a_dims)}count(DISTINCT visitor_id) AS visitors, "
                 "sum(v_pageviews)::bigint AS pageviews, sum(v_events)::bigint AS events, count(*) AS visits, "
+                f"{BOUNCES}, {DURATION}, "
                 "NULL::numeric AS rev_sum, 0::bigint AS rev_count, NULL::text[] AS rev_currencies "
                 f"FROM mv{self.group(a_dims)})"
             )
@@ -336,19 +345,15 @@ class SqlBuilder:
                 f"FROM {source}{goal_join}{self.group(a_dims)})"
             )
         tables = ["a"]
-        if self.use_b:
+        if self.use_b and not self.visit_level:
             b_dims = self.dims_for("b")
-            if self.visit_level:
-                matched = "mv"  # the matching visits themselves
-            elif self.q.filters:
+            if self.q.filters:
                 matched = "vis WHERE (visitor_id, visit_id) IN (SELECT visitor_id, visit_id FROM m)"
             else:
                 matched = "vis"
             ctes.append(
                 f"b AS (SELECT {self.select_dims(b_dims)}count(*) AS visits, "
-                "count(*) FILTER (WHERE v_interactions <= 1) AS bounces, "
-                "sum(floor(extract(epoch FROM date_trunc('milliseconds', v_end) - date_trunc('milliseconds', v_start)))) AS duration, "
-                " sum(v_pageviews) AS pageviews "
+                f"{BOUNCES}, {DURATION}, sum(v_pageviews) AS pageviews "
                 f"FROM {matched}{self.group(b_dims)})"
             )
             tables.append("b")
@@ -358,10 +363,20 @@ class SqlBuilder:
                 f"pathname, props, engagement_ms, scroll_depth FROM analytics_event WHERE {self.range_sql()} "
                 "AND name = 'engagement')"
             )
-            ctes.append(
-                f"em AS (SELECT e.*{self._vjoin_cols()} FROM eng e JOIN vis v "
-                f"ON v.visitor_id = e.visitor_id AND v.visit_id = e.visit_id WHERE {self.where()})"
-            )
+            if self.visits_only:
+                # The matching engagement events whose visit has an event in the range: the
+                # (few) visits of the matching engagement events are looked up among the
+                # events, rather than every visit of the range listed.
+                ctes.append(f"em0 AS (SELECT * FROM eng WHERE {self.where()})")
+                ctes.append(
+                    "em AS (SELECT * FROM em0 WHERE (visitor_id, visit_id) IN (SELECT DISTINCT visitor_id, visit_id "
+                    "FROM ev WHERE (visitor_id, visit_id) IN (SELECT visitor_id, visit_id FROM em0)))"
+                )
+            else:
+                ctes.append(
+                    f"em AS (SELECT e.*{self._vjoin_cols()} FROM eng e JOIN vis v "
+                    f"ON v.visitor_id = e.visitor_id AND v.visit_id = e.visit_id WHERE {self.where()})"
+                )
             c_dims = self.dims_for("c")
             inner_dims = "".join(f"{e} AS d{i}, " for i, e in enumerate(c_dims))
             group_inner = ", ".join([*[str(i + 1) for i in range(ndims)], "visitor_id", "visit_id", "pathname"])
@@ -434,13 +449,13 @@ class SqlBuilder:
         if metric in ("visitors", "pageviews", "events"):
             return f"coalesce(a.{metric}, 0)"
         if metric == "visits":
-            return "coalesce(b.visits, 0)" if self.use_b else "coalesce(a.visits, 0)"
+            return "coalesce(b.visits, 0)" if self.use_b and not self.visit_level else "coalesce(a.visits, 0)"
         if metric == "views_per_visit":
-            return "coalesce(round(b.pageviews::numeric / nullif(b.visits, 0), 2), 0)"
+            return f"coalesce(round({self.vt}.pageviews::numeric / nullif({self.vt}.visits, 0), 2), 0)"
         if metric == "bounce_rate":
-            return "coalesce(round(100.0 * b.bounces / nullif(b.visits, 0)), 0)"
+            return f"coalesce(round(100.0 * {self.vt}.bounces / nullif({self.vt}.visits, 0)), 0)"
         if metric == "visit_duration":
-            return "coalesce(round(b.duration / nullif(b.visits, 0)), 0)"
+            return f"coalesce(round({self.vt}.duration / nullif({self.vt}.visits, 0)), 0)"
         if metric == "percentage":
             base = "mv" if self.visit_level else "m"
             return f"coalesce(round(100.0 * a.visitors / nullif({self.count_visitors(base)}, 0), 2), 0)"
@@ -534,7 +549,8 @@ def execute(query: Query, goals: list[GoalDef], *, plain: bool = False) -> SqlRe
     try:
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+            for name, value in PLANNER_SETTINGS.items():
+                cur.execute("SELECT set_config(%s, %s, true)", [name, value])
             cur.execute(sql, builder.p.values)
             fetched = cur.fetchall()
     except DatabaseError as exc:

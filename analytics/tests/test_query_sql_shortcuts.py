@@ -168,7 +168,7 @@ def test_shortcut_statements_skip_the_work() -> None:
     goal = statement({"metrics": ["visitors", "conversion_rate"], "dimensions": ["event:goal"]})
     assert "FROM m WHERE name = " in goal
     engagement = statement({"metrics": ["visitors", "time_on_page"], "dimensions": ["event:page"]})
-    assert "SELECT DISTINCT visitor_id, visit_id FROM ev" in engagement
+    assert "em0 AS" in engagement and "vis AS" not in engagement
 
 
 @pytest.mark.parametrize(
@@ -189,3 +189,37 @@ def test_a_goal_page_without_wildcards_is_one_literal(pattern: str, literal: str
 @pytest.mark.parametrize("regex", ["^/a\\d$", "^/a\\$", "/a", "^/a", "^(a|b)$", "^a.c$"])
 def test_other_regular_expressions_are_not_literals(regex: str) -> None:
     assert sql._literal_regex(regex) is None
+
+
+def test_engagement_of_a_visit_without_events_in_the_range_counts_on_neither_statement() -> None:
+    """An engagement event whose visit's pageview is just before the range belongs to no visit of it."""
+    account = Account.objects.create(name="Shortcuts")
+    site = Site.objects.create(account=account, domain="edge.test", timezone="UTC")
+    day = dt.date.today() - dt.timedelta(days=3)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    add_events(
+        site,
+        [
+            {"ts": start - dt.timedelta(seconds=60), "visitor": 1, "pathname": "/blog"},
+            {
+                "ts": start + dt.timedelta(seconds=60),
+                "visitor": 1,
+                "pathname": "/blog",
+                "name": "engagement",
+                "engagement_ms": 50_000,
+            },
+            {"ts": start + dt.timedelta(hours=2), "visitor": 2, "pathname": "/blog"},
+            {
+                "ts": start + dt.timedelta(hours=2, seconds=30),
+                "visitor": 2,
+                "pathname": "/blog",
+                "name": "engagement",
+                "engagement_ms": 10_000,
+            },
+        ],
+    )
+    body = {"metrics": ["visitors", "time_on_page"], "dimensions": ["event:page"], "date_range": [day.isoformat()] * 2}
+    query = parse_query(site, body, goals=set(), now=dt.datetime.now(dt.UTC), first_event_day=None)
+    fast = sql.execute(query, [])
+    assert fast.rows == sql.execute(query, [], plain=True).rows
+    assert fast.rows == [(["/blog"], {"visitors": 1, "time_on_page": 10, "__currencies": None})]

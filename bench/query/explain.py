@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--only", type=int, action="append", help="index into the query list (repeatable)")
     parser.add_argument("--dashboard", action="store_true", help="the dashboard's queries instead of the filtered ones")
     parser.add_argument("--no-analyze", action="store_true")
+    parser.add_argument("--plain", action="store_true", help="the plain statement (without the shortcuts)")
     parser.add_argument("--set", action="append", default=[], help="a setting for the statement, e.g. work_mem=64MB")
     parser.add_argument("--summary", action="store_true", help="only each statement's execution time")
     args = parser.parse_args()
@@ -49,11 +50,12 @@ def main() -> None:
         query = parse_query(
             site, body, goals={g.name for g in goals}, now=dt.datetime.now(dt.UTC), first_event_day=None
         )
-        builder = sql_path.SqlBuilder(query, goals)
+        builder = sql_path.SqlBuilder(query, goals, plain=args.plain)
         statement = builder.build()
         print(f"==== {i}: {label}")
         with transaction.atomic(), connection.cursor() as cur:
-            cur.execute(f"SET LOCAL work_mem = '{sql_path.WORK_MEM}'")  # as sql.execute does
+            for name, value in sql_path.PLANNER_SETTINGS.items():  # as sql.execute does
+                cur.execute("SELECT set_config(%s, %s, true)", [name, value])
             for setting in args.set:
                 name, value = setting.split("=", 1)
                 cur.execute("SELECT set_config(%s, %s, true)", [name, value])
