@@ -11,7 +11,7 @@ own database session commits with ``synchronous_commit = off``). Then runs each 
 ``--runs`` times through ``run_query`` (the planner picks Redis or SQL) and reports p50/p95,
 after an untimed warm-up. Each Redis-served query is also forced through the SQL path, and each
 SQL-path query also run as its plain statement (``sql.execute(..., plain=True)``: without the
-shortcuts), in turn with it (``--forced-runs`` / ``--plain-runs`` times). Last, the site's Redis
+shortcuts), ``--forced-runs`` / ``--plain-runs`` times (the plain statement in turn with the query). Last, the site's Redis
 memory (``MEMORY USAGE`` of each of its keys).
 """
 
@@ -368,14 +368,28 @@ def site_events(site_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-def redis_bytes(site_id: int) -> tuple[int, int]:
+def redis_bytes(site_id: int) -> dict[str, tuple[int, int]]:
+    """The site's Redis memory (``MEMORY USAGE``) by kind of key: kind → (keys, bytes)."""
     client = rollups.client()
-    total = 0
-    keys = 0
-    for key in client.scan_iter(match=f"{rollups.prefix(site_id)}*", count=2000):
-        total += int(client.memory_usage(key) or 0)
-        keys += 1
-    return total, keys
+    prefix = rollups.prefix(site_id)
+    found: dict[str, tuple[int, int]] = {}
+    for key in client.scan_iter(match=f"{prefix}*", count=2000):
+        parts = (key.decode() if isinstance(key, bytes) else key)[len(prefix) :].split(":")
+        if parts[0] == "batch":
+            kind = "batch markers (48 h)"
+        elif parts[0] == "sess":
+            kind = "visitor sessions (25.5 h)"
+        elif "d" in parts:
+            kind = "day keys (retention)"
+        elif "h" in parts:
+            kind = "hour keys (90 days)"
+        elif "m" in parts:
+            kind = "minute keys (48 h)"
+        else:
+            kind = "other"
+        keys, used = found.get(kind, (0, 0))
+        found[kind] = (keys + 1, used + int(client.memory_usage(key) or 0))
+    return found
 
 
 def main() -> None:
@@ -428,21 +442,26 @@ def main() -> None:
         handler.seen.clear()
         run_query(site, body)  # a warm-up, untimed; tells which path answers
         path = "/".join(sorted(set(handler.seen)))
-        # Its counterpart, timed in turn with it (same load on the box): a Redis-served query
-        # forced through SQL (the main period only: a comparison's previous period would be a
-        # second statement), or an SQL-path query's plain statement (without the shortcuts).
+        # Its counterpart: a Redis-served query forced through SQL (the main period only: a
+        # comparison's previous period would be a second statement), or an SQL-path query's
+        # plain statement (without the shortcuts).
         if path == "redis":
             other_label, other_runs = "… forced through SQL", args.forced_runs
             other = lambda q=query: sql_path.execute(q, goals)  # noqa: E731
         else:
             other_label, other_runs = "… plain SQL statement (before the shortcuts)", args.plain_runs
             other = lambda q=query: sql_path.execute(q, goals, plain=True)  # noqa: E731
+        # A Redis-served query's runs come first, alone (a multi-second SQL statement between
+        # two would time the box's recovery too); an SQL-path query's alternate with its plain
+        # statement's, so that both see the same load.
+        interleave = path != "redis"
         samples: list[float] = []
         other_samples: list[float] = []
         failed = ""
-        for i in range(args.runs):
-            samples.append(_once(lambda b=body: run_query(site, b)))
-            if i < other_runs and not failed:
+        for i in range(args.runs + (0 if interleave else other_runs)):
+            if i < args.runs:
+                samples.append(_once(lambda b=body: run_query(site, b)))
+            if (i < other_runs if interleave else i >= args.runs) and not failed:
                 try:
                     other_samples.append(_once(other))
                 except QueryError as exc:
@@ -454,10 +473,13 @@ def main() -> None:
         elif other_samples:
             p50, p95 = _percentiles(other_samples)
             print(f"| {other_label} | sql | {p50:.1f} | {p95:.1f} |", flush=True)
-    used, keys = redis_bytes(site.pk)
-    print(
-        f"Redis: {keys} keys, {used / 1e6:.1f} MB for {args.days} days = {used / args.days / 1e3:.0f} kB per site-day"
-    )
+    found = redis_bytes(site.pk)
+    total = sum(used for _, used in found.values())
+    print(f"Redis: {sum(k for k, _ in found.values())} keys, {total / 1e6:.1f} MB")
+    for kind, (keys, used) in sorted(found.items(), key=lambda item: -item[1][1]):
+        print(f"  {kind}: {keys} keys, {used / 1e6:.1f} MB")
+    days_keys = found.get("day keys (retention)", (0, 0))[1]
+    print(f"  day keys over {args.days} days: {days_keys / args.days / 1e3:.0f} kB per site-day")
 
 
 if __name__ == "__main__":
