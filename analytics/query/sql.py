@@ -30,6 +30,7 @@ from analytics.query.model import (
     PROPS_PREFIX,
     VISIT_COLUMNS,
     VISIT_METRICS,
+    Condition,
     Filter,
     Logical,
     Query,
@@ -37,6 +38,32 @@ from analytics.query.model import (
 )
 
 STATEMENT_TIMEOUT_MS = 30_000
+# For each statement (SET LOCAL). work_mem: a month of a busy site's events (about 650 k rows)
+# sorts by visit in memory instead of in temporary files. No nested loops: the planner cannot
+# estimate how many visits pass a filter on their first event (it guesses one) and would look
+# each one up by index; hash joins are never far off. A cheaper hand-over of rows from parallel
+# workers, so scans, semi-joins and sorts by visit run in parallel.
+PLANNER_SETTINGS = {"work_mem": "64MB", "enable_nestloop": "off", "parallel_tuple_cost": "0.01"}
+
+BOUNCES = "count(*) FILTER (WHERE v_interactions <= 1) AS bounces"
+DURATION = "sum(floor(extract(epoch FROM date_trunc('milliseconds', v_end) - date_trunc('milliseconds', v_start)))) AS duration"
+VISIT_LEVEL_METRICS = frozenset(
+    {"visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit", "percentage"}
+)
+# Columns of the event rows (``ev``) every statement may read; visit attributes, and ``props``,
+# only when the query uses them.
+EV_COLUMNS = (
+    "timestamp",
+    "event_id",
+    "name",
+    "visitor_id",
+    "visit_id",
+    "interactive",
+    "hostname",
+    "pathname",
+    "revenue_amount",
+    "revenue_currency",
+)
 
 
 @dataclass(frozen=True)
@@ -69,9 +96,16 @@ def _attr_columns(query: Query) -> set[str]:
 
 
 class SqlBuilder:
-    def __init__(self, query: Query, goals: list[GoalDef]) -> None:
+    """One statement for one query.
+
+    ``plain`` builds the reference statement, without the shortcuts (visit-level answers,
+    candidate visits, narrow event rows…): the tests check that both give the same rows.
+    """
+
+    def __init__(self, query: Query, goals: list[GoalDef], *, plain: bool = False) -> None:
         self.q = query
         self.goals = goals
+        self.plain = plain
         self.p = _Params()
         metrics = set(query.metrics)
         self.has_event_dims = any(is_event_dimension(d) for d in query.dimensions)
@@ -79,10 +113,34 @@ class SqlBuilder:
         self.use_c = bool(metrics & ENGAGEMENT_METRICS)
         self.attrs = _attr_columns(query)
         self.use_vis = self.use_b or self.use_c or bool(self.attrs)
+        # Visit-level answers: when every dimension and filter is a visit attribute and every
+        # metric is a count over visits or their events, table ``a`` comes from ``vis`` alone
+        # (each visit in ``vis`` has at least one event in ``ev``, so the visitors, visits,
+        # pageviews and events of the matching visits are those of their events).
+        self.visit_level = (
+            not plain
+            and self.use_vis
+            and not self.use_c
+            and all(d in VISIT_COLUMNS for d in query.dimensions)
+            and all(d in VISIT_COLUMNS for d in query.filter_dimensions())
+            and metrics <= VISIT_LEVEL_METRICS
+        )
+        self.vt = "a" if self.visit_level else "b"  # the table of the visit metrics
+        # Visits are needed only to tell which engagement events belong to a visit of the range.
+        self.visits_only = not plain and self.use_c and not self.use_b and not self.attrs
+        self.candidate = None if plain else _candidate_filter(query)
 
     # expressions ---------------------------------------------------------------
 
-    def column(self, dim: str) -> str:
+    def column(self, dim: str, *, raw: bool = False) -> str:
+        """The expression of ``dim``; ``raw``: a visit attribute's value on each event row itself."""
+        if raw and dim in VISIT_COLUMNS:
+            attr = VISIT_COLUMNS[dim]
+            if attr in ("entry_page", "exit_page"):
+                return "pathname"
+            if attr == "referrer_source":
+                return "coalesce(nullif(referrer_source, ''), 'Direct / None')"
+            return attr
         if dim in EVENT_COLUMNS:
             return EVENT_COLUMNS[dim]
         if dim.startswith(PROPS_PREFIX):
@@ -103,9 +161,12 @@ class SqlBuilder:
     def goal_condition(self, goal: GoalDef) -> str:
         if goal.event_name:
             return f"name = {self.p(goal.event_name)}"
+        literal = None if self.plain else _literal_regex(goal.page_regex)
+        if literal is not None:  # a page without wildcards: equality, not a regular expression per event
+            return f"(name = 'pageview' AND pathname = {self.p(literal)})"
         return f"(name = 'pageview' AND pathname ~ {self.p(goal.page_regex)})"
 
-    def condition(self, node: Filter, *, strip_goals: bool = False) -> str:
+    def condition(self, node: Filter, *, strip_goals: bool = False, raw: bool = False) -> str:
         if isinstance(node, Logical):
             parts = [self.condition(c, strip_goals=strip_goals) for c in node.children]
             if node.operator == "not":
@@ -123,7 +184,7 @@ class SqlBuilder:
             if not chosen:
                 return "FALSE"
             return "(" + " OR ".join(self.goal_condition(g) for g in chosen) + ")"
-        col = self.column(node.dimension)
+        col = self.column(node.dimension, raw=raw)
         op = node.operator
         negate = op.endswith("_not")
         base = op.removesuffix("_not")
@@ -154,6 +215,17 @@ class SqlBuilder:
             f"site_id = {self.p(self.q.site_id)} AND timestamp >= {self.p(rng.start)} AND timestamp < {self.p(rng.end)}"
         )
 
+    def ev_columns(self) -> str:
+        """The event columns the statement reads (not ``SELECT *``: ``ev`` is materialized)."""
+        if self.plain:
+            return "*"
+        cols = list(EV_COLUMNS)
+        cols.extend(sorted(a for a in self.attrs if a not in ("entry_page", "exit_page")))
+        dims = set(self.q.dimensions) | self.q.filter_dimensions()
+        if any(d.startswith(PROPS_PREFIX) for d in dims):
+            cols.append("props")
+        return ", ".join(cols)
+
     def vis_sql(self) -> str:
         cols = [
             "visitor_id",
@@ -163,6 +235,8 @@ class SqlBuilder:
             "count(*) FILTER (WHERE name = 'pageview') AS v_pageviews",
             "count(*) FILTER (WHERE name = 'pageview' OR interactive) AS v_interactions",
         ]
+        if self.visit_level:
+            cols.append("count(*) AS v_events")
         for attr in sorted(self.attrs):
             if attr == "entry_page":
                 cols.append("(array_agg(pathname ORDER BY timestamp, event_id))[1] AS v_entry_page")
@@ -175,7 +249,15 @@ class SqlBuilder:
                 )
             else:
                 cols.append(f"(array_agg({attr} ORDER BY timestamp, event_id))[1] AS v_{attr}")
-        return f"SELECT {', '.join(cols)} FROM ev GROUP BY visitor_id, visit_id"
+        source = "ev"
+        if self.candidate is not None:
+            # Only visits with an event that has the filtered value can have it on their first
+            # (or last) event: the others need not be sorted and grouped.
+            source = (
+                "(SELECT * FROM ev WHERE (visitor_id, visit_id) IN "
+                f"(SELECT visitor_id, visit_id FROM ev WHERE {self.condition(self.candidate, raw=True)})) ev"
+            )
+        return f"SELECT {', '.join(cols)} FROM {source} GROUP BY visitor_id, visit_id"
 
     def _vjoin_cols(self) -> str:
         return "".join(f", v.v_{a}" for a in sorted(self.attrs))
@@ -213,37 +295,66 @@ class SqlBuilder:
     def build(self) -> str:
         metrics = set(self.q.metrics)
         ctes: list[str] = []
-        ctes.append(f"ev AS (SELECT * FROM analytics_event WHERE {self.range_sql()} AND name <> 'engagement')")
-        if self.use_vis:
+        # Not materialized: each reader scans the partitions with its own filters pushed down,
+        # in parallel where the planner sees fit (a materialized CTE is read by one process).
+        hint = "" if self.plain else " NOT MATERIALIZED"
+        ctes.append(
+            f"ev AS{hint} (SELECT {self.ev_columns()} FROM analytics_event WHERE {self.range_sql()} AND name <> 'engagement')"
+        )
+        if self.use_vis and not self.visits_only:
             ctes.append(f"vis AS ({self.vis_sql()})")
+        if self.visit_level:
+            # The matching visits; no event table: ``ev`` is read once, by ``vis``.
+            ctes.append(f"mv AS (SELECT * FROM vis WHERE {self.where()})")
+        elif self.attrs or (self.plain and self.use_vis):
             ctes.append(
                 f"m AS (SELECT e.*{self._vjoin_cols()} FROM ev e JOIN vis v "
                 f"ON v.visitor_id = e.visitor_id AND v.visit_id = e.visit_id WHERE {self.where()})"
             )
         else:
+            # Every event of ``ev`` has its visit in ``vis``: no visit attribute, no join.
             ctes.append(f"m AS (SELECT * FROM ev WHERE {self.where()})")
         ndims = len(self.q.dimensions)
 
         a_dims = self.dims_for("a")
-        goal_join = self.goal_join() if "event:goal" in self.q.dimensions else ""
-        ctes.append(
-            f"a AS (SELECT {self.select_dims(a_dims)}count(DISTINCT visitor_id) AS visitors, "
-            "count(*) FILTER (WHERE name = 'pageview') AS pageviews, count(*) AS events, "
-            "count(DISTINCT (visitor_id, visit_id)) AS visits, "
-            "sum(revenue_amount) AS rev_sum, count(revenue_amount) AS rev_count, "
-            "array_agg(DISTINCT revenue_currency) FILTER (WHERE revenue_amount IS NOT NULL) AS rev_currencies "
-            f"FROM m{goal_join}{self.group(a_dims)})"
-        )
+        if self.visit_level:
+            # Table ``b``'s visit metrics too, in the same pass over the visits.
+            ctes.append(
+                f"a AS (SELECT {self.select_dims(a_dims)}count(DISTINCT visitor_id) AS visitors, "
+                "sum(v_pageviews)::bigint AS pageviews, sum(v_events)::bigint AS events, count(*) AS visits, "
+                f"{BOUNCES}, {DURATION}, "
+                "NULL::numeric AS rev_sum, 0::bigint AS rev_count, NULL::text[] AS rev_currencies "
+                f"FROM mv{self.group(a_dims)})"
+            )
+        else:
+            source = "m"
+            goal_join = ""
+            if "event:goal" in self.q.dimensions:
+                if self.goals and not self.plain:
+                    # Only the events of some goal reach the join (one test per event, not per goal).
+                    # (Built before the join: parameters are numbered in the order of the text.)
+                    any_goal = " OR ".join(self.goal_condition(g) for g in self.goals)
+                    source = f"(SELECT * FROM m WHERE {any_goal}) m"
+                goal_join = self.goal_join()
+            ctes.append(
+                f"a AS (SELECT {self.select_dims(a_dims)}count(DISTINCT visitor_id) AS visitors, "
+                "count(*) FILTER (WHERE name = 'pageview') AS pageviews, count(*) AS events, "
+                "count(DISTINCT (visitor_id, visit_id)) AS visits, "
+                "sum(revenue_amount) AS rev_sum, count(revenue_amount) AS rev_count, "
+                "array_agg(DISTINCT revenue_currency) FILTER (WHERE revenue_amount IS NOT NULL) AS rev_currencies "
+                f"FROM {source}{goal_join}{self.group(a_dims)})"
+            )
         tables = ["a"]
-        if self.use_b:
+        if self.use_b and not self.visit_level:
             b_dims = self.dims_for("b")
-            matched = " WHERE (visitor_id, visit_id) IN (SELECT visitor_id, visit_id FROM m)" if self.q.filters else ""
+            if self.q.filters:
+                matched = "vis WHERE (visitor_id, visit_id) IN (SELECT visitor_id, visit_id FROM m)"
+            else:
+                matched = "vis"
             ctes.append(
                 f"b AS (SELECT {self.select_dims(b_dims)}count(*) AS visits, "
-                "count(*) FILTER (WHERE v_interactions <= 1) AS bounces, "
-                "sum(floor(extract(epoch FROM date_trunc('milliseconds', v_end) - date_trunc('milliseconds', v_start)))) AS duration, "
-                " sum(v_pageviews) AS pageviews "
-                f"FROM vis{matched}{self.group(b_dims)})"
+                f"{BOUNCES}, {DURATION}, sum(v_pageviews) AS pageviews "
+                f"FROM {matched}{self.group(b_dims)})"
             )
             tables.append("b")
         if self.use_c:
@@ -252,10 +363,20 @@ class SqlBuilder:
                 f"pathname, props, engagement_ms, scroll_depth FROM analytics_event WHERE {self.range_sql()} "
                 "AND name = 'engagement')"
             )
-            ctes.append(
-                f"em AS (SELECT e.*{self._vjoin_cols()} FROM eng e JOIN vis v "
-                f"ON v.visitor_id = e.visitor_id AND v.visit_id = e.visit_id WHERE {self.where()})"
-            )
+            if self.visits_only:
+                # The matching engagement events whose visit has an event in the range: the
+                # (few) visits of the matching engagement events are looked up among the
+                # events, rather than every visit of the range listed.
+                ctes.append(f"em0 AS (SELECT * FROM eng WHERE {self.where()})")
+                ctes.append(
+                    "em AS (SELECT * FROM em0 WHERE (visitor_id, visit_id) IN (SELECT DISTINCT visitor_id, visit_id "
+                    "FROM ev WHERE (visitor_id, visit_id) IN (SELECT visitor_id, visit_id FROM em0)))"
+                )
+            else:
+                ctes.append(
+                    f"em AS (SELECT e.*{self._vjoin_cols()} FROM eng e JOIN vis v "
+                    f"ON v.visitor_id = e.visitor_id AND v.visit_id = e.visit_id WHERE {self.where()})"
+                )
             c_dims = self.dims_for("c")
             inner_dims = "".join(f"{e} AS d{i}, " for i, e in enumerate(c_dims))
             group_inner = ", ".join([*[str(i + 1) for i in range(ndims)], "visitor_id", "visit_id", "pathname"])
@@ -318,29 +439,32 @@ class SqlBuilder:
             + f" SELECT * FROM (SELECT {', '.join(selects)} FROM {from_sql}) q ORDER BY {order} LIMIT {limit} OFFSET {offset}"
         )
 
+    def count_visitors(self, table: str) -> str:
+        """Distinct visitors of a whole table (a hash of the ids rather than a sort)."""
+        if self.plain:
+            return f"(SELECT count(DISTINCT visitor_id) FROM {table})"
+        return f"(SELECT count(*) FROM (SELECT DISTINCT visitor_id FROM {table}) AS dv)"
+
     def metric_sql(self, metric: str) -> str:
         if metric in ("visitors", "pageviews", "events"):
             return f"coalesce(a.{metric}, 0)"
         if metric == "visits":
-            return "coalesce(b.visits, 0)" if self.use_b else "coalesce(a.visits, 0)"
+            return "coalesce(b.visits, 0)" if self.use_b and not self.visit_level else "coalesce(a.visits, 0)"
         if metric == "views_per_visit":
-            return "coalesce(round(b.pageviews::numeric / nullif(b.visits, 0), 2), 0)"
+            return f"coalesce(round({self.vt}.pageviews::numeric / nullif({self.vt}.visits, 0), 2), 0)"
         if metric == "bounce_rate":
-            return "coalesce(round(100.0 * b.bounces / nullif(b.visits, 0)), 0)"
+            return f"coalesce(round(100.0 * {self.vt}.bounces / nullif({self.vt}.visits, 0)), 0)"
         if metric == "visit_duration":
-            return "coalesce(round(b.duration / nullif(b.visits, 0)), 0)"
+            return f"coalesce(round({self.vt}.duration / nullif({self.vt}.visits, 0)), 0)"
         if metric == "percentage":
-            return "coalesce(round(100.0 * a.visitors / nullif((SELECT count(DISTINCT visitor_id) FROM m), 0), 2), 0)"
+            base = "mv" if self.visit_level else "m"
+            return f"coalesce(round(100.0 * a.visitors / nullif({self.count_visitors(base)}, 0), 2), 0)"
         if metric == "conversion_rate":
-            return (
-                "coalesce(round(100.0 * a.visitors / nullif((SELECT count(DISTINCT visitor_id) FROM mall), 0), 2), 0)"
-            )
+            return f"coalesce(round(100.0 * a.visitors / nullif({self.count_visitors('mall')}, 0), 2), 0)"
         if metric == "group_conversion_rate":
             if any(d != "event:goal" for d in self.q.dimensions):
                 return "coalesce(round(100.0 * a.visitors / nullif(gc.visitors, 0), 2), 0)"
-            return (
-                "coalesce(round(100.0 * a.visitors / nullif((SELECT count(DISTINCT visitor_id) FROM mall), 0), 2), 0)"
-            )
+            return f"coalesce(round(100.0 * a.visitors / nullif({self.count_visitors('mall')}, 0), 2), 0)"
         if metric == "total_revenue":
             return "a.rev_sum"
         if metric == "average_revenue":
@@ -376,12 +500,57 @@ class SqlBuilder:
         return ", ".join(parts)
 
 
-def execute(query: Query, goals: list[GoalDef]) -> SqlResult:
-    builder = SqlBuilder(query, goals)
+def _literal_regex(regex: str) -> str | None:
+    """The one string an anchored regular expression of literal characters matches, if it is one.
+
+    ``^/pricing$`` gives ``/pricing``; ``\\`` before a punctuation character (as ``re.escape``
+    writes it) is that character; anything else (wildcards, classes, groups) gives None.
+    """
+    if len(regex) < 2 or not regex.startswith("^") or not regex.endswith("$"):
+        return None
+    body = regex[1:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\":
+            if i + 1 >= len(body) or body[i + 1].isalnum():
+                return None
+            out.append(body[i + 1])
+            i += 2
+        elif char in ".^$*+?()[]{}|":
+            return None
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _candidate_filter(query: Query) -> Condition | None:
+    """A top-level positive filter on a visit attribute, which a visit's own events must match.
+
+    A visit's attribute is the value on its first event (exit page: its last), so a visit
+    that passes ``is`` / ``contains`` / ``matches`` has at least one event whose own value
+    passes it (the filters are AND-ed at the top level).
+    """
+    for node in query.filters:
+        if (
+            isinstance(node, Condition)
+            and node.dimension in VISIT_COLUMNS
+            and node.operator in ("is", "contains", "matches")
+        ):
+            return node
+    return None
+
+
+def execute(query: Query, goals: list[GoalDef], *, plain: bool = False) -> SqlResult:
+    builder = SqlBuilder(query, goals, plain=plain)
     sql = builder.build()
     try:
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            for name, value in PLANNER_SETTINGS.items():
+                cur.execute("SELECT set_config(%s, %s, true)", [name, value])
             cur.execute(sql, builder.p.values)
             fetched = cur.fetchall()
     except DatabaseError as exc:
