@@ -49,16 +49,9 @@ def limit(quota: int) -> int:
     return int(quota * GRACE)
 
 
-def record_batch(account_id: int, quota: int, batch_id: str, counts: Mapping[str, int]) -> int:
-    """Count a batch's events per month once; flags the account when it crosses the limit.
-
-    Answers the account's total for the current month.
-    """
-    return record_batches([(account_id, quota, batch_id, counts)])[account_id]
-
-
 def record_batches(items: Sequence[tuple[int, int, str, Mapping[str, int]]]) -> dict[int, int]:
-    """``record_batch`` for several (account, quota, batch, counts) in one round trip.
+    """Count each (account, quota, batch, counts) once per month, in one round trip; flags an
+    account when it crosses its limit.
 
     Each batch keeps its own marker, so a batch counted here and delivered again alone (or in
     another group) is not counted twice. Answers each account's total for the current month.

@@ -221,7 +221,7 @@ def prepare(info: SiteInfo, events: Iterable[EnrichedEvent]) -> list[PreparedEve
     return prepared
 
 
-def _result(raw: str, count: int) -> BatchResult:
+def _result(raw: str) -> BatchResult:
     data = json.loads(raw)
     starts = data.get("st") or []
     renames = data.get("rn") or []
@@ -266,13 +266,6 @@ def _first_complete_day(info: SiteInfo, epoch_ms: int) -> str:
     if int(info.created.timestamp() * 1000) < epoch_ms:
         return ""
     return info.created_day.isoformat()
-
-
-def apply_batch(
-    info: SiteInfo, batch_id: str, prepared: Sequence[PreparedEvent], now_ms: int | None = None
-) -> BatchResult:
-    """Apply a site's part of a batch to its rollups, once (the batch marker guards it)."""
-    return apply_batches([(info, batch_id, prepared)], now_ms)[0]
 
 
 def apply_batches(
@@ -321,7 +314,7 @@ def apply_batches(
     results: list[BatchResult | None] = [None] * len(parts)
     for indexes, raws in zip(by_site.values(), pipe.execute(), strict=True):
         for n, raw in zip(indexes, raws, strict=True):
-            results[n] = _result(raw, len(parts[n][2]))
+            results[n] = _result(raw)
     return [result for result in results if result is not None]
 
 
