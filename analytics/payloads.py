@@ -21,6 +21,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypedDict
 
 INGEST_TASK = "analytics.ingest_batch"
+# The task's messages: JSON written and read by orjson (registered in spinnakr.celery).
+EVENTS_SERIALIZER = "orjson"
+EVENTS_CONTENT_TYPE = "application/x-orjson"
 
 
 class EnrichedEvent(TypedDict):

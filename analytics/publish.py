@@ -31,7 +31,7 @@ from typing import Any
 
 from django.conf import settings
 
-from analytics.payloads import INGEST_TASK, EnrichedEvent
+from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ class Publisher:
                 retry=True,
                 retry_policy=RETRY_POLICY,
                 ignore_result=True,
+                serializer=EVENTS_SERIALIZER,
                 # Celery would otherwise saferepr() every event into the message headers for
                 # monitoring: two thirds of a publish's CPU. A summary says the same.
                 argsrepr="()",

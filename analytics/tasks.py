@@ -42,7 +42,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from analytics import livepush, quota, rollups, store
-from analytics.payloads import INGEST_TASK, EnrichedEvent
+from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
 from analytics.sessions import visit_id
 from analytics.siteinfo import SiteInfo, load_sites
 
@@ -227,7 +227,7 @@ class _Drainer:
                 self.connection = app.connection_for_read()
                 self.queue = app.amqp.queues[settings.EVENTS_QUEUE].bind(self.connection.default_channel)
             while len(taken) < max_messages and events < max_events:
-                message = self.queue.get(no_ack=False, accept=["json"])
+                message = self.queue.get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)
                 if message is None:
                     break
                 item = _parse(message)
@@ -294,6 +294,7 @@ def _defer(item: _Taken, exc: BaseException) -> None:
         app.send_task(
             INGEST_TASK,
             kwargs={"batch_id": item.batch_id, "events": item.events},
+            serializer=EVENTS_SERIALIZER,
             queue=settings.EVENTS_QUEUE,
             task_id=item.batch_id,
             countdown=countdown,
@@ -320,6 +321,7 @@ def _ingest_alone(item: _Taken) -> None:
 @shared_task(
     name="analytics.ingest_batch",
     bind=True,
+    serializer=EVENTS_SERIALIZER,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,

@@ -212,7 +212,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
+# JSON, and event batches in JSON written by orjson (spinnakr.celery.EVENTS_SERIALIZER).
+CELERY_ACCEPT_CONTENT = ["application/json", "application/x-orjson"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH", 1, minimum=1)
 # A pool process applies up to this many events of waiting messages together with the one it
 # was given (analytics.tasks, "Coalescing"); 0 applies every message alone.

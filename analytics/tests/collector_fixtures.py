@@ -129,6 +129,7 @@ class Published:
     headers: dict[str, Any]
     properties: dict[str, Any]
     kwargs: dict[str, Any]
+    content_type: str
 
 
 def consume(until: Any = None, timeout: float = 10.0) -> list[Published]:
@@ -137,13 +138,13 @@ def consume(until: Any = None, timeout: float = 10.0) -> list[Published]:
 
     def on_message(body: Any, message: Any) -> None:
         _args, kwargs, _embed = body
-        received.append(Published(dict(message.headers), dict(message.properties), kwargs))
+        received.append(Published(dict(message.headers), dict(message.properties), kwargs, message.content_type))
         message.ack()
 
     deadline = time.monotonic() + timeout
     with (
         Connection(str(settings.CELERY_BROKER_URL)) as conn,
-        Consumer(conn, queues=[events_queue()], callbacks=[on_message], accept=["json"]),
+        Consumer(conn, queues=[events_queue()], callbacks=[on_message], accept=settings.CELERY_ACCEPT_CONTENT),
     ):
         while time.monotonic() < deadline:
             if until is not None and until(received):

@@ -61,6 +61,7 @@ def test_it_publishes_a_celery_task_message_that_persists(collector: str) -> Non
     assert message.headers["id"] == message.kwargs["batch_id"]
     assert len(message.kwargs["batch_id"]) == 32
     assert message.properties["delivery_mode"] == 2
+    assert message.content_type == "application/x-orjson"  # plain JSON, written by orjson
 
 
 def test_it_shares_one_message_among_requests_arriving_together(collector: str) -> None:

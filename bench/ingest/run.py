@@ -111,7 +111,7 @@ def drain_queue() -> int:
 
     with (
         Connection(str(settings.CELERY_BROKER_URL)) as conn,
-        Consumer(conn, queues=[queue], callbacks=[on_message], accept=["json"]),
+        Consumer(conn, queues=[queue], callbacks=[on_message], accept=settings.CELERY_ACCEPT_CONTENT),
     ):
         idle = 0
         while idle < 3:

@@ -43,6 +43,7 @@ from django.db import connection  # noqa: E402
 from accounts.models import Account, Site  # noqa: E402
 from analytics import rollups  # noqa: E402
 from analytics.cleanup import purge_site  # noqa: E402
+from analytics.payloads import EVENTS_SERIALIZER  # noqa: E402
 from analytics.tests.factories import make_event  # noqa: E402
 from spinnakr import embedded  # noqa: E402
 from spinnakr.celery import app  # noqa: E402
@@ -69,7 +70,10 @@ def batch_of(site: Site, size: int, rng: random.Random) -> list[dict]:
 
 def publish(batch: list[dict]) -> None:
     app.send_task(
-        "analytics.ingest_batch", kwargs={"batch_id": uuid.uuid4().hex, "events": batch}, queue=settings.EVENTS_QUEUE
+        "analytics.ingest_batch",
+        kwargs={"batch_id": uuid.uuid4().hex, "events": batch},
+        queue=settings.EVENTS_QUEUE,
+        serializer=EVENTS_SERIALIZER,
     )
 
 
