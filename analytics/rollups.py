@@ -70,6 +70,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
+import orjson
 import redis
 from django.conf import settings
 
@@ -77,6 +78,8 @@ from analytics.payloads import EnrichedEvent
 from analytics.siteinfo import SiteInfo
 
 MARKER_TTL = 48 * 3600
+# Events of one script call at most (a single larger batch still goes whole; see apply_batches).
+SCRIPT_EVENTS = 500
 MINUTE_TTL = 48 * 3600
 HOUR_TTL = 90 * 86400
 LIVE_WINDOW = 300
@@ -286,8 +289,21 @@ def apply_batches(
     by_site: dict[int, list[int]] = {}
     for n, (info, _, _) in enumerate(parts):
         by_site.setdefault(info.site_id, []).append(n)
-    pipe = client().pipeline(transaction=False)
+    # A site's batches go to one call up to SCRIPT_EVENTS events, then to the next call: a
+    # script blocks the server while it runs, and a short one lets other clients (the
+    # collector's publishes, when Redis is also the broker; the dashboards' reads) in between.
+    calls: list[tuple[int, list[int]]] = []
     for site, indexes in by_site.items():
+        size = 0
+        for n in indexes:
+            count = len(parts[n][2])
+            if not calls or calls[-1][0] != site or (size and size + count > SCRIPT_EVENTS):
+                calls.append((site, []))
+                size = 0
+            calls[-1][1].append(n)
+            size += count
+    pipe = client().pipeline(transaction=False)
+    for site, indexes in calls:
         info = parts[indexes[0]][0]
         merged: list[PreparedEvent] = []
         for k, n in enumerate(indexes, 1):
@@ -304,7 +320,7 @@ def apply_batches(
                 MARKER_TTL,
                 now,
                 _first_complete_day(info, epoch),
-                json.dumps(merged, separators=(",", ":")),
+                orjson.dumps(merged),
                 "live",
                 rebuild_prefix(site),
                 0,
@@ -312,7 +328,7 @@ def apply_batches(
             client=pipe,
         )
     results: list[BatchResult | None] = [None] * len(parts)
-    for indexes, raws in zip(by_site.values(), pipe.execute(), strict=True):
+    for (_, indexes), raws in zip(calls, pipe.execute(), strict=True):
         for n, raw in zip(indexes, raws, strict=True):
             results[n] = _result(raw)
     return [result for result in results if result is not None]
@@ -329,7 +345,7 @@ def replay(info: SiteInfo, prepared: Sequence[PreparedEvent], seen_cutoff_ms: in
             MARKER_TTL,
             int(time.time() * 1000),
             "",
-            json.dumps(prepared, separators=(",", ":")),
+            orjson.dumps(prepared),
             "rebuild",
             rebuild_prefix(site),
             seen_cutoff_ms,

@@ -148,3 +148,38 @@ def test_a_batch_applied_before_is_not_counted_again_inside_a_group():
     for batch_id, events in batches:
         assert ingest(batch_id, events)[mixed.id].duplicate
     assert _state(mixed) == _state(alone)
+
+
+class _CountingScripts:
+    """Counts the calls of the rollup script (the real script still runs)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls = 0
+        real = rollups._script
+
+        def counting(name: str):
+            script = real(name)
+
+            def call(*args, **kwargs):
+                self.calls += 1
+                return script(*args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(rollups, "_script", counting)
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_group_larger_than_one_script_call_is_split_between_batches_and_gives_the_same(monkeypatch):
+    alone, whole, split = make_site("alone.example"), make_site("whole.example"), make_site("split.example")
+    for batch in _batches_for(alone):
+        ingest(uuid.uuid4().hex, batch)
+    scripts = _CountingScripts(monkeypatch)
+    ingest_many([(uuid.uuid4().hex, batch) for batch in _batches_for(whole)])
+    assert scripts.calls == 1
+
+    monkeypatch.setattr(rollups, "SCRIPT_EVENTS", 3)  # batches of 2, 2, 1 and 2 events: 3 calls
+    ingest_many([(uuid.uuid4().hex, batch) for batch in _batches_for(split)])
+
+    assert scripts.calls == 1 + 3
+    assert _state(split) == _state(whole) == _state(alone)
