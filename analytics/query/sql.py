@@ -1,4 +1,4 @@
-"""The SQL path: any query, exactly, over the raw events in ``analytics_event``.
+"""The SQL path: any query, exactly, over the raw events in ``analytics_event`` and their visits.
 
 Definitions (see README "Querying: Stats API"):
 - a visit is a distinct ``(visitor_id, visit_id)``; its attributes (source, UTM,
@@ -10,8 +10,11 @@ Definitions (see README "Querying: Stats API"):
 - ``engagement`` events count only in ``time_on_page`` and ``scroll_depth``.
 
 Every statement starts from ``site_id = %s`` and the range on ``timestamp``, so
-it reads one site's rows of the month partitions the range touches. Values are
-always bound parameters; only identifiers from fixed tables reach the SQL text.
+it reads one site's rows of the month partitions the range touches. The visits come
+from ``analytics_visit`` (one row per stored visit, kept with the events by
+``analytics.store``) for those wholly inside the range, and from their events for the
+few that cross an end of it. Values are always bound parameters; only identifiers
+from fixed tables reach the SQL text.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from analytics.query.model import (
     PROPS_PREFIX,
     VISIT_COLUMNS,
     VISIT_METRICS,
-    Condition,
     Filter,
     Logical,
     Query,
@@ -98,8 +100,9 @@ def _attr_columns(query: Query) -> set[str]:
 class SqlBuilder:
     """One statement for one query.
 
-    ``plain`` builds the reference statement, without the shortcuts (visit-level answers,
-    candidate visits, narrow event rows…): the tests check that both give the same rows.
+    ``plain`` builds the reference statement, without the shortcuts (visits from
+    ``analytics_visit``, visit-level answers, narrow event rows…): the tests check that both
+    give the same rows.
     """
 
     def __init__(self, query: Query, goals: list[GoalDef], *, plain: bool = False) -> None:
@@ -128,19 +131,11 @@ class SqlBuilder:
         self.vt = "a" if self.visit_level else "b"  # the table of the visit metrics
         # Visits are needed only to tell which engagement events belong to a visit of the range.
         self.visits_only = not plain and self.use_c and not self.use_b and not self.attrs
-        self.candidate = None if plain else _candidate_filter(query)
 
     # expressions ---------------------------------------------------------------
 
-    def column(self, dim: str, *, raw: bool = False) -> str:
-        """The expression of ``dim``; ``raw``: a visit attribute's value on each event row itself."""
-        if raw and dim in VISIT_COLUMNS:
-            attr = VISIT_COLUMNS[dim]
-            if attr in ("entry_page", "exit_page"):
-                return "pathname"
-            if attr == "referrer_source":
-                return "coalesce(nullif(referrer_source, ''), 'Direct / None')"
-            return attr
+    def column(self, dim: str) -> str:
+        """The expression of ``dim``."""
         if dim in EVENT_COLUMNS:
             return EVENT_COLUMNS[dim]
         if dim.startswith(PROPS_PREFIX):
@@ -166,7 +161,7 @@ class SqlBuilder:
             return f"(name = 'pageview' AND pathname = {self.p(literal)})"
         return f"(name = 'pageview' AND pathname ~ {self.p(goal.page_regex)})"
 
-    def condition(self, node: Filter, *, strip_goals: bool = False, raw: bool = False) -> str:
+    def condition(self, node: Filter, *, strip_goals: bool = False) -> str:
         if isinstance(node, Logical):
             parts = [self.condition(c, strip_goals=strip_goals) for c in node.children]
             if node.operator == "not":
@@ -184,7 +179,7 @@ class SqlBuilder:
             if not chosen:
                 return "FALSE"
             return "(" + " OR ".join(self.goal_condition(g) for g in chosen) + ")"
-        col = self.column(node.dimension, raw=raw)
+        col = self.column(node.dimension)
         op = node.operator
         negate = op.endswith("_not")
         base = op.removesuffix("_not")
@@ -226,7 +221,8 @@ class SqlBuilder:
             cols.append("props")
         return ", ".join(cols)
 
-    def vis_sql(self) -> str:
+    def vis_aggregates(self) -> list[str]:
+        """A visit's columns computed from its events in ``ev`` (grouped by visit)."""
         cols = [
             "visitor_id",
             "visit_id",
@@ -235,7 +231,7 @@ class SqlBuilder:
             "count(*) FILTER (WHERE name = 'pageview') AS v_pageviews",
             "count(*) FILTER (WHERE name = 'pageview' OR interactive) AS v_interactions",
         ]
-        if self.visit_level:
+        if not self.plain:
             cols.append("count(*) AS v_events")
         for attr in sorted(self.attrs):
             if attr == "entry_page":
@@ -249,15 +245,66 @@ class SqlBuilder:
                 )
             else:
                 cols.append(f"(array_agg({attr} ORDER BY timestamp, event_id))[1] AS v_{attr}")
-        source = "ev"
-        if self.candidate is not None:
-            # Only visits with an event that has the filtered value can have it on their first
-            # (or last) event: the others need not be sorted and grouped.
-            source = (
-                "(SELECT * FROM ev WHERE (visitor_id, visit_id) IN "
-                f"(SELECT visitor_id, visit_id FROM ev WHERE {self.condition(self.candidate, raw=True)})) ev"
-            )
-        return f"SELECT {', '.join(cols)} FROM {source} GROUP BY visitor_id, visit_id"
+        return cols
+
+    def vis_sql(self) -> str:
+        """The visits with an event in the range, with their attributes from their events in it.
+
+        The plain statement sorts the range's events by visit. Otherwise the visits that lie
+        wholly inside the range are rows of ``analytics_visit`` as they are (their first and
+        last events are their first and last in the range), and only the few that cross an
+        end of the range are computed from their events in it. A visit that crosses the start
+        has an event in the range's first 30 minutes (no gap in a visit is longer), one that
+        crosses the end an event in its last 30 minutes: those windows name them, and each is looked
+        up by index (LATERAL … OFFSET 0: the planner may not turn the lookups into a join,
+        which would scan every visit of the site and every event of the range).
+        """
+        if self.plain:
+            return f"SELECT {', '.join(self.vis_aggregates())} FROM ev GROUP BY visitor_id, visit_id"
+        cols = [
+            "visitor_id",
+            "visit_id",
+            '"start" AS v_start',
+            '"end" AS v_end',
+            "pageviews AS v_pageviews",
+            "interactions AS v_interactions",
+            "events AS v_events",
+        ]
+        for attr in sorted(self.attrs):
+            if attr == "referrer_source":
+                cols.append("coalesce(nullif(referrer_source, ''), 'Direct / None') AS v_referrer_source")
+            else:
+                cols.append(f"{attr} AS v_{attr}")
+        inside = f"SELECT {', '.join(cols)} FROM analytics_visit WHERE {self.inside_sql()}"
+        return f"{inside} UNION ALL {self.edges_sql()}"
+
+    def inside_sql(self) -> str:
+        """The condition on ``analytics_visit`` of the visits wholly inside the range."""
+        rng = self.q.date_range
+        return f'site_id = {self.p(self.q.site_id)} AND "start" >= {self.p(rng.start)} AND "end" < {self.p(rng.end)}'
+
+    def edges_sql(self) -> str:
+        """The visits that cross an end of the range, from their events in it."""
+        rng = self.q.date_range
+        site = self.q.site_id
+        window = (
+            f"SELECT DISTINCT visitor_id, visit_id FROM analytics_event WHERE site_id = {self.p(site)} "
+            f"AND name <> 'engagement' AND ((timestamp >= {self.p(rng.start)} "
+            f"AND timestamp < least({self.p(rng.start)} + interval '30 minutes', {self.p(rng.end)})) "
+            f"OR (timestamp >= greatest({self.p(rng.end)} - interval '30 minutes', {self.p(rng.start)}) "
+            f"AND timestamp < {self.p(rng.end)}))"
+        )
+        crossing = (
+            f"SELECT w.visitor_id, w.visit_id FROM ({window}) w CROSS JOIN LATERAL (SELECT 1 FROM analytics_visit x "
+            f"WHERE x.site_id = {self.p(site)} AND x.visitor_id = w.visitor_id AND x.visit_id = w.visit_id "
+            f'AND (x."start" < {self.p(rng.start)} OR x."end" >= {self.p(rng.end)}) OFFSET 0) x'
+        )
+        events = (
+            f"SELECT e.* FROM ({crossing}) c CROSS JOIN LATERAL (SELECT {self.ev_columns()} FROM analytics_event "
+            f"WHERE site_id = {self.p(site)} AND visit_id = c.visit_id AND visitor_id = c.visitor_id "
+            f"AND timestamp >= {self.p(rng.start)} AND timestamp < {self.p(rng.end)} AND name <> 'engagement' OFFSET 0) e"
+        )
+        return f"SELECT {', '.join(self.vis_aggregates())} FROM ({events}) ev GROUP BY visitor_id, visit_id"
 
     def _vjoin_cols(self) -> str:
         return "".join(f", v.v_{a}" for a in sorted(self.attrs))
@@ -301,7 +348,10 @@ class SqlBuilder:
         ctes.append(
             f"ev AS{hint} (SELECT {self.ev_columns()} FROM analytics_event WHERE {self.range_sql()} AND name <> 'engagement')"
         )
-        if self.use_vis and not self.visits_only:
+        if self.use_vis and not self.plain and not self.visits_only:
+            # Not materialized: each reader gets the visit filters pushed down to its own scan.
+            ctes.append(f"vis AS NOT MATERIALIZED ({self.vis_sql()})")
+        elif self.use_vis:
             ctes.append(f"vis AS ({self.vis_sql()})")
         if self.visit_level:
             # The matching visits; no event table: ``ev`` is read once, by ``vis``.
@@ -364,10 +414,12 @@ class SqlBuilder:
                 "AND name = 'engagement')"
             )
             if self.visits_only:
+                # The matching engagement events whose visit has an event in the range (no
+                # visit attribute to join).
+                ctes.append(f"em0 AS (SELECT * FROM eng WHERE {self.where()})")
                 # The matching engagement events whose visit has an event in the range: the
                 # (few) visits of the matching engagement events are looked up among the
                 # events, rather than every visit of the range listed.
-                ctes.append(f"em0 AS (SELECT * FROM eng WHERE {self.where()})")
                 ctes.append(
                     "em AS (SELECT * FROM em0 WHERE (visitor_id, visit_id) IN (SELECT DISTINCT visitor_id, visit_id "
                     "FROM ev WHERE (visitor_id, visit_id) IN (SELECT visitor_id, visit_id FROM em0)))"
@@ -524,23 +576,6 @@ def _literal_regex(regex: str) -> str | None:
             out.append(char)
             i += 1
     return "".join(out)
-
-
-def _candidate_filter(query: Query) -> Condition | None:
-    """A top-level positive filter on a visit attribute, which a visit's own events must match.
-
-    A visit's attribute is the value on its first event (exit page: its last), so a visit
-    that passes ``is`` / ``contains`` / ``matches`` has at least one event whose own value
-    passes it (the filters are AND-ed at the top level).
-    """
-    for node in query.filters:
-        if (
-            isinstance(node, Condition)
-            and node.dimension in VISIT_COLUMNS
-            and node.operator in ("is", "contains", "matches")
-        ):
-            return node
-    return None
 
 
 def execute(query: Query, goals: list[GoalDef], *, plain: bool = False) -> SqlResult:

@@ -1,7 +1,7 @@
 """The SQL path's shortcuts give the rows of its plain statement.
 
-``sql.execute`` answers with a statement that skips work (visit-level answers, only the
-candidate visits of a visit filter, narrow event rows, goal events only before the goal join);
+``sql.execute`` answers with a statement that skips work (visits from ``analytics_visit``,
+visit-level answers, narrow event rows, goal events only before the goal join);
 ``plain=True`` builds the reference statement without them. On random events ingested through
 the real pipeline, both answer the same rows for every query shape below.
 """
@@ -161,14 +161,14 @@ def test_shortcut_statements_skip_the_work() -> None:
     }
     fast = statement(by_country)
     assert "mv AS" in fast and " m AS" not in fast  # visit-level: no event table
-    assert "WHERE country = ANY" in fast  # candidate visits
+    assert "FROM analytics_visit WHERE" in fast  # visits from the visit table
     assert "SELECT *" not in fast.split("vis AS")[0]  # narrow event rows
     plain = statement(by_country, plain=True)
-    assert "mv AS" not in plain and "ev AS (SELECT * FROM" in plain
+    assert "mv AS" not in plain and "ev AS (SELECT * FROM" in plain and "analytics_visit" not in plain
     goal = statement({"metrics": ["visitors", "conversion_rate"], "dimensions": ["event:goal"]})
     assert "FROM m WHERE name = " in goal
     engagement = statement({"metrics": ["visitors", "time_on_page"], "dimensions": ["event:page"]})
-    assert "em0 AS" in engagement and "vis AS" not in engagement
+    assert "em0 AS" in engagement and "FROM analytics_visit WHERE" in engagement
 
 
 @pytest.mark.parametrize(
