@@ -79,7 +79,10 @@ from analytics.siteinfo import SiteInfo
 
 MARKER_TTL = 48 * 3600
 # Events of one script call at most (a single larger batch still goes whole; see apply_batches).
-SCRIPT_EVENTS = 500
+# Measured with bench/ingest (collector /api/event while a worker drains, Redis also the broker):
+# 500 events a call gave 3,175 accepted/s at p99 207 ms, 200 gave 4,372 at 92 ms, 100 gave 4,886
+# at 69 ms; the worker's own drain rate moved within the runs' noise (4,300-5,100 events/s).
+SCRIPT_EVENTS = 100
 MINUTE_TTL = 48 * 3600
 HOUR_TTL = 90 * 86400
 LIVE_WINDOW = 300
