@@ -246,6 +246,8 @@ def insert_events(rows: Sequence[tuple[EnrichedEvent, int]]) -> int:
             f"ON CONFLICT DO NOTHING RETURNING {_INSERTED_COLUMNS}), "
             f"visits AS (INSERT INTO analytics_visit AS v ({_VISIT_COLUMN_LIST}) SELECT {VISIT_AGGREGATES} "
             "FROM inserted WHERE name <> 'engagement' GROUP BY site_id, visitor_id, visit_id "
+            # In key order, so two workers upserting the same visits lock them in the same order.
+            "ORDER BY site_id, visitor_id, visit_id "
             f"ON CONFLICT (site_id, visitor_id, visit_id) DO UPDATE SET {VISIT_MERGE}) "
             "SELECT count(*) FROM inserted"
         )
