@@ -9,6 +9,10 @@ varies the client address per request. The collector publishes to its own
 queue ``bench.events`` on the embedded servers, so a running ``make run`` is
 left alone; after each collector run the queue is drained and its events
 counted, so "accepted" (2xx answers) can be checked against "queued".
+
+``--with-worker`` adds the collector with a real Celery worker draining its queue at the
+same time, and, as that run's baseline, the bare app while the same worker drains a backlog
+of the collector's events.
 """
 
 from __future__ import annotations
@@ -123,6 +127,20 @@ def drain_queue() -> int:
     return total
 
 
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A real Celery worker (one pool process) on the bench queue."""
+    command = [sys.executable, "-m", "celery", "-A", "spinnakr", "worker", "-Q", "bench.events", "-c", "1"]
+    command += ["--without-gossip", "--without-mingle", "-l", "WARNING"]
+    worker = subprocess.Popen(command, cwd=BASE_DIR, env=env)
+    time.sleep(5)
+    return worker
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    worker.wait(30)
+
+
 def prepare() -> tuple[str, str]:
     import django
 
@@ -155,62 +173,49 @@ def main() -> None:
     drain_queue()
     rows: list[tuple[str, dict[str, Any], int | None, int]] = []
 
+    bare_port = free_port()
+    bare = serve("bench.ingest.bare:app", bare_port, env)
     port = free_port()
-    bare = serve("bench.ingest.bare:app", port, env)
+    collector = serve("spinnakr.asgi:application", port, env)
     try:
         rows.append(
             (
                 "bare ASGI app, single POST",
-                wrk(port, "event.lua", options.duration, options.connections, env, bare),
+                wrk(bare_port, "event.lua", options.duration, options.connections, env, bare),
                 None,
                 1,
             )
         )
-    finally:
-        bare.terminate()
-        bare.wait()
-
-    port = free_port()
-    collector = serve("spinnakr.asgi:application", port, env)
-    try:
         result = wrk(port, "event.lua", options.duration, options.connections, env, collector, drain=True)
         rows.append(("collector /api/event, worker stopped", result, drain_queue(), 1))
         if options.with_worker:
-            worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "spinnakr",
-                    "worker",
-                    "-Q",
-                    "bench.events",
-                    "-c",
-                    "1",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "WARNING",
-                ],
-                cwd=BASE_DIR,
-                env=env,
-            )
-            time.sleep(5)
+            worker = start_worker(env)
             try:
                 result = wrk(port, "event.lua", options.duration, options.connections, env, collector)
             finally:
-                worker.terminate()
-                worker.wait(30)
+                stop_worker(worker)
             rows.append(("collector /api/event, worker draining", result, None, 1))
             drain_queue()
+            # The baseline of that run: the bare app while the same worker drains a backlog
+            # (the collector's events of a run twice as long, enough to keep the worker busy
+            # through the measurement), so both share the box with a draining worker alike.
+            wrk(port, "event.lua", 2 * options.duration, options.connections, env, collector)
+            worker = start_worker(env)
+            try:
+                result = wrk(bare_port, "event.lua", options.duration, options.connections, env, bare)
+            finally:
+                stop_worker(worker)
+            rows.append(("bare ASGI app, worker draining a backlog", result, None, 1))
+            result["left"] = drain_queue()
         result = wrk(port, "batch.lua", options.duration, 8, env, collector, drain=True)
         rows.append((f"collector /api/events, {options.batch}-event batches", result, drain_queue(), options.batch))
     finally:
-        collector.terminate()
-        collector.wait()
+        for server in (collector, bare):
+            server.terminate()
+            server.wait()
 
     base = rows[0][1]["rps"]
+    draining_base = next((r[1]["rps"] for r in rows if r[0].startswith("bare ASGI app, worker")), None)
     print(f"\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print("| run | requests/s | events/s | p50 ms | p99 ms | non-2xx | queued events | server CPU µs/event | vs bare |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -222,6 +227,13 @@ def main() -> None:
             f"| {name} | {result['rps']:,.0f} | {events:,.0f} | {result['p50']:.2f} | {result['p99']:.2f} "
             f"| {result['non2xx']} | {queued_text} | {result['cpu'] / (result['requests'] * per_request) * 1e6:.0f} "
             f"| {events / base:.0%} |"
+        )
+    if draining_base:
+        draining = next(r[1]["rps"] for r in rows if r[0] == "collector /api/event, worker draining")
+        left = next(r[1]["left"] for r in rows if r[0].startswith("bare ASGI app, worker"))
+        print(
+            f"\nworker draining: collector {draining:,.0f}/s = {draining / draining_base:.0%} of the bare app "
+            f"with the worker draining a backlog ({draining_base:,.0f}/s; {left} events of the backlog left after it)"
         )
 
 
