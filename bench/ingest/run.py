@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batch-connections", type=int, default=16, help="connections of the /api/events run")
     parser.add_argument("--with-worker", action="store_true", help="also measure with a Celery worker draining")
     options = parser.parse_args()
     domain, key = prepare()
@@ -207,7 +208,7 @@ def main() -> None:
                 stop_worker(worker)
             rows.append(("bare ASGI app, worker draining a backlog", result, None, 1))
             result["left"] = drain_queue()
-        result = wrk(port, "batch.lua", options.duration, 8, env, collector, drain=True)
+        result = wrk(port, "batch.lua", options.duration, options.batch_connections, env, collector, drain=True)
         rows.append((f"collector /api/events, {options.batch}-event batches", result, drain_queue(), options.batch))
     finally:
         for server in (collector, bare):
