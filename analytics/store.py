@@ -68,24 +68,9 @@ _PARTITION_LOCK = 0x5350_4E4B_5061_7274
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _known_partitions: set[str] = set()
 
-# Visit attributes: those of the visit's first event (by timestamp, then event id).
-VISIT_ATTRS = (
-    "referrer",
-    "referrer_source",
-    "channel",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_content",
-    "utm_term",
-    "country",
-    "browser",
-    "browser_version",
-    "os",
-    "os_version",
-    "device",
-    "screen",
-)
+# Visit attributes: those of the visit's first event (by timestamp, then event id): the text
+# columns but the event's own hostname and pathname.
+VISIT_ATTRS = tuple(c for c in _TEXT if c not in ("hostname", "pathname"))
 VISIT_COLUMNS = (
     "site_id",
     "visitor_id",
