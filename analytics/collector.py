@@ -110,8 +110,7 @@ async def respond(
         (b"content-type", content_type),
         (b"content-length", b"%d" % len(body)),
         (b"cache-control", b"no-store"),
-        (b"access-control-allow-origin", headers.get(b"origin") or b"*"),
-        *_CORS_TAIL,
+        *cors_headers(headers),
     ]
     if extra:
         response += extra
