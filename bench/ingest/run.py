@@ -18,6 +18,7 @@ of the collector's events.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import re
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,18 +129,18 @@ def drain_queue() -> int:
     return total
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A real Celery worker (one pool process) on the bench queue."""
+@contextlib.contextmanager
+def draining_worker(env: dict[str, str]) -> Iterator[None]:
+    """A real Celery worker (one pool process) draining the bench queue while the block runs."""
     command = [sys.executable, "-m", "celery", "-A", "spinnakr", "worker", "-Q", "bench.events", "-c", "1"]
     command += ["--without-gossip", "--without-mingle", "-l", "WARNING"]
     worker = subprocess.Popen(command, cwd=BASE_DIR, env=env)
-    time.sleep(5)
-    return worker
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    worker.terminate()
-    worker.wait(30)
+    try:
+        time.sleep(5)
+        yield
+    finally:
+        worker.terminate()
+        worker.wait(30)
 
 
 def prepare() -> tuple[str, str]:
@@ -190,22 +192,16 @@ def main() -> None:
         result = wrk(port, "event.lua", options.duration, options.connections, env, collector, drain=True)
         rows.append(("collector /api/event, worker stopped", result, drain_queue(), 1))
         if options.with_worker:
-            worker = start_worker(env)
-            try:
+            with draining_worker(env):
                 result = wrk(port, "event.lua", options.duration, options.connections, env, collector)
-            finally:
-                stop_worker(worker)
             rows.append(("collector /api/event, worker draining", result, None, 1))
             drain_queue()
             # The baseline of that run: the bare app while the same worker drains a backlog
             # (the collector's events of a run twice as long, enough to keep the worker busy
             # through the measurement), so both share the box with a draining worker alike.
             wrk(port, "event.lua", 2 * options.duration, options.connections, env, collector)
-            worker = start_worker(env)
-            try:
+            with draining_worker(env):
                 result = wrk(bare_port, "event.lua", options.duration, options.connections, env, bare)
-            finally:
-                stop_worker(worker)
             rows.append(("bare ASGI app, worker draining a backlog", result, None, 1))
             result["left"] = drain_queue()
         result = wrk(port, "batch.lua", options.duration, options.batch_connections, env, collector, drain=True)
