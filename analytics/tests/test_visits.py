@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,8 +28,6 @@ COLUMNS = ", ".join(f'"{c}"' for c in store.VISIT_COLUMNS)
 
 
 def stored_visits(site_id: int) -> list[tuple[Any, ...]]:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {COLUMNS} FROM analytics_visit WHERE site_id = %s ORDER BY visitor_id, visit_id",  # noqa: S608
@@ -38,8 +37,6 @@ def stored_visits(site_id: int) -> list[tuple[Any, ...]]:
 
 
 def recomputed_visits(site_id: int) -> list[tuple[Any, ...]]:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {store.VISIT_AGGREGATES} FROM analytics_event WHERE site_id = %s AND name <> 'engagement' "  # noqa: S608
