@@ -288,12 +288,13 @@ class Command(BaseCommand):
         try:
             while True:
                 now = time.monotonic()
-                if now - start >= duration:
-                    break
-                # Catch up to the schedule: event n goes out at start + n / rate.
-                while sent < (now - start) * rate:
+                # Catch up to the schedule: event n goes out at start + n / rate, and the events
+                # due before the end go out even when this loop wakes up after it.
+                while sent < min(now - start, duration) * rate:
                     jobs.put(simulator.next_event(now))
                     sent += 1
+                if now - start >= duration:
+                    break
                 if now >= next_report:
                     self.report(stats, lock, now - start)
                     next_report += 5
