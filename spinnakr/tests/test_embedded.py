@@ -41,10 +41,12 @@ def embedded_cli(var: Path, command: str) -> str:
     return result.stdout
 
 
-def server_pids(var: Path) -> tuple[int, int]:
+def server_pids(var: Path) -> tuple[int, int, int]:
+    """The pids of PostgreSQL, the rollups' Valkey and the broker's Valkey."""
     postmaster = int((var / "pg" / "data" / "postmaster.pid").read_text().splitlines()[0])
     valkey = int((var / "redis" / "valkey.pid").read_text().strip())
-    return postmaster, valkey
+    broker = int((var / "broker" / "valkey.pid").read_text().strip())
+    return postmaster, valkey, broker
 
 
 def processes_using(var: Path) -> list[psutil.Process]:
@@ -84,7 +86,11 @@ def test_servers_are_started_once_and_reused(var_dir: Path) -> None:
     embedded_cli(var_dir, "start")
 
     assert server_pids(var_dir) == first
-    assert "postgres: running" in embedded_cli(var_dir, "status")
+    assert len(set(first)) == 3
+    status = embedded_cli(var_dir, "status")
+    assert "postgres: running" in status
+    assert "redis: running" in status
+    assert "broker: running" in status
 
 
 def test_two_checkouts_run_side_by_side(var_dir: Path) -> None:
@@ -95,8 +101,9 @@ def test_two_checkouts_run_side_by_side(var_dir: Path) -> None:
         embedded_cli(other, "start")
 
         assert set(server_pids(var_dir)).isdisjoint(server_pids(other))
-        assert (var_dir / "run" / "redis.sock").exists()
-        assert (other / "run" / "redis.sock").exists()
+        for var in (var_dir, other):
+            assert (var / "run" / "redis.sock").exists()
+            assert (var / "run" / "broker.sock").exists()
     finally:
         embedded_cli(other, "stop")
         shutil.rmtree(other, ignore_errors=True)
@@ -123,17 +130,19 @@ def test_data_survives_a_restart(var_dir: Path) -> None:
 
 def test_it_recovers_from_a_crash_that_left_pid_files_and_sockets(var_dir: Path) -> None:
     embedded_cli(var_dir, "start")
-    postmaster, valkey = server_pids(var_dir)
-    os.kill(postmaster, signal.SIGKILL)
-    os.kill(valkey, signal.SIGKILL)
+    killed = server_pids(var_dir)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
     assert (var_dir / "pg" / "data" / "postmaster.pid").exists()
     assert (var_dir / "redis" / "valkey.pid").exists()
+    assert (var_dir / "broker" / "valkey.pid").exists()
 
     output = embedded_cli(var_dir, "start")
 
     assert "postgres: running" in output
     assert "redis: running" in output
-    assert set(server_pids(var_dir)).isdisjoint({postmaster, valkey})
+    assert "broker: running" in output
+    assert set(server_pids(var_dir)).isdisjoint(killed)
 
 
 def free_port() -> int:
@@ -172,7 +181,7 @@ def test_make_run_stops_every_process_it_started_on_sigint(var_dir: Path) -> Non
     try:
         assert wait_for_health(port, 90) == 200
         started = processes_using(var_dir)
-        assert len(started) >= 5  # supervisor, web, worker (+ pool), beat, postgres, valkey
+        assert len(started) >= 5  # supervisor, web, worker (+ pool), beat, postgres, 2 valkeys
 
         supervisor.send_signal(signal.SIGINT)
         output = supervisor.communicate(timeout=60)[0].decode()
@@ -192,6 +201,9 @@ def test_children_stop_when_the_supervisor_is_killed(var_dir: Path) -> None:
     assert wait_for_health(port, 90) == 200
     children = [p for p in psutil.Process(supervisor.pid).children() if p.is_running()]
     assert len(children) == 3  # web, worker, beat
+    # The worker drains with the CPU the web process leaves (settings.WORKER_NICE).
+    base = psutil.Process().nice()
+    assert sorted(child.nice() for child in children) == [base, base, min(19, base + settings.WORKER_NICE)]
 
     supervisor.kill()
     supervisor.wait(10)
@@ -206,7 +218,7 @@ BUSY_SCRIPT = "for i = 1, 1000000000 do end return 1"
 
 def test_a_busy_redis_is_not_taken_for_dead(var_dir: Path) -> None:
     embedded_cli(var_dir, "start")
-    _, valkey = server_pids(var_dir)
+    _, valkey, _ = server_pids(var_dir)
     sock = str(var_dir / "run" / "redis.sock")
     blocker = subprocess.Popen(
         [sys.executable, "-c", f"import redis; redis.Redis(unix_socket_path={sock!r}).eval({BUSY_SCRIPT!r}, 0)"]

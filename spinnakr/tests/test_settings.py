@@ -45,6 +45,8 @@ def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("SPINNAKR_ENV", "staging", "SPINNAKR_ENV='staging' must be 'development' or 'production'"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be"),
         ("SITE_URL", "ftp://example.com", "SITE_URL='ftp://example.com' must start with http"),
+        ("WORKER_NICE", "low", "WORKER_NICE='low' is not an integer"),
+        ("WORKER_NICE", "20", "WORKER_NICE=20 is above the maximum of 19"),
     ],
 )
 def test_it_rejects_a_malformed_value_naming_the_variable(variable: str, value: str, message: str) -> None:
@@ -86,7 +88,42 @@ def test_valid_values_load() -> None:
 def test_unset_urls_mean_the_embedded_servers() -> None:
     assert settings.DATABASES["default"]["HOST"] == str(embedded.pg_socket_dir())
     assert embedded.redis_url(0) == settings.REDIS_URL
-    assert str(settings.CELERY_BROKER_URL).startswith("redis+socket://")
+    # The queues have a Valkey of their own: the worker's rollup scripts never hold up a publish.
+    assert str(settings.CELERY_BROKER_URL) == f"redis+socket://{embedded.broker_socket()}?virtual_host=11"
+    assert embedded.wanted() == embedded.Wanted(postgres=True, redis=True, broker=True)
+
+
+SHOW_BROKER = (
+    "import django; django.setup(); from django.conf import settings; from spinnakr import embedded; "
+    "print(settings.CELERY_BROKER_URL); print(embedded.wanted())"
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "broker", "embedded_broker"),
+    [
+        ({"REDIS_URL": "redis://cache:6379/2"}, "redis://cache:6379/13", False),
+        ({"CELERY_BROKER_URL": "amqp://guest:guest@mq:5672//"}, "amqp://guest:guest@mq:5672//", False),
+        ({"REDIS_URL": "redis://cache:6379/0", "CELERY_BROKER_URL": "amqp://mq//"}, "amqp://mq//", False),
+    ],
+)
+def test_a_named_redis_or_broker_keeps_the_queues_there(
+    overrides: dict[str, str], broker: str, embedded_broker: bool
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "CELERY_BROKER_URL"}}
+    result = subprocess.run(
+        [sys.executable, "-c", SHOW_BROKER],
+        env={**env, "DJANGO_SETTINGS_MODULE": "spinnakr.settings", **overrides},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=settings.BASE_DIR,
+    )
+
+    assert result.returncode == 0, result.stderr
+    url, wanted = result.stdout.splitlines()
+    assert url == broker
+    assert f"broker={embedded_broker}" in wanted
 
 
 def test_tests_use_their_own_redis_databases_and_queues() -> None:
