@@ -409,6 +409,13 @@ def wanted() -> Wanted:
     )
 
 
+def server_pids() -> dict[str, int]:
+    """The pids of this checkout's running embedded servers ("postgres", "redis", "broker")."""
+    pids = {"postgres": _pg_pid() if postgres_running() else None}
+    pids |= {server.name: _valkey_pid(server) if valkey_running(server) else None for server in (REDIS, BROKER)}
+    return {name: pid for name, pid in pids.items() if pid is not None}
+
+
 def status() -> Status:
     return Status(postgres=postgres_running(), redis=valkey_running(REDIS), broker=valkey_running(BROKER))
 

@@ -88,11 +88,11 @@ def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
     process.wait(10)
 
 
-def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+def cpu_seconds(process: subprocess.Popen[bytes] | int) -> float:
     """CPU time (user + system) used so far by a process and its children (psutil)."""
     import psutil
 
-    root = psutil.Process(process.pid)
+    root = psutil.Process(process if isinstance(process, int) else process.pid)
     total = 0.0
     for member in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -307,7 +307,7 @@ def main() -> None:
         wait_for_port(port, web)
         wait_for_worker(worker)
 
-        cpu_before = {"web": cpu_seconds(web), "worker": cpu_seconds(worker)}
+        cpu_before = {"web": cpu_seconds(web), "worker": cpu_seconds(worker)} | server_cpu()
         wall_before = time.monotonic()
         began = dt.datetime.now(dt.UTC)
         load_before = os.getloadavg()
@@ -372,7 +372,8 @@ def main() -> None:
             time.sleep(SAMPLE_SECONDS)
         drain_seconds = time.monotonic() - drain_start
         wall = time.monotonic() - wall_before
-        cpu = {"web": cpu_seconds(web) - cpu_before["web"], "worker": cpu_seconds(worker) - cpu_before["worker"]}
+        cpu_after = {"web": cpu_seconds(web), "worker": cpu_seconds(worker)} | server_cpu()
+        cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before if name in cpu_after}
         time.sleep(1)  # anything arriving late (duplicates, rejected-but-queued) shows in the final counts
         stored_final, counted_final = counts.stored_exact(), counts.counted()
         paths = counts.pathnames()
@@ -417,6 +418,12 @@ def main() -> None:
             "web_cpu_us_per_event": round(cpu["web"] / max(1, accepted) * 1e6),
             "worker_cpu_us_per_event": round(cpu["worker"] / max(1, accepted) * 1e6),
             "worker_cpu_ms_per_message": round(cpu["worker"] / max(1, messages) * 1e3, 2),
+            # The embedded servers' share (PostgreSQL includes this process's sampling queries).
+            "server_cpu_us_per_event": {
+                name: round(cpu[name] / max(1, accepted) * 1e6)
+                for name in ("postgres", "redis", "broker")
+                if name in cpu
+            },
             "worker_cpu_share": round(cpu["worker"] / (wall * options.concurrency), 2),
             "pipeline_events_per_s": round(accepted / (done_at - first_answer), 1) if done_at else None,
             "lag_p50_ms": ms(lag, 0.50),
@@ -450,6 +457,13 @@ def main() -> None:
             embedded.release()
 
 
+def server_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each running embedded server (a PostgreSQL with its backends)."""
+    from spinnakr import embedded
+
+    return {name: cpu_seconds(pid) for name, pid in embedded.server_pids().items()}
+
+
 def report(figures: dict[str, Any]) -> None:
     rejected = ", ".join(f"{key}: {value}" for key, value in sorted(figures["rejected"].items())) or "none"
     rows = [
@@ -475,6 +489,8 @@ def report(figures: dict[str, Any]) -> None:
         ("most messages waiting in the queue (every 10 s)", f"{figures['max_messages_waiting']}"),
         ("CPU per event: collector / worker", f"{figures['web_cpu_us_per_event']} µs / "
                                               f"{figures['worker_cpu_us_per_event']} µs"),
+        ("CPU per event: embedded servers (PostgreSQL includes the sampling)",
+         ", ".join(f"{name} {value} µs" for name, value in figures["server_cpu_us_per_event"].items()) or "none"),
         ("worker CPU per message; busy share of its processes", f"{figures['worker_cpu_ms_per_message']} ms; "
                                                                 f"{figures['worker_cpu_share']:.0%}"),
         ("pipeline throughput (first 202 → all stored and counted)", f"{figures['pipeline_events_per_s']} events/s"),
