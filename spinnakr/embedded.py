@@ -65,11 +65,11 @@ def pg_socket_dir() -> Path:
 
 
 def redis_socket() -> Path:
-    return run_dir() / "redis.sock"
+    return valkey_socket(REDIS)
 
 
 def broker_socket() -> Path:
-    return run_dir() / "broker.sock"
+    return valkey_socket(BROKER)
 
 
 def database_url() -> str:
