@@ -583,14 +583,19 @@ def _literal_regex(regex: str) -> str | None:
     return "".join(out)
 
 
+def apply_statement_settings(cur: Any) -> None:
+    """The time limit and PLANNER_SETTINGS, for the rest of the cursor's transaction."""
+    cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    for name, value in PLANNER_SETTINGS.items():
+        cur.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
 def execute(query: Query, goals: list[GoalDef], *, plain: bool = False) -> SqlResult:
     builder = SqlBuilder(query, goals, plain=plain)
     sql = builder.build()
     try:
         with transaction.atomic(), connection.cursor() as cur:
-            cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            for name, value in PLANNER_SETTINGS.items():
-                cur.execute("SELECT set_config(%s, %s, true)", [name, value])
+            apply_statement_settings(cur)
             cur.execute(sql, builder.p.values)
             fetched = cur.fetchall()
     except DatabaseError as exc:

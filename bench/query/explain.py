@@ -54,8 +54,7 @@ def main() -> None:
         statement = builder.build()
         print(f"==== {i}: {label}")
         with transaction.atomic(), connection.cursor() as cur:
-            for name, value in sql_path.PLANNER_SETTINGS.items():  # as sql.execute does
-                cur.execute("SELECT set_config(%s, %s, true)", [name, value])
+            sql_path.apply_statement_settings(cur)  # as sql.execute does
             for setting in args.set:
                 name, value = setting.split("=", 1)
                 cur.execute("SELECT set_config(%s, %s, true)", [name, value])
