@@ -220,9 +220,14 @@ def test_a_busy_redis_is_not_taken_for_dead(var_dir: Path) -> None:
     embedded_cli(var_dir, "start")
     _, valkey, _ = server_pids(var_dir)
     sock = str(var_dir / "run" / "redis.sock")
-    blocker = subprocess.Popen(
-        [sys.executable, "-c", f"import redis; redis.Redis(unix_socket_path={sock!r}).eval({BUSY_SCRIPT!r}, 0)"]
+    # One EVAL on a bare socket, exit status 0 when its answer comes back: a client library
+    # that retried on a new connection would get BUSY from its own script.
+    command = f"*3\r\n$4\r\nEVAL\r\n${len(BUSY_SCRIPT)}\r\n{BUSY_SCRIPT}\r\n$1\r\n0\r\n".encode()
+    blocker_code = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); "
+        f"s.connect({sock!r}); s.sendall({command!r}); sys.exit(0 if s.recv(64) == b':1\\r\\n' else 1)"
     )
+    blocker = subprocess.Popen([sys.executable, "-c", blocker_code])
     time.sleep(0.5)
 
     output = embedded_cli(var_dir, "start")
