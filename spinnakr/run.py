@@ -29,6 +29,13 @@ COLOURS = {"web": "\033[36m", "worker": "\033[33m", "beat": "\033[35m"}
 RESET = "\033[0m"
 
 
+def niced(argv: list[str]) -> list[str]:
+    """``argv`` run at the worker's CPU priority (settings.WORKER_NICE), as ``make run`` runs it."""
+    from django.conf import settings
+
+    return ["nice", "-n", str(settings.WORKER_NICE), *argv]
+
+
 @dataclass
 class Child:
     name: str
@@ -48,11 +55,11 @@ def commands(port: int) -> dict[str, list[str]]:
             "--workers", web_workers, "--loop", "uvloop", "--http", "httptools",
             "--lifespan", "on", "--no-access-log", "--proxy-headers",
         ],
-        "worker": [
-            "nice", "-n", str(settings.WORKER_NICE), python, "-m", "celery", "-A", "spinnakr", "worker",
+        "worker": niced([
+            python, "-m", "celery", "-A", "spinnakr", "worker",
             "-Q", f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}",
             "--concurrency", worker_concurrency, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-        ],
+        ]),
         "beat": [
             python, "-m", "celery", "-A", "spinnakr", "beat", "--loglevel", "INFO",
             "--schedule", str(settings.BASE_DIR / "var" / "celerybeat-schedule"),

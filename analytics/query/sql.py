@@ -47,9 +47,9 @@ STATEMENT_TIMEOUT_MS = 30_000
 # workers, so scans, semi-joins and sorts by visit run in parallel. No JIT: a plan that must
 # still nest-loop (the LATERAL index look-ups of a range's edge visits) carries the planner's
 # disable cost (10^10), above every JIT threshold, so a PostgreSQL built with LLVM (Debian's)
-# compiled and optimised every statement, even on a few rows: about a second each, which made
-# test_query_paths_agree take 303 s instead of 9.5 s. The embedded server has no JIT provider;
-# the query benchmark's figures are without JIT.
+# compiled and optimised every statement, even on a few rows: about a second each (the file
+# test_query_paths_agree hit its 300 s timeout; without JIT it passes in 9.5 s). The embedded
+# server has no JIT provider; the query benchmark's figures are without JIT.
 PLANNER_SETTINGS = {"work_mem": "64MB", "enable_nestloop": "off", "parallel_tuple_cost": "0.01", "jit": "off"}
 
 BOUNCES = "count(*) FILTER (WHERE v_interactions <= 1) AS bounces"

@@ -291,6 +291,8 @@ def main() -> None:
     try:
         from django.conf import settings
 
+        from spinnakr.run import niced
+
         purge_queues()
         port = free_port()
         python = sys.executable
@@ -298,10 +300,10 @@ def main() -> None:
                      "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                      "--log-level", "warning"])  # fmt: skip
         processes.append(web)
-        worker = start(["nice", "-n", str(settings.WORKER_NICE), python, "-m", "celery", "-A", "spinnakr", "worker", "-Q",
-                        f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}", "-c", str(options.concurrency),
-                        "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-                        "-n", f"bench-e2e-{os.getpid()}@%h"], worker_log.open("wb"),
+        worker = start(niced([python, "-m", "celery", "-A", "spinnakr", "worker", "-Q",
+                              f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}", "-c", str(options.concurrency),
+                              "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+                              "-n", f"bench-e2e-{os.getpid()}@%h"]), worker_log.open("wb"),
                        {"PGOPTIONS": "-c synchronous_commit=off"} if options.async_commit else None)  # fmt: skip
         processes.append(worker)
         wait_for_port(port, web)

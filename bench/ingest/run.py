@@ -133,11 +133,11 @@ def drain_queue() -> int:
 def draining_worker(env: dict[str, str]) -> Iterator[None]:
     """A real Celery worker (one pool process) draining the bench queue while the block runs,
     at the CPU priority `make run` gives the worker (settings.WORKER_NICE)."""
-    from django.conf import settings
+    from spinnakr.run import niced
 
-    command = ["nice", "-n", str(settings.WORKER_NICE), sys.executable, "-m", "celery", "-A", "spinnakr", "worker"]
-    command += ["-Q", "bench.events", "-c", "1"]
+    command = [sys.executable, "-m", "celery", "-A", "spinnakr", "worker", "-Q", "bench.events", "-c", "1"]
     command += ["--without-gossip", "--without-mingle", "-l", "WARNING"]
+    command = niced(command)
     worker = subprocess.Popen(command, cwd=BASE_DIR, env=env)
     try:
         time.sleep(5)
