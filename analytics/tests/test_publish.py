@@ -7,13 +7,18 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
+from django.conf import settings
+from kombu import Connection, Queue
 
 from accounts.apikeys import create_api_key
 from analytics import rollups
 from analytics.models import Event
+from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
+from analytics.publish import RedisListSender
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,
     consume,
@@ -156,3 +161,60 @@ def test_a_batch_refused_for_want_of_a_broker_can_be_sent_again_with_the_same_id
     assert retried.status_code == 202
     assert retried.json() == {"accepted": 1, "duplicates": 0}
     assert len(events_of(consume(lambda got: events_of(got, site.id)), site.id)) == 1
+
+
+SAMPLE_EVENTS: list[Any] = [
+    {"site_id": 7, "ts": 1_764_500_000_000_000, "event_id": str(uuid.uuid4()), "name": "pageview", "props": {}}
+]
+
+
+@pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the direct LPUSH is for Redis brokers only")
+def test_the_pushed_message_is_the_one_celery_send_task_writes() -> None:
+    from spinnakr.celery import app
+
+    queue = Queue(f"{settings.EVENTS_QUEUE}.compare-{uuid.uuid4().hex[:8]}", routing_key="unused")
+    ours, theirs = uuid.uuid4().hex, uuid.uuid4().hex
+    with Connection(str(settings.CELERY_BROKER_URL)) as connection:
+        assert RedisListSender.applies(connection)
+        bound = queue(connection.default_channel)
+        bound.declare()
+        try:
+            RedisListSender(app, connection, queue.name).send(ours, SAMPLE_EVENTS)
+            app.send_task(
+                INGEST_TASK,
+                kwargs={"batch_id": theirs, "events": SAMPLE_EVENTS},
+                task_id=theirs,
+                queue=queue.name,
+                producer=app.amqp.Producer(connection),
+                delivery_mode=2,
+                ignore_result=True,
+                serializer=EVENTS_SERIALIZER,
+                argsrepr="()",
+                kwargsrepr=f"{{'batch_id': '{theirs}', 'events': <1 events>}}",
+            )
+            pushed = bound.get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT)
+            sent = bound.get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT)
+        finally:
+            bound.delete()
+
+    assert pushed is not None and sent is not None
+    assert pushed.headers["id"] == pushed.headers["root_id"] == ours
+    assert pushed.headers == sent.headers | {
+        "id": ours,
+        "root_id": ours,
+        "kwargsrepr": f"{{'batch_id': '{ours}', 'events': <1 events>}}",
+    }
+    assert (pushed.content_type, pushed.content_encoding) == (sent.content_type, sent.content_encoding)
+    args, kwargs, embed = pushed.decode()
+    assert (args, kwargs, embed) == (sent.decode()[0], {"batch_id": ours, "events": SAMPLE_EVENTS}, sent.decode()[2])
+    for name in ("delivery_mode", "priority", "body_encoding", "reply_to"):
+        assert pushed.properties[name] == sent.properties[name], name
+    assert pushed.properties["correlation_id"] == ours
+    assert pushed.delivery_info["routing_key"] == sent.delivery_info["routing_key"] == queue.name
+
+
+def test_the_direct_push_is_only_for_a_redis_transport_without_a_key_prefix() -> None:
+    redis_url = "redis://127.0.0.1:1/0"
+    assert RedisListSender.applies(Connection(redis_url))
+    assert not RedisListSender.applies(Connection(redis_url, transport_options={"global_keyprefix": "x:"}))
+    assert not RedisListSender.applies(Connection("amqp://guest:guest@127.0.0.1:1//"))
