@@ -161,6 +161,44 @@ local function apply(ns, evs, track, dedupe, cutoff)
     end
   end
 
+  -- The change to a visit's contribution when an event extends it without moving its start
+  -- (the common case): the same as contrib(before, -1) then contrib(after, 1), without
+  -- touching the members and metrics that do not change. ``before`` holds the visit's exit
+  -- page, bounce flag, duration and pageview and event counts before the event.
+  local function contrib_change(vis, before)
+    local b = 0
+    if vis.ia <= 1 then b = 1 end
+    local dur = math.floor((vis.e - vis.s) / 1000)
+    local db, ddur = b - before.b, dur - before.dur
+    local dpv, dev = vis.pv - before.pv, vis.ev - before.ev
+    local ks = {key('m:', vis.m), key('h:', vis.h), key('d:', vis.d)}
+    local xs = {vis.mx, vis.hx, vis.dx}
+    for n = 1, 3 do
+      local k = ks[n]
+      hincr(k, 'bounces', db)
+      hincr(k, 'duration', ddur)
+      counters[k] = true
+      touch(k, xs[n])
+    end
+    local day, dx = vis.d, vis.dx
+    if before.x ~= vis.x then
+      zincr(topkey('exit_page', day, 'visits'), before.x, -1, dx)
+      zincr(topkey('exit_page', day, 'visits'), vis.x, 1, dx)
+    end
+    for _, dim in ipairs(VISIT_DIMS) do
+      if dim ~= 'exit_page' then
+        local member
+        if dim == 'entry_page' then member = vis.en else member = vis.a[dim] or '' end
+        zincr(topkey(dim, day, 'bounces'), member, db, dx)
+        zincr(topkey(dim, day, 'duration'), member, ddur, dx)
+        if ACQUISITION[dim] then
+          zincr(topkey(dim, day, 'pageviews'), member, dpv, dx)
+          zincr(topkey(dim, day, 'events'), member, dev, dx)
+        end
+      end
+    end
+  end
+
   local function later(t1, id1, t2, id2)
     return t1 > t2 or (t1 == t2 and id1 > id2)
   end
@@ -183,6 +221,26 @@ local function apply(ns, evs, track, dedupe, cutoff)
       net_visits = net_visits + 1
       ev_visit[i] = vis
       return
+    end
+    if #matches == 1 then
+      local target = st[matches[1]]
+      if later(ev.t, ev.id, target.s, target.sid) then
+        -- The event joins one visit after its start: only the visit's end, exit, counts and
+        -- bounce change.
+        local before = {x = target.x, pv = target.pv, ev = target.ev,
+          dur = math.floor((target.e - target.s) / 1000), b = 0}
+        if target.ia <= 1 then before.b = 1 end
+        if ev.t > target.e then target.e = ev.t end
+        if later(ev.t, ev.id, target.xt, target.xid) then
+          target.x = ev.pg; target.xt = ev.t; target.xid = ev.id
+        end
+        target.pv = target.pv + pv
+        target.ev = target.ev + 1
+        target.ia = target.ia + ia
+        contrib_change(target, before)
+        ev_visit[i] = target
+        return
+      end
     end
     -- The earliest matching visit absorbs the others (the event bridges them) and the event.
     local target = st[matches[1]]

@@ -33,13 +33,14 @@ event_specs = st.lists(
 
 
 def reference(events):
-    """Sessionise sorted events the obvious way; answers day counters, entry pages, visit starts."""
+    """Sessionise sorted events the obvious way; answers day counters, page breakdowns
+    (metric -> page -> value, zeros left out) and visit starts."""
     by_visitor = defaultdict(list)
     for e in events:
         if e["name"] != "engagement":
             by_visitor[e["visitor_id"]].append(e)
     totals = {"pageviews": 0, "events": 0, "visits": 0, "bounces": 0, "duration": 0}
-    entries: dict[str, int] = defaultdict(int)
+    pages: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     starts = {}
     for visitor_events in by_visitor.values():
         visitor_events.sort(key=lambda e: (e["ts"] // 1000, e["event_id"]))
@@ -58,10 +59,17 @@ def reference(events):
             totals["duration"] += (end - start) // 1000
             totals["pageviews"] += sum(1 for e in visit if e["name"] == "pageview")
             totals["events"] += len(visit)
-            entries[visit[0]["pathname"]] += 1
+            entry, exit_page = visit[0]["pathname"], visit[-1]["pathname"]
+            pages["entry_page:visits"][entry] += 1
+            pages["entry_page:bounces"][entry] += int(interactive <= 1)
+            pages["entry_page:duration"][entry] += (end - start) // 1000
+            pages["exit_page:visits"][exit_page] += 1
+            pages["channel:pageviews"]["Direct"] += sum(1 for e in visit if e["name"] == "pageview")
+            pages["channel:duration"]["Direct"] += (end - start) // 1000
             for e in visit:
                 starts[e["event_id"]] = visit_id(e["visitor_id"], start)
-    return totals, dict(entries), starts
+    breakdowns = {name: {m: v for m, v in values.items() if v} for name, values in pages.items()}
+    return totals, breakdowns, starts
 
 
 @pytest.mark.django_db
@@ -88,9 +96,12 @@ def test_rollups_and_stored_visits_match_a_reference_whatever_the_arrival_order(
         for n in range(0, len(arrival), batch_size):
             ingest(uuid.uuid4().hex, arrival[n : n + batch_size])
 
-        totals, entries, starts = reference(events)
+        totals, breakdowns, starts = reference(events)
         assert rollups.counters(site.id, "d", ["20260310"])[0] == totals
-        assert dict(rollups.top(site.id, "entry_page", "20260310", "visits")) == entries
+        for name in ("entry_page:visits", "entry_page:bounces", "entry_page:duration", "exit_page:visits",
+                     "channel:pageviews", "channel:duration"):  # fmt: skip
+            dimension, metric = name.split(":")
+            assert dict(rollups.top(site.id, dimension, "20260310", metric)) == breakdowns.get(name, {}), name
         stored = dict(
             Event.objects.filter(site_id=site.id).exclude(name="engagement").values_list("event_id", "visit_id")
         )
