@@ -143,20 +143,22 @@ local function apply(ns, evs, track, dedupe, cutoff)
       counters[k] = true
       touch(k, xs[n])
     end
+    local day, dx = vis.d, vis.dx
+    local bounces, duration, pageviews, events = sign * b, sign * dur, sign * vis.pv, sign * vis.ev
     for _, dim in ipairs(VISIT_DIMS) do
       local member
       if dim == 'entry_page' then member = vis.en
       elseif dim == 'exit_page' then member = vis.x
       else member = vis.a[dim] or '' end
-      local day = vis.d
-      zincr(topkey(dim, day, 'visits'), member, sign, vis.dx)
+      zincr(topkey(dim, day, 'visits'), member, sign, dx)
       if dim ~= 'exit_page' then
-        zincr(topkey(dim, day, 'bounces'), member, sign * b, vis.dx)
-        zincr(topkey(dim, day, 'duration'), member, sign * dur, vis.dx)
+        -- Zero deltas skipped before the key is looked up (most new visits: no duration yet).
+        if bounces ~= 0 then zincr(topkey(dim, day, 'bounces'), member, bounces, dx) end
+        if duration ~= 0 then zincr(topkey(dim, day, 'duration'), member, duration, dx) end
       end
       if ACQUISITION[dim] then
-        zincr(topkey(dim, day, 'pageviews'), member, sign * vis.pv, vis.dx)
-        zincr(topkey(dim, day, 'events'), member, sign * vis.ev, vis.dx)
+        if pageviews ~= 0 then zincr(topkey(dim, day, 'pageviews'), member, pageviews, dx) end
+        zincr(topkey(dim, day, 'events'), member, events, dx)
       end
     end
   end
