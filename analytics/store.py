@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.db import connection, transaction
@@ -142,6 +143,17 @@ _INSERTED_COLUMNS = ", ".join(
 
 def month_start(moment: datetime | date) -> date:
     return date(moment.year, moment.month, 1)
+
+
+@lru_cache(maxsize=4096)
+def _month_of_day(day: int) -> date:
+    return month_start(EPOCH + timedelta(days=day))
+
+
+def month_of(ts_us: int) -> date:
+    """The first day of the UTC month of an epoch-microsecond timestamp (cached per day: the
+    worker asks for every event)."""
+    return _month_of_day(ts_us // 86_400_000_000)
 
 
 def next_month(month: date) -> date:

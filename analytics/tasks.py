@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import redis
@@ -110,9 +110,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
     )
     _test_pause("after_rollups")
 
-    store.ensure_partitions(
-        store.month_start(store.EPOCH + timedelta(microseconds=e["ts"])) for _, _, evs in parts for e in evs
-    )
+    store.ensure_partitions({store.month_of(e["ts"]) for _, _, evs in parts for e in evs})
     inserted = 0
     with transaction.atomic():
         # Rows go in with one COPY; a part that renames visits (late events merged or moved
@@ -152,7 +150,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
 
 
 def _count_quota(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], sites: dict[int, SiteInfo]) -> None:
-    per_batch: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    per_batch: dict[tuple[str, int], dict[date, int]] = defaultdict(lambda: defaultdict(int))
     quotas: dict[int, int] = {}
     for batch_id, site_id, site_events in parts:
         info = sites[site_id]
@@ -160,9 +158,12 @@ def _count_quota(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], sites: d
         counts = per_batch[(batch_id, info.account_id)]
         for event in site_events:
             if event["name"] != "engagement":
-                counts[(store.EPOCH + timedelta(microseconds=event["ts"])).strftime("%Y%m")] += 1
+                counts[store.month_of(event["ts"])] += 1
     quota.record_batches(
-        [(account_id, quotas[account_id], batch_id, counts) for (batch_id, account_id), counts in per_batch.items()]
+        [
+            (account_id, quotas[account_id], batch_id, {month.strftime("%Y%m"): n for month, n in counts.items()})
+            for (batch_id, account_id), counts in per_batch.items()
+        ]
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -101,3 +101,12 @@ def test_retention_drops_whole_partitions_past_the_cutoff():
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass('analytics_event_p202001')")
         assert cursor.fetchone() == (None,)
+
+
+def test_the_month_of_a_timestamp_turns_at_midnight_utc() -> None:
+    last_moment = datetime(2026, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    last_us = (last_moment - store.EPOCH) // timedelta(microseconds=1)
+
+    assert store.month_of(last_us) == date(2026, 1, 1)
+    assert store.month_of(last_us + 1) == date(2026, 2, 1)
+    assert store.month_of(0) == date(1970, 1, 1)
