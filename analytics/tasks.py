@@ -40,6 +40,7 @@ import redis
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
+from kombu.serialization import prepare_accept_content
 
 from analytics import livepush, quota, rollups, store
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
@@ -200,6 +201,81 @@ def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: S
 # delivered (acks_late). A process lost meanwhile leaves them unacknowledged: the broker
 # delivers them again (RabbitMQ at once, Redis after the visibility timeout), and the batch
 # markers make that harmless.
+#
+# On a Redis broker kombu's basic_get costs three round trips a message (RPOP, then the
+# unacknowledged hash and index, then their removal on ack) and is not atomic (a process lost
+# between the RPOP and the bookkeeping loses the message). ``_RedisTake`` takes up to
+# TAKE_CHUNK messages per call of one script that pops them and enters them in kombu's
+# unacknowledged hash and index at once, in the format kombu's own restore reads, and
+# acknowledges a group with one pipeline.
+
+TAKE_CHUNK = 25
+_TAKE_SCRIPT = """
+-- KEYS[1] the queue's list   KEYS[2] kombu's unacked hash   KEYS[3] kombu's unacked index
+-- ARGV[1] most messages   ARGV[2] now (epoch seconds)   ARGV[3] the ingest task's name
+local taken = {}
+for n = 1, tonumber(ARGV[1]) do
+  local raw = redis.call('RPOP', KEYS[1])
+  if not raw then break end
+  local ok, message = pcall(cjson.decode, raw)
+  local headers = ok and type(message) == 'table' and message.headers
+  local props = ok and type(message) == 'table' and message.properties
+  if type(headers) ~= 'table' or headers.task ~= ARGV[3] or type(props) ~= 'table'
+      or type(props.delivery_tag) ~= 'string' or type(props.delivery_info) ~= 'table' then
+    -- Not an ingest batch: back where it was, next in line for Celery's own consumer.
+    redis.call('RPUSH', KEYS[1], raw)
+    break
+  end
+  local info = props.delivery_info
+  redis.call('ZADD', KEYS[3], ARGV[2], props.delivery_tag)
+  redis.call('HSET', KEYS[2], props.delivery_tag,
+    '[' .. raw .. ',' .. cjson.encode(info.exchange or '') .. ',' .. cjson.encode(info.routing_key or '') .. ']')
+  taken[#taken + 1] = raw
+end
+return taken
+"""
+
+
+class _RedisTake:
+    """Bulk take and acknowledgement on a Redis broker, keeping kombu's bookkeeping."""
+
+    def __init__(self, channel: Any, queue: str) -> None:
+        self.channel = channel
+        self.queue = queue
+        with channel.conn_or_acquire() as client:
+            self.client = client
+        self.script = self.client.register_script(_TAKE_SCRIPT)
+
+    @staticmethod
+    def applies(connection: Any) -> bool:
+        from analytics.publish import RedisListSender
+
+        return RedisListSender.applies(connection)
+
+    def take(self, count: int) -> list[Any]:
+        """Up to ``count`` waiting ingest messages as kombu messages, each unacknowledged."""
+        raws = self.script(
+            keys=[self.queue, self.channel.unacked_key, self.channel.unacked_index_key],
+            args=[count, time.time(), INGEST_TASK],
+        )
+        accept = prepare_accept_content(settings.CELERY_ACCEPT_CONTENT)
+        messages = []
+        for raw in raws:
+            message = self.channel.message_to_python(json.loads(raw))
+            message.accept = accept
+            messages.append(message)
+        return messages
+
+    def ack(self, tags: Sequence[str]) -> None:
+        if not tags:
+            return
+        pipe = self.client.pipeline()
+        pipe.zrem(self.channel.unacked_index_key, *tags)
+        pipe.hdel(self.channel.unacked_key, *tags)
+        pipe.execute()
+
+    def requeue(self, tag: str) -> None:
+        self.channel.qos.restore_by_tag(tag, leftmost=True)
 
 
 @dataclass
@@ -208,6 +284,7 @@ class _Taken:
     batch_id: str
     events: list[EnrichedEvent]
     retries: int
+    bulk: _RedisTake | None = None  # taken by the bulk path: settled through it
 
 
 class _Drainer:
@@ -217,6 +294,7 @@ class _Drainer:
         self.pid = os.getpid()
         self.connection: Any = None
         self.queue: Any = None
+        self.bulk: _RedisTake | None = None
 
     def take(self, max_events: int, max_messages: int) -> list[_Taken]:
         from spinnakr.celery import app
@@ -227,7 +305,23 @@ class _Drainer:
             if self.queue is None:
                 self.connection = app.connection_for_read()
                 self.queue = app.amqp.queues[settings.EVENTS_QUEUE].bind(self.connection.default_channel)
-            while len(taken) < max_messages and events < max_events:
+                if _RedisTake.applies(self.connection):
+                    self.bulk = _RedisTake(self.connection.default_channel, settings.EVENTS_QUEUE)
+            while self.bulk is not None and len(taken) < max_messages and events < max_events:
+                messages = self.bulk.take(min(TAKE_CHUNK, max_messages - len(taken)))
+                undecodable = False
+                for message in messages:
+                    item = _parse(message)
+                    if item is None:  # Celery's consumer takes it next and says what is wrong
+                        self.bulk.requeue(message.delivery_tag)
+                        undecodable = True
+                        continue
+                    item.bulk = self.bulk
+                    taken.append(item)
+                    events += len(item.events)
+                if undecodable or len(messages) < TAKE_CHUNK:
+                    return taken
+            while self.bulk is None and len(taken) < max_messages and events < max_events:
                 message = self.queue.get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)
                 if message is None:
                     break
@@ -249,6 +343,7 @@ class _Drainer:
                 self.connection.release()
         self.connection = None
         self.queue = None
+        self.bulk = None
 
 
 def _parse(message: Any) -> _Taken | None:
@@ -278,12 +373,30 @@ def _settle(item: _Taken, action: str) -> None:
     """Acknowledge a taken message, or hand it back (a failure here means redelivery, which
     is harmless)."""
     try:
-        if action == "ack":
+        if item.bulk is not None:
+            if action == "ack":
+                item.bulk.ack([item.message.delivery_tag])
+            else:
+                item.bulk.requeue(item.message.delivery_tag)
+        elif action == "ack":
             item.message.ack()
         else:
             item.message.requeue()
     except Exception as exc:  # noqa: BLE001
         logger.warning("ingest.settle_failed", extra={"batch_id": item.batch_id, "error": repr(exc)})
+
+
+def _ack_all(taken: Sequence[_Taken]) -> None:
+    """Acknowledge taken messages: those of the bulk path with one round trip."""
+    bulk = [item for item in taken if item.bulk is not None]
+    if bulk:
+        try:
+            bulk[0].bulk.ack([item.message.delivery_tag for item in bulk])  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - redelivered after the visibility timeout: harmless
+            logger.warning("ingest.settle_failed", extra={"batch_id": bulk[0].batch_id, "error": repr(exc)})
+    for item in taken:
+        if item.bulk is None:
+            _settle(item, "ack")
 
 
 def _defer(item: _Taken, exc: BaseException) -> None:
@@ -352,8 +465,7 @@ def ingest_batch(self: Any, batch_id: str, events: list[EnrichedEvent]) -> None:
             _ingest_alone(item)
         _ingest_delivered(batch_id, events)
         return
-    for item in taken:
-        _settle(item, "ack")
+    _ack_all(taken)
 
 
 def _ingest_delivered(batch_id: str, events: list[EnrichedEvent]) -> None:

@@ -1,0 +1,114 @@
+"""The worker's bulk take on a Redis broker keeps kombu's unacknowledged bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from kombu import Connection, Queue
+
+from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
+from analytics.tasks import _RedisTake
+from spinnakr.celery import app
+
+pytestmark = pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the bulk take is for Redis brokers only")
+
+
+@pytest.fixture
+def queue() -> Iterator[tuple[Any, str]]:
+    name = f"{settings.EVENTS_QUEUE}.drain-{uuid.uuid4().hex[:8]}"
+    with Connection(str(settings.CELERY_BROKER_URL)) as connection:
+        channel = connection.default_channel
+        bound = Queue(name, routing_key=name)(channel)
+        bound.declare()
+        yield channel, name
+        bound.delete()
+
+
+def send(queue: str, task: str = INGEST_TASK, **kwargs: Any) -> str:
+    task_id = uuid.uuid4().hex
+    app.send_task(task, kwargs=kwargs, task_id=task_id, queue=queue, serializer=EVENTS_SERIALIZER)
+    return task_id
+
+
+def batch(queue: str, n: int) -> str:
+    return send(queue, batch_id=f"b{n}", events=[{"n": n}])
+
+
+def unacked(channel: Any) -> dict[str, Any]:
+    with channel.conn_or_acquire() as client:
+        return {tag.decode(): json.loads(raw) for tag, raw in client.hgetall(channel.unacked_key).items()}
+
+
+def indexed(channel: Any) -> set[str]:
+    with channel.conn_or_acquire() as client:
+        return {tag.decode() for tag in client.zrange(channel.unacked_index_key, 0, -1)}
+
+
+def test_it_takes_waiting_batches_in_order_and_enters_each_as_unacknowledged(queue: tuple[Any, str]) -> None:
+    channel, name = queue
+    ids = [batch(name, n) for n in range(3)]
+    take = _RedisTake(channel, name)
+
+    messages = take.take(10)
+
+    assert [m.headers["id"] for m in messages] == ids
+    assert [m.decode()[1]["batch_id"] for m in messages] == ["b0", "b1", "b2"]
+    tags = [m.delivery_tag for m in messages]
+    entries = unacked(channel)
+    mine = {tag: entries[tag] for tag in tags}
+    assert set(tags) <= indexed(channel)
+    for tag, (message, exchange, routing_key) in mine.items():
+        assert (message["properties"]["delivery_tag"], exchange, routing_key) == (tag, "", name)
+
+    take.ack(tags)
+
+    assert not set(tags) & set(unacked(channel)) and not set(tags) & indexed(channel)
+
+
+def test_it_stops_at_a_message_of_another_task_and_leaves_it_first_in_line(queue: tuple[Any, str]) -> None:
+    channel, name = queue
+    first = batch(name, 0)
+    other = send(name, task="analytics.refresh_quota_flags")
+    batch(name, 1)
+    take = _RedisTake(channel, name)
+
+    messages = take.take(10)
+
+    assert [m.headers["id"] for m in messages] == [first]
+    bound = Queue(name, routing_key=name)(channel)
+    following = bound.get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT)
+    assert following is not None and following.headers["id"] == other
+    take.ack([messages[0].delivery_tag])
+
+
+def test_a_taken_batch_handed_back_or_restored_by_kombu_is_delivered_again(queue: tuple[Any, str]) -> None:
+    channel, name = queue
+    ids = [batch(name, n) for n in range(2)]
+    take = _RedisTake(channel, name)
+    first, second = take.take(10)
+
+    take.requeue(first.delivery_tag)  # the worker hands it back
+    channel.qos.restore_by_tag(second.delivery_tag)  # what kombu does after the visibility timeout
+    assert not {first.delivery_tag, second.delivery_tag} & indexed(channel)
+
+    again = take.take(10)
+    assert sorted(m.headers["id"] for m in again) == sorted(ids)
+    assert all(m.headers["redelivered"] for m in again)
+    take.ack([m.delivery_tag for m in again])
+
+
+def test_a_message_that_is_not_json_is_left_in_the_queue(queue: tuple[Any, str]) -> None:
+    channel, name = queue
+    with channel.conn_or_acquire() as client:
+        client.lpush(name, b"not json")
+    take = _RedisTake(channel, name)
+
+    assert take.take(10) == []
+    with channel.conn_or_acquire() as client:
+        assert client.lrange(name, 0, -1) == [b"not json"]
+        client.delete(name)
