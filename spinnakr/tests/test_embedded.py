@@ -128,6 +128,21 @@ def test_data_survives_a_restart(var_dir: Path) -> None:
     assert redis.Redis(unix_socket_path=str(var_dir / "run" / "redis.sock")).get("kept") == b"42"
 
 
+def test_each_valkey_persists_as_documented(var_dir: Path) -> None:
+    import redis
+
+    embedded_cli(var_dir, "start")
+    rollups = redis.Redis(unix_socket_path=str(var_dir / "run" / "redis.sock"), decode_responses=True)
+    broker = redis.Redis(unix_socket_path=str(var_dir / "run" / "broker.sock"), decode_responses=True)
+
+    for server in (rollups, broker):
+        assert server.config_get("appendonly") == {"appendonly": "yes"}
+        assert server.config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert rollups.config_get("save") == {"save": "3600 1"}
+    assert rollups.config_get("auto-aof-rewrite-percentage") == {"auto-aof-rewrite-percentage": "400"}
+    assert broker.config_get("save") == {"save": ""}
+
+
 def test_it_recovers_from_a_crash_that_left_pid_files_and_sockets(var_dir: Path) -> None:
     embedded_cli(var_dir, "start")
     killed = server_pids(var_dir)
