@@ -205,6 +205,17 @@ local function apply(ns, evs, track, dedupe, cutoff)
     return t1 > t2 or (t1 == t2 and id1 > id2)
   end
 
+  -- The event's part of a visit it belongs to: the end, the exit page and the counts.
+  local function extend(vis, ev, pv, ia)
+    if ev.t > vis.e then vis.e = ev.t end
+    if later(ev.t, ev.id, vis.xt, vis.xid) then
+      vis.x = ev.pg; vis.xt = ev.t; vis.xid = ev.id
+    end
+    vis.pv = vis.pv + pv
+    vis.ev = vis.ev + 1
+    vis.ia = vis.ia + ia
+  end
+
   local function sessionise(i, ev)
     local st = load(ev.v)
     local matches = {}
@@ -232,13 +243,7 @@ local function apply(ns, evs, track, dedupe, cutoff)
         local before = {x = target.x, pv = target.pv, ev = target.ev,
           dur = math.floor((target.e - target.s) / 1000), b = 0}
         if target.ia <= 1 then before.b = 1 end
-        if ev.t > target.e then target.e = ev.t end
-        if later(ev.t, ev.id, target.xt, target.xid) then
-          target.x = ev.pg; target.xt = ev.t; target.xid = ev.id
-        end
-        target.pv = target.pv + pv
-        target.ev = target.ev + 1
-        target.ia = target.ia + ia
+        extend(target, ev, pv, ia)
         contrib_change(target, before)
         ev_visit[i] = target
         return
@@ -279,13 +284,7 @@ local function apply(ns, evs, track, dedupe, cutoff)
       target.mx = ev.mx; target.hx = ev.hx; target.dx = ev.dx
       target.en = ev.pg; target.a = ev.a
     end
-    if ev.t > target.e then target.e = ev.t end
-    if later(ev.t, ev.id, target.xt, target.xid) then
-      target.x = ev.pg; target.xt = ev.t; target.xid = ev.id
-    end
-    target.pv = target.pv + pv
-    target.ev = target.ev + 1
-    target.ia = target.ia + ia
+    extend(target, ev, pv, ia)
     if target.s ~= old_start then renames[#renames + 1] = {ev.v, old_start, target} end
     contrib(target, 1)
     states[ev.v] = keep
