@@ -312,7 +312,7 @@ class _Drainer:
                 undecodable = False
                 for message in messages:
                     item = _parse(message)
-                    if item is None:  # Celery's consumer takes it next and says what is wrong
+                    if item is None:  # handed back (to the end of the line): Celery's consumer says what is wrong
                         self.bulk.requeue(message.delivery_tag)
                         undecodable = True
                         continue
