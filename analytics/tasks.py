@@ -308,7 +308,11 @@ class _Drainer:
                 if _RedisTake.applies(self.connection):
                     self.bulk = _RedisTake(self.connection.default_channel, settings.EVENTS_QUEUE)
             while self.bulk is not None and len(taken) < max_messages and events < max_events:
-                messages = self.bulk.take(min(TAKE_CHUNK, max_messages - len(taken)))
+                # One message first, then as many as the events still wanted fill at the size
+                # seen so far (at most TAKE_CHUNK), so a group ends near max_events.
+                room = (max_events - events) * len(taken) // events if events else 1
+                want = max(1, min(TAKE_CHUNK, max_messages - len(taken), room))
+                messages = self.bulk.take(want)
                 undecodable = False
                 for message in messages:
                     item = _parse(message)
@@ -319,7 +323,7 @@ class _Drainer:
                     item.bulk = self.bulk
                     taken.append(item)
                     events += len(item.events)
-                if undecodable or len(messages) < TAKE_CHUNK:
+                if undecodable or len(messages) < want:  # the queue is empty or another task is next
                     return taken
             while self.bulk is None and len(taken) < max_messages and events < max_events:
                 message = self.queue.get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)

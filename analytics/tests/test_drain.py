@@ -12,7 +12,7 @@ from django.conf import settings
 from kombu import Connection, Queue
 
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.tasks import _RedisTake
+from analytics.tasks import _ack_all, _Drainer, _RedisTake
 from spinnakr.celery import app
 
 pytestmark = pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the bulk take is for Redis brokers only")
@@ -112,3 +112,24 @@ def test_a_message_that_is_not_json_is_left_in_the_queue(queue: tuple[Any, str])
     with channel.conn_or_acquire() as client:
         assert client.lrange(name, 0, -1) == [b"not json"]
         client.delete(name)
+
+
+def test_the_worker_takes_about_as_many_events_as_it_may(
+    queue: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel, name = queue
+    monkeypatch.setattr(settings, "EVENTS_QUEUE", name)
+    for n in range(40):
+        send(name, batch_id=f"b{n}", events=[{"n": n}] * 10)
+    drainer = _Drainer()
+    try:
+        taken = drainer.take(max_events=95, max_messages=200)
+        assert [item.batch_id for item in taken] == [f"b{n}" for n in range(10)]
+        _ack_all(taken)
+
+        rest = drainer.take(max_events=10_000, max_messages=200)
+        assert [item.batch_id for item in rest] == [f"b{n}" for n in range(10, 40)]
+        _ack_all(rest)
+        assert not {item.message.delivery_tag for item in taken + rest} & indexed(channel)
+    finally:
+        drainer.close()
