@@ -82,7 +82,10 @@ class RedisListSender:
     def __init__(self, app: Any, connection: Any, queue: str) -> None:
         self.queue = queue
         self.channel = connection.default_channel
-        # Celery's protocol-2 headers for this task, made by Celery itself once.
+        # Celery's protocol-2 headers for this task, made by Celery itself once, with the
+        # task's time limits (send_task puts them in when the task is registered in the process).
+        from analytics.tasks import ingest_batch as task
+
         template = app.amqp.as_task_v2(
             "0",
             INGEST_TASK,
@@ -92,6 +95,8 @@ class RedisListSender:
             kwargsrepr="",
             ignore_result=True,
             reply_to=app.thread_oid,
+            time_limit=task.time_limit,
+            soft_time_limit=task.soft_time_limit,
         )
         self.headers: dict[str, Any] = dict(template.headers)
         self.reply_to = template.properties.get("reply_to") or ""

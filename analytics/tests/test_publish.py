@@ -199,6 +199,7 @@ def test_the_pushed_message_is_the_one_celery_send_task_writes() -> None:
 
     assert pushed is not None and sent is not None
     assert pushed.headers["id"] == pushed.headers["root_id"] == ours
+    assert pushed.headers["timelimit"] == [300, 240]  # the registered task's limits
     assert pushed.headers == sent.headers | {
         "id": ours,
         "root_id": ours,
