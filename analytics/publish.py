@@ -70,6 +70,12 @@ class PublishError(Exception):
     """The broker did not take the batch; nothing of it was acknowledged to a client."""
 
 
+def _kwargsrepr(batch_id: str, count: int) -> str:
+    """The task's kwargs as monitoring shows them: a summary, not every event (Celery would
+    otherwise saferepr() them all into the headers, two thirds of a publish's CPU)."""
+    return f"{{'batch_id': '{batch_id}', 'events': <{count} events>}}"
+
+
 class RedisListSender:
     """Pushes ``analytics.ingest_batch`` messages straight onto a Redis broker's queue list.
 
@@ -82,6 +88,8 @@ class RedisListSender:
     def __init__(self, app: Any, connection: Any, queue: str) -> None:
         self.queue = queue
         self.channel = connection.default_channel
+        with self.channel.conn_or_acquire() as client:  # one client, not one per message
+            self.client = client
         # Celery's protocol-2 headers for this task, made by Celery itself once, with the
         # task's time limits (send_task puts them in when the task is registered in the process).
         from analytics.tasks import ingest_batch as task
@@ -115,7 +123,7 @@ class RedisListSender:
         encoded, body_encoding = self.channel.encode_body(body, self.channel.body_encoding)
         headers = dict(self.headers)
         headers["id"] = headers["root_id"] = batch_id
-        headers["kwargsrepr"] = f"{{'batch_id': '{batch_id}', 'events': <{len(events)} events>}}"
+        headers["kwargsrepr"] = _kwargsrepr(batch_id, len(events))
         envelope = {
             "body": encoded,
             "content-encoding": content_encoding,
@@ -134,9 +142,7 @@ class RedisListSender:
         return orjson.dumps(envelope)
 
     def send(self, batch_id: str, events: list[EnrichedEvent]) -> None:
-        payload = self.message(batch_id, events)
-        with self.channel.conn_or_acquire() as client:
-            client.lpush(self.queue, payload)  # answered: Redis holds it
+        self.client.lpush(self.queue, self.message(batch_id, events))  # answered: Redis holds it
 
 
 class Publisher:
@@ -289,10 +295,8 @@ class Publisher:
                     retry_policy=RETRY_POLICY,
                     ignore_result=True,
                     serializer=EVENTS_SERIALIZER,
-                    # Celery would otherwise saferepr() every event into the message headers for
-                    # monitoring: two thirds of a publish's CPU. A summary says the same.
                     argsrepr="()",
-                    kwargsrepr=f"{{'batch_id': '{batch_id}', 'events': <{len(events)} events>}}",
+                    kwargsrepr=_kwargsrepr(batch_id, len(events)),
                 )
         except Exception:
             self._close()

@@ -44,6 +44,7 @@ from kombu.serialization import prepare_accept_content
 
 from analytics import livepush, quota, rollups, store
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
+from analytics.publish import RedisListSender
 from analytics.sessions import visit_id
 from analytics.siteinfo import SiteInfo, load_sites
 
@@ -246,12 +247,6 @@ class _RedisTake:
             self.client = client
         self.script = self.client.register_script(_TAKE_SCRIPT)
 
-    @staticmethod
-    def applies(connection: Any) -> bool:
-        from analytics.publish import RedisListSender
-
-        return RedisListSender.applies(connection)
-
     def take(self, count: int) -> list[Any]:
         """Up to ``count`` waiting ingest messages as kombu messages, each unacknowledged."""
         raws = self.script(
@@ -305,7 +300,7 @@ class _Drainer:
             if self.queue is None:
                 self.connection = app.connection_for_read()
                 self.queue = app.amqp.queues[settings.EVENTS_QUEUE].bind(self.connection.default_channel)
-                if _RedisTake.applies(self.connection):
+                if RedisListSender.applies(self.connection):
                     self.bulk = _RedisTake(self.connection.default_channel, settings.EVENTS_QUEUE)
             while self.bulk is not None and len(taken) < max_messages and events < max_events:
                 # One message first, then as many as the events still wanted fill at the size
@@ -392,15 +387,17 @@ def _settle(item: _Taken, action: str) -> None:
 
 def _ack_all(taken: Sequence[_Taken]) -> None:
     """Acknowledge taken messages: those of the bulk path with one round trip."""
-    bulk = [item for item in taken if item.bulk is not None]
-    if bulk:
-        try:
-            bulk[0].bulk.ack([item.message.delivery_tag for item in bulk])  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001 - redelivered after the visibility timeout: harmless
-            logger.warning("ingest.settle_failed", extra={"batch_id": bulk[0].batch_id, "error": repr(exc)})
+    by_take: dict[_RedisTake, list[_Taken]] = defaultdict(list)
     for item in taken:
         if item.bulk is None:
             _settle(item, "ack")
+        else:
+            by_take[item.bulk].append(item)
+    for take, items in by_take.items():
+        try:
+            take.ack([item.message.delivery_tag for item in items])
+        except Exception as exc:  # noqa: BLE001 - redelivered after the visibility timeout: harmless
+            logger.warning("ingest.settle_failed", extra={"batch_id": items[0].batch_id, "error": repr(exc)})
 
 
 def _defer(item: _Taken, exc: BaseException) -> None:

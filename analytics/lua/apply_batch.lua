@@ -129,20 +129,30 @@ local function apply(ns, evs, track, dedupe, cutoff)
     return st
   end
 
-  local function contrib(vis, sign)
+  -- A visit's bounce flag (at most one interactive event) and duration in seconds.
+  local function bounce_duration(vis)
     local b = 0
     if vis.ia <= 1 then b = 1 end
-    local dur = math.floor((vis.e - vis.s) / 1000)
+    return b, math.floor((vis.e - vis.s) / 1000)
+  end
+
+  -- Visits, bounces and duration added to the minute, hour and day counters of a visit.
+  local function visit_counters(vis, visits, bounces, duration)
     local ks = {key('m:', vis.m), key('h:', vis.h), key('d:', vis.d)}
     local xs = {vis.mx, vis.hx, vis.dx}
     for n = 1, 3 do
       local k = ks[n]
-      hincr(k, 'visits', sign)
-      hincr(k, 'bounces', sign * b)
-      hincr(k, 'duration', sign * dur)
+      hincr(k, 'visits', visits)
+      hincr(k, 'bounces', bounces)
+      hincr(k, 'duration', duration)
       counters[k] = true
       touch(k, xs[n])
     end
+  end
+
+  local function contrib(vis, sign)
+    local b, dur = bounce_duration(vis)
+    visit_counters(vis, sign, sign * b, sign * dur)
     local day, dx = vis.d, vis.dx
     local bounces, duration, pageviews, events = sign * b, sign * dur, sign * vis.pv, sign * vis.ev
     for _, dim in ipairs(VISIT_DIMS) do
@@ -168,20 +178,10 @@ local function apply(ns, evs, track, dedupe, cutoff)
   -- touching the members and metrics that do not change. ``before`` holds the visit's exit
   -- page, bounce flag, duration and pageview and event counts before the event.
   local function contrib_change(vis, before)
-    local b = 0
-    if vis.ia <= 1 then b = 1 end
-    local dur = math.floor((vis.e - vis.s) / 1000)
+    local b, dur = bounce_duration(vis)
     local db, ddur = b - before.b, dur - before.dur
     local dpv, dev = vis.pv - before.pv, vis.ev - before.ev
-    local ks = {key('m:', vis.m), key('h:', vis.h), key('d:', vis.d)}
-    local xs = {vis.mx, vis.hx, vis.dx}
-    for n = 1, 3 do
-      local k = ks[n]
-      hincr(k, 'bounces', db)
-      hincr(k, 'duration', ddur)
-      counters[k] = true
-      touch(k, xs[n])
-    end
+    visit_counters(vis, 0, db, ddur)
     local day, dx = vis.d, vis.dx
     if before.x ~= vis.x then
       zincr(topkey('exit_page', day, 'visits'), before.x, -1, dx)
@@ -240,9 +240,8 @@ local function apply(ns, evs, track, dedupe, cutoff)
       if later(ev.t, ev.id, target.s, target.sid) then
         -- The event joins one visit after its start: only the visit's end, exit, counts and
         -- bounce change.
-        local before = {x = target.x, pv = target.pv, ev = target.ev,
-          dur = math.floor((target.e - target.s) / 1000), b = 0}
-        if target.ia <= 1 then before.b = 1 end
+        local before = {x = target.x, pv = target.pv, ev = target.ev}
+        before.b, before.dur = bounce_duration(target)
         extend(target, ev, pv, ia)
         contrib_change(target, before)
         ev_visit[i] = target
