@@ -137,14 +137,16 @@ local function apply(ns, evs, track, dedupe, cutoff)
   end
 
   -- Visits, bounces and duration added to the minute, hour and day counters of a visit.
+  -- Zero deltas are skipped (an extending event changes no visit count, often no bounce).
   local function visit_counters(vis, visits, bounces, duration)
+    if visits == 0 and bounces == 0 and duration == 0 then return end
     local ks = {key('m:', vis.m), key('h:', vis.h), key('d:', vis.d)}
     local xs = {vis.mx, vis.hx, vis.dx}
     for n = 1, 3 do
       local k = ks[n]
-      hincr(k, 'visits', visits)
-      hincr(k, 'bounces', bounces)
-      hincr(k, 'duration', duration)
+      if visits ~= 0 then hincr(k, 'visits', visits) end
+      if bounces ~= 0 then hincr(k, 'bounces', bounces) end
+      if duration ~= 0 then hincr(k, 'duration', duration) end
       counters[k] = true
       touch(k, xs[n])
     end
@@ -187,15 +189,20 @@ local function apply(ns, evs, track, dedupe, cutoff)
       zincr(topkey('exit_page', day, 'visits'), before.x, -1, dx)
       zincr(topkey('exit_page', day, 'visits'), vis.x, 1, dx)
     end
+    -- Zero deltas are skipped before their keys are looked up: this runs for most events.
+    local visit_change = db ~= 0 or ddur ~= 0
+    if not visit_change and dpv == 0 and dev == 0 then return end
+    local attrs = vis.a
     for _, dim in ipairs(VISIT_DIMS) do
-      if dim ~= 'exit_page' then
+      local acquisition = ACQUISITION[dim]
+      if dim ~= 'exit_page' and (visit_change or acquisition) then
         local member
-        if dim == 'entry_page' then member = vis.en else member = vis.a[dim] or '' end
-        zincr(topkey(dim, day, 'bounces'), member, db, dx)
-        zincr(topkey(dim, day, 'duration'), member, ddur, dx)
-        if ACQUISITION[dim] then
-          zincr(topkey(dim, day, 'pageviews'), member, dpv, dx)
-          zincr(topkey(dim, day, 'events'), member, dev, dx)
+        if dim == 'entry_page' then member = vis.en else member = attrs[dim] or '' end
+        if db ~= 0 then zincr(topkey(dim, day, 'bounces'), member, db, dx) end
+        if ddur ~= 0 then zincr(topkey(dim, day, 'duration'), member, ddur, dx) end
+        if acquisition then
+          if dpv ~= 0 then zincr(topkey(dim, day, 'pageviews'), member, dpv, dx) end
+          if dev ~= 0 then zincr(topkey(dim, day, 'events'), member, dev, dx) end
         end
       end
     end
