@@ -101,6 +101,25 @@ def test_it_answers_a_preflight_with_cors_headers(collector: str) -> None:
     assert "Content-Type" in response.headers["access-control-allow-headers"]
 
 
+def test_its_answers_carry_the_origin_and_only_preflights_the_rest(collector: str) -> None:
+    site = make_site()
+    body = {"n": "pageview", "u": f"https://{site.domain}/", "d": site.domain}
+
+    from_a_page = post(collector, body, ip=unique_ip(), origin="https://shop.example")
+    from_a_server = post(collector, body, ip=unique_ip())
+
+    assert [from_a_page.status_code, from_a_server.status_code] == [202, 202]
+    assert from_a_page.headers["access-control-allow-origin"] == "https://shop.example"
+    assert from_a_server.headers["access-control-allow-origin"] == "*"
+    for response in (from_a_page, from_a_server):
+        assert response.json() == {}
+        assert response.headers["vary"] == "Origin"
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["cache-control"] == "no-store"
+        assert "access-control-allow-methods" not in response.headers
+        assert "access-control-expose-headers" not in response.headers
+
+
 def test_it_rejects_a_body_that_is_not_json_with_cors_headers(collector: str) -> None:
     response = post(collector, b"{not json", ip=unique_ip())
 
@@ -393,6 +412,8 @@ def test_it_rate_limits_one_address_with_retry_after(strict_collector: str) -> N
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json() == {"error": "rate limit exceeded for this address"}
     assert limited.headers["access-control-allow-origin"] == "https://a.example"
+    # A cross-origin page may read Retry-After only when it is exposed.
+    assert limited.headers["access-control-expose-headers"] == "Retry-After"
     assert other.status_code == 202
 
 
