@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 from kombu import Connection, Queue
 
@@ -18,7 +21,7 @@ from accounts.apikeys import create_api_key
 from analytics import rollups
 from analytics.models import Event
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.publish import RedisListSender
+from analytics.publish import Publisher, PublishError, RedisListSender
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,
     consume,
@@ -219,3 +222,59 @@ def test_the_direct_push_is_only_for_a_redis_transport_without_a_key_prefix() ->
     assert RedisListSender.applies(Connection(redis_url))
     assert not RedisListSender.applies(Connection(redis_url, transport_options={"global_keyprefix": "x:"}))
     assert not RedisListSender.applies(Connection("amqp://guest:guest@127.0.0.1:1//"))
+
+
+def _throwaway_valkey(socket_path: str) -> subprocess.Popen[bytes]:
+    from spinnakr import embedded
+
+    args = [str(embedded.valkey_bin()), "--port", "0", "--unixsocket", socket_path, "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    wait_for(Path(socket_path).exists, timeout=10)
+    return server
+
+
+def test_the_event_loop_pushes_itself_and_reconnects_after_the_broker_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spinnakr.celery import app
+
+    socket_path = str(tmp_path / "broker.sock")
+    monkeypatch.setattr(app.conf, "broker_write_url", f"redis+socket://{socket_path}")
+    publisher = Publisher(linger=0.001)
+
+    def no_thread_send(*args: object) -> None:
+        raise AssertionError("a Redis broker's messages are pushed from the event loop")
+
+    monkeypatch.setattr(publisher, "_send", no_thread_send)
+    server = _throwaway_valkey(socket_path)
+    try:
+
+        async def scenario() -> list[str]:
+            outcomes = []
+            await publisher.submit(SAMPLE_EVENTS)
+            outcomes.append("pushed")
+            server.kill()
+            server.wait()
+            try:
+                await publisher.submit(SAMPLE_EVENTS)
+                outcomes.append("pushed")
+            except PublishError:
+                outcomes.append("refused")
+            restarted = _throwaway_valkey(socket_path)
+            try:
+                await publisher.submit(SAMPLE_EVENTS)
+                outcomes.append("pushed")
+                queued = redis.Redis(unix_socket_path=socket_path).llen(settings.EVENTS_QUEUE)
+                outcomes.append(f"{queued} queued")
+            finally:
+                await publisher.stop()
+                restarted.kill()
+                restarted.wait()
+            return outcomes
+
+        # The restarted server is empty: only the message pushed after the restart is on it.
+        assert asyncio.run(scenario()) == ["pushed", "refused", "pushed", "1 queued"]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
