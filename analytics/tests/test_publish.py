@@ -227,9 +227,17 @@ def test_the_direct_push_is_only_for_a_redis_transport_without_a_key_prefix() ->
 def _throwaway_valkey(socket_path: str) -> subprocess.Popen[bytes]:
     from spinnakr import embedded
 
+    Path(socket_path).unlink(missing_ok=True)  # a killed server leaves its socket file behind
     args = [str(embedded.valkey_bin()), "--port", "0", "--unixsocket", socket_path, "--save", "", "--appendonly", "no"]
     server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    wait_for(Path(socket_path).exists, timeout=10)
+
+    def answers() -> bool:
+        try:
+            return bool(redis.Redis(unix_socket_path=socket_path).ping())
+        except redis.ConnectionError:
+            return False
+
+    wait_for(answers, timeout=10)
     return server
 
 
