@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
+from django.conf import settings
+from kombu import Connection, Queue
 
 from spinnakr import embedded
 
@@ -20,3 +26,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def anyio_backend() -> str:
     """Async tests (``@pytest.mark.anyio``) run on asyncio, as uvicorn does."""
     return "asyncio"
+
+
+@pytest.fixture
+def broker_queue() -> Iterator[tuple[Any, str]]:
+    """A scratch queue on the broker, deleted after the test: (a kombu channel, its name)."""
+    name = f"{settings.EVENTS_QUEUE}.scratch-{uuid.uuid4().hex[:8]}"
+    with Connection(str(settings.CELERY_BROKER_URL)) as connection:
+        channel = connection.default_channel
+        bound = Queue(name, routing_key=name)(channel)
+        bound.declare()
+        yield channel, name
+        bound.delete()

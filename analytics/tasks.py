@@ -47,6 +47,7 @@ from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
 from analytics.publish import RedisListSender
 from analytics.sessions import visit_id
 from analytics.siteinfo import SiteInfo, load_sites
+from spinnakr import broker
 
 logger = logging.getLogger(__name__)
 
@@ -200,20 +201,23 @@ def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: S
 # from the events queue on a connection of its own (basic_get, unacknowledged), applies them
 # all with ``ingest_many``, and acknowledges them after; Celery acknowledges the message it
 # delivered (acks_late). A process lost meanwhile leaves them unacknowledged: the broker
-# delivers them again (RabbitMQ at once, Redis after the visibility timeout), and the batch
-# markers make that harmless.
+# delivers them again (RabbitMQ at once, Redis once the process's lease has expired: see
+# spinnakr/broker.py), and the batch markers make that harmless.
 #
 # On a Redis broker kombu's basic_get costs three round trips a message (RPOP, then the
 # unacknowledged hash and index, then their removal on ack) and is not atomic (a process lost
 # between the RPOP and the bookkeeping loses the message). ``_RedisTake`` takes up to
 # TAKE_CHUNK messages per call of one script that pops them and enters them in kombu's
-# unacknowledged hash and index at once, in the format kombu's own restore reads, and
-# acknowledges a group with one pipeline.
+# unacknowledged hash and index at once, in the format kombu's own restore reads, with this
+# process as their owner (spinnakr.broker), and acknowledges a group with one pipeline.
 
 TAKE_CHUNK = 25
 _TAKE_SCRIPT = """
 -- KEYS[1] the queue's list   KEYS[2] kombu's unacked hash   KEYS[3] kombu's unacked index
+-- KEYS[4] the owner hash   KEYS[5] this process's lease (spinnakr.broker)
 -- ARGV[1] most messages   ARGV[2] now (epoch seconds)   ARGV[3] the ingest task's name
+-- ARGV[4] this process's owner name   ARGV[5] the lease's seconds
+redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
 local taken = {}
 for n = 1, tonumber(ARGV[1]) do
   local raw = redis.call('RPOP', KEYS[1])
@@ -231,6 +235,7 @@ for n = 1, tonumber(ARGV[1]) do
   redis.call('ZADD', KEYS[3], ARGV[2], props.delivery_tag)
   redis.call('HSET', KEYS[2], props.delivery_tag,
     '[' .. raw .. ',' .. cjson.encode(info.exchange or '') .. ',' .. cjson.encode(info.routing_key or '') .. ']')
+  redis.call('HSET', KEYS[4], props.delivery_tag, ARGV[4])
   taken[#taken + 1] = raw
 end
 return taken
@@ -249,9 +254,10 @@ class _RedisTake:
 
     def take(self, count: int) -> list[Any]:
         """Up to ``count`` waiting ingest messages as kombu messages, each unacknowledged."""
+        held = broker.lease(self.channel)
         raws = self.script(
-            keys=[self.queue, self.channel.unacked_key, self.channel.unacked_index_key],
-            args=[count, time.time(), INGEST_TASK],
+            keys=[self.queue, self.channel.unacked_key, self.channel.unacked_index_key, broker.OWNER_KEY, held.key],
+            args=[count, time.time(), INGEST_TASK, held.owner, held.seconds],
         )
         accept = prepare_accept_content(settings.CELERY_ACCEPT_CONTENT)
         messages = []
@@ -267,6 +273,7 @@ class _RedisTake:
         pipe = self.client.pipeline()
         pipe.zrem(self.channel.unacked_index_key, *tags)
         pipe.hdel(self.channel.unacked_key, *tags)
+        pipe.hdel(broker.OWNER_KEY, *tags)
         pipe.execute()
 
     def requeue(self, tag: str) -> None:
@@ -396,7 +403,7 @@ def _ack_all(taken: Sequence[_Taken]) -> None:
     for take, items in by_take.items():
         try:
             take.ack([item.message.delivery_tag for item in items])
-        except Exception as exc:  # noqa: BLE001 - redelivered after the visibility timeout: harmless
+        except Exception as exc:  # noqa: BLE001 - redelivered (spinnakr.broker): harmless
             logger.warning("ingest.settle_failed", extra={"batch_id": items[0].batch_id, "error": repr(exc)})
 
 

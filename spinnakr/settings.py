@@ -247,6 +247,11 @@ else:
     }
     if TESTING:
         CELERY_BROKER_TRANSPORT_OPTIONS |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+# With a Redis broker each consuming process holds a lease this long (renewed every third of it);
+# the messages of a process whose lease has expired go back to their queue at once
+# (spinnakr/broker.py), so a lost worker's batches come back within about this time, not after
+# the visibility timeout.
+BROKER_LEASE_SECONDS = env_int("BROKER_LEASE_SECONDS", 30, minimum=3, maximum=3600)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Ingestion housekeeping (analytics.tasks): monthly partitions ahead of time, retention of

@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
-from kombu import Connection, Queue
+from kombu import Queue
 
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
 from analytics.tasks import _ack_all, _Drainer, _RedisTake
 from spinnakr.celery import app
 
 pytestmark = pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the bulk take is for Redis brokers only")
-
-
-@pytest.fixture
-def queue() -> Iterator[tuple[Any, str]]:
-    name = f"{settings.EVENTS_QUEUE}.drain-{uuid.uuid4().hex[:8]}"
-    with Connection(str(settings.CELERY_BROKER_URL)) as connection:
-        channel = connection.default_channel
-        bound = Queue(name, routing_key=name)(channel)
-        bound.declare()
-        yield channel, name
-        bound.delete()
 
 
 def send(queue: str, task: str = INGEST_TASK, **kwargs: Any) -> str:
@@ -49,8 +37,8 @@ def indexed(channel: Any) -> set[str]:
         return {tag.decode() for tag in client.zrange(channel.unacked_index_key, 0, -1)}
 
 
-def test_it_takes_waiting_batches_in_order_and_enters_each_as_unacknowledged(queue: tuple[Any, str]) -> None:
-    channel, name = queue
+def test_it_takes_waiting_batches_in_order_and_enters_each_as_unacknowledged(broker_queue: tuple[Any, str]) -> None:
+    channel, name = broker_queue
     ids = [batch(name, n) for n in range(3)]
     take = _RedisTake(channel, name)
 
@@ -70,8 +58,8 @@ def test_it_takes_waiting_batches_in_order_and_enters_each_as_unacknowledged(que
     assert not set(tags) & set(unacked(channel)) and not set(tags) & indexed(channel)
 
 
-def test_it_stops_at_a_message_of_another_task_and_leaves_it_first_in_line(queue: tuple[Any, str]) -> None:
-    channel, name = queue
+def test_it_stops_at_a_message_of_another_task_and_leaves_it_first_in_line(broker_queue: tuple[Any, str]) -> None:
+    channel, name = broker_queue
     first = batch(name, 0)
     other = send(name, task="analytics.refresh_quota_flags")
     batch(name, 1)
@@ -86,8 +74,8 @@ def test_it_stops_at_a_message_of_another_task_and_leaves_it_first_in_line(queue
     take.ack([messages[0].delivery_tag])
 
 
-def test_a_taken_batch_handed_back_or_restored_by_kombu_is_delivered_again(queue: tuple[Any, str]) -> None:
-    channel, name = queue
+def test_a_taken_batch_handed_back_or_restored_by_kombu_is_delivered_again(broker_queue: tuple[Any, str]) -> None:
+    channel, name = broker_queue
     ids = [batch(name, n) for n in range(2)]
     take = _RedisTake(channel, name)
     first, second = take.take(10)
@@ -102,8 +90,8 @@ def test_a_taken_batch_handed_back_or_restored_by_kombu_is_delivered_again(queue
     take.ack([m.delivery_tag for m in again])
 
 
-def test_a_message_that_is_not_json_is_left_in_the_queue(queue: tuple[Any, str]) -> None:
-    channel, name = queue
+def test_a_message_that_is_not_json_is_left_in_the_queue(broker_queue: tuple[Any, str]) -> None:
+    channel, name = broker_queue
     with channel.conn_or_acquire() as client:
         client.lpush(name, b"not json")
     take = _RedisTake(channel, name)
@@ -115,9 +103,9 @@ def test_a_message_that_is_not_json_is_left_in_the_queue(queue: tuple[Any, str])
 
 
 def test_the_worker_takes_about_as_many_events_as_it_may(
-    queue: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+    broker_queue: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    channel, name = queue
+    channel, name = broker_queue
     monkeypatch.setattr(settings, "EVENTS_QUEUE", name)
     for n in range(40):
         send(name, batch_id=f"b{n}", events=[{"n": n}] * 10)

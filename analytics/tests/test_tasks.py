@@ -102,9 +102,7 @@ def test_the_same_batch_delivered_twice_counts_once(celery_worker_factory):
 
 def test_a_worker_killed_between_rollups_and_store_counts_every_event_once_after_redelivery(celery_worker_factory):
     site = make_site()
-    paused = celery_worker_factory(
-        env={"SPINNAKR_TEST_INGEST_PAUSE": "after_rollups:60", "CELERY_VISIBILITY_TIMEOUT": "2"}
-    )
+    paused = celery_worker_factory(env={"SPINNAKR_TEST_INGEST_PAUSE": "after_rollups:60", "BROKER_LEASE_SECONDS": "3"})
     events = a_visit(site, visitors=4, pages=5)
     batch_id = uuid.uuid4().hex
 
@@ -112,7 +110,7 @@ def test_a_worker_killed_between_rollups_and_store_counts_every_event_once_after
     wait_for(lambda: rollups.client().exists(f"{rollups.prefix(site.id)}batch:{batch_id}"), timeout=30)
     assert stored(site) == 0
     paused.kill()
-    celery_worker_factory(env={"CELERY_VISIBILITY_TIMEOUT": "2"})
+    celery_worker_factory(env={"BROKER_LEASE_SECONDS": "3"})
 
     wait_for(lambda: stored(site) == 20, timeout=40)
     assert counters(site, events) == {"pageviews": 20, "events": 20, "visits": 4, "bounces": 0, "duration": 4 * 240}
@@ -142,15 +140,13 @@ def test_a_batch_that_fails_for_good_is_parked_and_can_be_replayed(celery_worker
 
 def test_a_worker_killed_after_the_store_before_the_ack_changes_nothing_on_redelivery(celery_worker_factory):
     site = make_site()
-    paused = celery_worker_factory(
-        env={"SPINNAKR_TEST_INGEST_PAUSE": "after_store:60", "CELERY_VISIBILITY_TIMEOUT": "2"}
-    )
+    paused = celery_worker_factory(env={"SPINNAKR_TEST_INGEST_PAUSE": "after_store:60", "BROKER_LEASE_SECONDS": "3"})
     events = a_visit(site, visitors=3, pages=4)
 
     publish(uuid.uuid4().hex, events)
     wait_for(lambda: stored(site) == 12, timeout=30)
     paused.kill()
-    worker = celery_worker_factory(env={"CELERY_VISIBILITY_TIMEOUT": "2"})
+    worker = celery_worker_factory(env={"BROKER_LEASE_SECONDS": "3"})
 
     wait_for(lambda: "ingest.batch_done" in worker.log.read_text(), timeout=40)
     assert stored(site) == 12
@@ -203,15 +199,13 @@ def test_a_worker_killed_mid_group_counts_every_event_once_after_redelivery(cele
     ids = [uuid.uuid4().hex for _ in batches]
     for batch_id, events in zip(ids, batches, strict=True):
         publish(batch_id, events)
-    paused = celery_worker_factory(
-        env={"SPINNAKR_TEST_INGEST_PAUSE": "after_rollups:60", "CELERY_VISIBILITY_TIMEOUT": "2"}
-    )
+    paused = celery_worker_factory(env={"SPINNAKR_TEST_INGEST_PAUSE": "after_rollups:60", "BROKER_LEASE_SECONDS": "3"})
     marker = f"{rollups.prefix(site.id)}batch:"
     wait_for(lambda: all(rollups.client().exists(marker + batch_id) for batch_id in ids), timeout=30)
     assert stored(site) == 0
     paused.kill()
 
-    worker = celery_worker_factory(env={"CELERY_VISIBILITY_TIMEOUT": "2"})
+    worker = celery_worker_factory(env={"BROKER_LEASE_SECONDS": "3"})
 
     wait_for(lambda: stored(site) == 20, timeout=40)
     wait_for(lambda: messages_done(worker) >= 5, timeout=20)

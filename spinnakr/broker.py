@@ -1,0 +1,187 @@
+"""kombu's Redis transport with owner leases: a lost worker's messages come back in seconds.
+
+kombu emulates acknowledgements on Redis: a delivered message waits in the hash ``unacked``
+(with the time it was taken in the sorted set ``unacked_index``) until it is acknowledged, and
+any consumer puts back those taken longer than the visibility timeout ago. That timeout must
+exceed the longest task (an hour here), so a worker lost to SIGKILL, the OOM killer or a dead host
+left its messages out of the queue for an hour. RabbitMQ hands them back as soon as the
+connection drops.
+
+Here every consuming process holds a lease: the key ``unacked_lease.<owner>``, set to expire
+``BROKER_LEASE_SECONDS`` after its last renewal and renewed by a thread of the process three times
+within that time. Every message the process takes is entered in the hash ``unacked_owner``
+(delivery tag → owner) in the same transaction as kombu's own bookkeeping, and leaves it with
+them. kombu's periodic restore (``restore_visible``, every ``unacked_restore_interval`` seconds in
+every worker) also puts back, at once, each message whose owner's lease has expired. A process
+that lives on keeps its lease, so its messages stay where they are however long its tasks run;
+a process that dies has its messages back in the queue within ``BROKER_LEASE_SECONDS`` plus one restore
+interval. Messages without an owner (taken by a worker that ran without this transport) still
+come back after the visibility timeout.
+
+A lease can expire under a live process only if it cannot reach the broker for
+``BROKER_LEASE_SECONDS``; its messages then run twice, which ingestion's batch markers make harmless.
+
+The transport is registered under kombu's ``redis``, ``rediss`` and ``redis+socket`` names when
+``spinnakr.celery`` is imported, so ``CELERY_BROKER_URL`` stays a plain Redis address. kombu's
+``global_keyprefix`` option is not supported (Spinnakr does not set it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from django.conf import settings
+from kombu.transport import TRANSPORT_ALIASES, virtual
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps
+
+logger = logging.getLogger(__name__)
+
+OWNER_KEY = "unacked_owner"
+LEASE_PREFIX = "unacked_lease."
+
+# The tags of messages whose owner's lease is gone. Reads keys it is not given (the leases),
+# which a single Redis server allows; kombu's Redis transport does not run on Redis Cluster.
+_ORPHANS_SCRIPT = """
+-- KEYS[1] the owner hash   ARGV[1] the lease keys' prefix
+local entries = redis.call('HGETALL', KEYS[1])
+local alive = {}
+local orphans = {}
+for i = 1, #entries, 2 do
+  local owner = entries[i + 1]
+  if alive[owner] == nil then
+    alive[owner] = redis.call('EXISTS', ARGV[1] .. owner) == 1
+  end
+  if not alive[owner] then orphans[#orphans + 1] = entries[i] end
+end
+return orphans
+"""
+
+
+class Lease:
+    """This process's lease on the broker, renewed by a daemon thread while the process lives."""
+
+    def __init__(self, channel: Any) -> None:
+        self.pid = os.getpid()
+        self.owner = f"{socket.gethostname()}:{self.pid}:{secrets.token_hex(4)}"
+        self.key = LEASE_PREFIX + self.owner
+        self.seconds: int = settings.BROKER_LEASE_SECONDS
+        # A client of its own: the channel's may be closed and replaced on a reconnect, and
+        # a renewal must not hang on a broker that does not answer.
+        params = channel._connparams() | {"socket_timeout": 5}
+        self.client = redis.Redis(connection_pool=redis.ConnectionPool(**params))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="broker-lease", daemon=True)
+        self._thread.start()
+        atexit.register(self.stop)
+
+    def _renew(self) -> None:
+        failures = 0
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                self.client.set(self.key, self.pid, ex=self.seconds)
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the broker is away: try again at the next tick
+                failures += 1
+                # One miss leaves two thirds of the lease; the second puts its messages at risk.
+                level = logging.WARNING if failures > 1 else logging.INFO
+                logger.log(level, "broker.lease_renew_failed", extra={"owner": self.owner, "error": repr(exc)})
+
+    def stop(self) -> None:
+        """Stop renewing and give the lease up: what the process still holds goes back at once."""
+        self._stop.set()
+        if os.getpid() == self.pid:  # not a forked child's copy
+            with contextlib.suppress(Exception):
+                self.client.delete(self.key)
+
+
+_lease: Lease | None = None
+_lease_lock = threading.Lock()
+
+
+def lease(channel: Any) -> Lease:
+    """This process's lease (a forked child gets a lease of its own)."""
+    global _lease
+    with _lease_lock:
+        if _lease is None or _lease.pid != os.getpid():
+            _lease = Lease(channel)
+        return _lease
+
+
+def enter_owner(pipe: Any, tags: list[str], channel: Any) -> None:
+    """Queue on ``pipe`` the commands that make this process the owner of ``tags``."""
+    held = lease(channel)
+    pipe.set(held.key, held.pid, ex=held.seconds)
+    pipe.hset(OWNER_KEY, mapping=dict.fromkeys(tags, held.owner))
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's acknowledgement emulation, with each taken message's owner recorded."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        # kombu's append with the owner entered in the same transaction.
+        delivery = message.delivery_info
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(
+                self.unacked_key,
+                delivery_tag,
+                dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),
+            )
+            enter_owner(pipe, [delivery_tag], self.channel)
+            pipe.execute()
+            virtual.QoS.append(self, message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[misc]  # not in kombu's stubs
+        return pipe.hdel(OWNER_KEY, delivery_tag)
+
+    _orphans_swept = 0.0
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        # Orphans first, at most once a second (the event loop calls this every
+        # unacked_restore_interval, a blocking consumer after every empty poll); then kombu's
+        # throttled restore of messages past the visibility timeout.
+        if time.monotonic() - self._orphans_swept >= 1:
+            self._orphans_swept = time.monotonic()
+            channel: Any = self.channel
+            with contextlib.suppress(*channel.connection_errors):
+                self.restore_orphans()
+        super().restore_visible(start, num, interval)
+
+    def restore_orphans(self) -> list[str]:
+        """Put back every message whose owner's lease has expired; their tags."""
+        channel: Any = self.channel
+        with channel.conn_or_acquire() as client:
+            tags = [bytes_to_str(tag) for tag in client.eval(_ORPHANS_SCRIPT, 1, OWNER_KEY, LEASE_PREFIX)]
+            for tag in tags:
+                # A WATCH transaction: a message acknowledged meanwhile is only forgotten, and
+                # two workers restoring the same message put it back once.
+                self.restore_by_tag(tag, client)
+        if tags:
+            logger.warning("broker.orphans_restored", extra={"messages": len(tags)})
+        return tags
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+def register() -> None:
+    """Make kombu's Redis names load this transport."""
+    for name in ("redis", "rediss"):
+        TRANSPORT_ALIASES[name] = f"{__name__}:Transport"
