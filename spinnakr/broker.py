@@ -8,22 +8,25 @@ left its messages out of the queue for an hour. RabbitMQ hands them back as soon
 connection drops.
 
 Here every consuming process holds a lease: the key ``unacked_lease.<owner>``, set to expire
-``BROKER_LEASE_SECONDS`` after its last renewal and renewed by a thread of the process three times
-within that time. Every message the process takes is entered in the hash ``unacked_owner``
-(delivery tag → owner) in the same transaction as kombu's own bookkeeping, and leaves it with
-them. kombu's periodic restore (``restore_visible``, every ``unacked_restore_interval`` seconds in
-every worker) also puts back, at once, each message whose owner's lease has expired. A process
-that lives on keeps its lease, so its messages stay where they are however long its tasks run;
-a process that dies has its messages back in the queue within ``BROKER_LEASE_SECONDS`` plus one restore
-interval. Messages without an owner (taken by a worker that ran without this transport) still
-come back after the visibility timeout.
+``BROKER_LEASE_SECONDS`` after its last renewal and renewed by a thread of the process three
+times within that time. Every message the process takes is entered in the hash
+``unacked_owner`` (delivery tag → owner) in the same transaction as kombu's own bookkeeping, and
+leaves it with them. kombu's periodic restore (``restore_visible``, every
+``unacked_restore_interval`` seconds in every worker) also puts back, at once, each message whose
+owner's lease has expired. A process that lives on keeps its lease, so its messages stay where
+they are however long its tasks run; a process that dies has its messages back in the queue
+within ``BROKER_LEASE_SECONDS`` plus one restore interval; one that exits cleanly gives its lease
+up. Messages without an owner (taken by a worker that ran without this transport) still come
+back after the visibility timeout.
 
 A lease can expire under a live process only if it cannot reach the broker for
-``BROKER_LEASE_SECONDS``; its messages then run twice, which ingestion's batch markers make harmless.
+``BROKER_LEASE_SECONDS``; its messages then run twice, which ingestion's batch markers make
+harmless.
 
-The transport is registered under kombu's ``redis``, ``rediss`` and ``redis+socket`` names when
-``spinnakr.celery`` is imported, so ``CELERY_BROKER_URL`` stays a plain Redis address. kombu's
-``global_keyprefix`` option is not supported (Spinnakr does not set it).
+The transport is registered under kombu's ``redis`` and ``rediss`` names (which
+``redis+socket://`` addresses use too) when ``spinnakr.celery`` is imported, so
+``CELERY_BROKER_URL`` stays a plain Redis address. kombu's ``global_keyprefix`` option is not
+supported (Spinnakr does not set it).
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ class Lease:
         failures = 0
         while not self._stop.wait(self.seconds / 3):
             try:
-                self.client.set(self.key, self.pid, ex=self.seconds)
+                self.client.set(self.key, self.owner, ex=self.seconds)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the broker is away: try again at the next tick
                 failures += 1
@@ -121,7 +124,7 @@ def lease(channel: Any) -> Lease:
 def enter_owner(pipe: Any, tags: list[str], channel: Any) -> None:
     """Queue on ``pipe`` the commands that make this process the owner of ``tags``."""
     held = lease(channel)
-    pipe.set(held.key, held.pid, ex=held.seconds)
+    pipe.set(held.key, held.owner, ex=held.seconds)
     pipe.hset(OWNER_KEY, mapping=dict.fromkeys(tags, held.owner))
 
 
