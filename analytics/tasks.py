@@ -251,13 +251,19 @@ class _RedisTake:
         with channel.conn_or_acquire() as client:
             self.client = client
         self.script = self.client.register_script(_TAKE_SCRIPT)
+        self.lease = broker.lease(channel)  # a _RedisTake lives in one process (see _Drainer)
 
     def take(self, count: int) -> list[Any]:
         """Up to ``count`` waiting ingest messages as kombu messages, each unacknowledged."""
-        held = broker.lease(self.channel)
         raws = self.script(
-            keys=[self.queue, self.channel.unacked_key, self.channel.unacked_index_key, broker.OWNER_KEY, held.key],
-            args=[count, time.time(), INGEST_TASK, held.owner, held.seconds],
+            keys=[
+                self.queue,
+                self.channel.unacked_key,
+                self.channel.unacked_index_key,
+                broker.OWNER_KEY,
+                self.lease.key,
+            ],
+            args=[count, time.time(), INGEST_TASK, self.lease.owner, self.lease.seconds],
         )
         accept = prepare_accept_content(settings.CELERY_ACCEPT_CONTENT)
         messages = []

@@ -121,13 +121,6 @@ def lease(channel: Any) -> Lease:
         return _lease
 
 
-def enter_owner(pipe: Any, tags: list[str], channel: Any) -> None:
-    """Queue on ``pipe`` the commands that make this process the owner of ``tags``."""
-    held = lease(channel)
-    pipe.set(held.key, held.owner, ex=held.seconds)
-    pipe.hset(OWNER_KEY, mapping=dict.fromkeys(tags, held.owner))
-
-
 class QoS(kombu_redis.QoS):
     """kombu's acknowledgement emulation, with each taken message's owner recorded."""
 
@@ -141,7 +134,9 @@ class QoS(kombu_redis.QoS):
                 delivery_tag,
                 dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),
             )
-            enter_owner(pipe, [delivery_tag], self.channel)
+            held = lease(self.channel)
+            pipe.set(held.key, held.owner, ex=held.seconds)  # it exists before a message names it
+            pipe.hset(OWNER_KEY, delivery_tag, held.owner)
             pipe.execute()
             virtual.QoS.append(self, message, delivery_tag)
 
