@@ -1,14 +1,17 @@
 """Group commit: requests arriving within a few milliseconds share one broker message.
 
 ``PUBLISHER.submit(events)`` adds a request's events to the open batch and
-waits. The batch is published a linger after its first event arrived or as
-soon as it holds ``MAX_EVENTS`` (500) events; while a publish is in flight the
-next batch keeps filling and goes out when it completes. The linger follows the
-process's arrival rate: the time ``TARGET_EVENTS`` (20) events take to arrive,
-between ``LINGER`` (5 ms, under saturation) and ``MAX_LINGER`` (20 ms, at a few
-hundred events a second), so a message carries about 20 events at any rate and
-a closed loop of clients at saturation is not held back by a long wait. A message
-carries whole requests (a request is never split across messages). Each
+waits. The batch is published as soon as it holds ``TARGET_EVENTS`` (20)
+events, or a linger after its first event arrived if fewer come; while a
+publish is in flight the next batch keeps filling and goes out when it
+completes (then with all it gathered, at most ``MAX_EVENTS`` (500) a message).
+The linger follows the process's arrival rate: the time ``TARGET_EVENTS``
+events take to arrive, between ``LINGER`` (5 ms) and ``MAX_LINGER`` (20 ms, at
+a few hundred events a second), so a message carries about 20 events at any
+rate. A batch that is full does not wait out the linger: under load nothing
+waits but for the broker, and a closed loop of clients is not held back by
+the timer. A message carries whole requests (a request is never split across
+messages). Each
 message is one Celery task ``analytics.ingest_batch`` (kwargs ``batch_id`` and
 ``events``, protocol 2, persistent) on ``settings.EVENTS_QUEUE``, sent with
 ``app.send_task`` so a real Celery worker consumes it. Every waiting request is
@@ -58,11 +61,11 @@ from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
 
 logger = logging.getLogger(__name__)
 
-# A batch is published a linger after its first event or as soon as it holds
-# MAX_EVENTS: one message per few milliseconds instead of one per request. A
-# message costs the worker ~3 ms whatever its size (bench/README), so the linger
-# is the time TARGET_EVENTS take to arrive at the rate measured over the last
-# RATE_WINDOW, kept between LINGER and MAX_LINGER.
+# A batch is published as soon as it holds TARGET_EVENTS, else a linger after its
+# first event: one message per ~20 events instead of one per request, because a
+# message costs the worker more than its events do (bench/README). The linger is
+# the time TARGET_EVENTS take to arrive at the rate measured over the last
+# RATE_WINDOW, kept between LINGER and MAX_LINGER; MAX_EVENTS caps a message.
 LINGER = 0.005
 MAX_LINGER = 0.02
 TARGET_EVENTS = 20
@@ -224,7 +227,7 @@ class Publisher:
         self._pending.append((events, future))
         self._pending_events += len(events)
         self._count_arrivals(len(events))
-        if self._pending_events >= self.max_events and not self._busy:
+        if self._pending_events >= self.target_events and not self._busy:
             self._flush()
         elif self._timer is None and not self._due:
             self._timer = loop.call_later(self.current_linger(), self._on_timer)
@@ -298,7 +301,7 @@ class Publisher:
         finally:
             self._inflight_events -= count
             self._busy = False
-            if self._pending and (self._due or self._pending_events >= self.max_events):
+            if self._pending and (self._due or self._pending_events >= self.target_events):
                 self._flush()
 
     async def _deliver(self, loop: asyncio.AbstractEventLoop, batch_id: str, events: list[EnrichedEvent]) -> None:

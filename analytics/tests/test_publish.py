@@ -171,6 +171,49 @@ SAMPLE_EVENTS: list[Any] = [
 ]
 
 
+def sample_event(site_id: int) -> Any:
+    return {**SAMPLE_EVENTS[0], "site_id": site_id, "event_id": str(uuid.uuid4())}
+
+
+def test_a_batch_that_reaches_its_target_size_goes_out_without_waiting_out_the_linger() -> None:
+    purge_events_queue()
+    site_id = 900_000 + uuid.uuid4().int % 100_000
+    publisher = Publisher(linger=30, max_linger=30, target_events=4)
+
+    async def scenario() -> int:
+        await publisher.start()
+        try:
+            # Four requests of one event each: the fourth fills the batch long before 30 s.
+            await asyncio.wait_for(asyncio.gather(*(publisher.submit([sample_event(site_id)]) for _ in range(4))), 10)
+            return publisher.messages
+        finally:
+            await publisher.stop()
+
+    assert asyncio.run(scenario()) == 1
+    messages = consume(lambda got: len(events_of(got, site_id)) >= 4)
+    assert [len(events_of([message], site_id)) for message in messages] == [4]
+
+
+def test_a_batch_short_of_its_target_size_waits_for_the_linger() -> None:
+    purge_events_queue()
+    site_id = 900_000 + uuid.uuid4().int % 100_000
+    publisher = Publisher(linger=30, max_linger=30, target_events=4)
+
+    async def scenario() -> tuple[list[bool], int, int]:
+        await publisher.start()
+        waiting = [asyncio.ensure_future(publisher.submit([sample_event(site_id)])) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        early = [future.done() for future in waiting]
+        published_early = publisher.messages
+        await publisher.stop()  # publishes what is pending
+        await asyncio.gather(*waiting)
+        return early, published_early, publisher.messages
+
+    assert asyncio.run(scenario()) == ([False, False, False], 0, 1)
+    messages = consume(lambda got: len(events_of(got, site_id)) >= 3)
+    assert [len(events_of([message], site_id)) for message in messages] == [3]
+
+
 @pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the direct LPUSH is for Redis brokers only")
 def test_the_pushed_message_is_the_one_celery_send_task_writes() -> None:
     from spinnakr.celery import app
