@@ -5,6 +5,12 @@
   handlers that never enter Django's request machinery.
 - everything else over HTTP: Django.
 - WebSocket: Channels, authenticated by the Django session.
+
+Django and the WebSocket routes see the client and scheme a trusted proxy forwarded
+(uvicorn's ``ProxyHeadersMiddleware``, peers from ``settings.FORWARDED_ALLOW_IPS``); the
+server runs with ``--no-proxy-headers``. The collector reads ``X-Forwarded-For`` itself
+(``TRUSTED_PROXIES``): uvicorn's middleware would parse every random client address
+again (~5 µs a request) and hand the collector a peer that is no longer the real one.
 """
 
 from __future__ import annotations
@@ -14,9 +20,17 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spinnakr.settings")
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-django_app = get_asgi_application()
+
+def behind_proxies(app: Any) -> Any:
+    """``app`` with the client and scheme a trusted proxy forwarded (uvicorn's types are not Django's)."""
+    return ProxyHeadersMiddleware(app, trusted_hosts=settings.FORWARDED_ALLOW_IPS)
+
+
+django_app = behind_proxies(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402
@@ -27,7 +41,9 @@ from spinnakr import embedded, staticfiles  # noqa: E402
 
 embedded.acquire()
 
-websocket_app = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes.websocket_urlpatterns)))
+websocket_app = behind_proxies(
+    AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes.websocket_urlpatterns)))
+)
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:

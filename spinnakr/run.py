@@ -53,7 +53,7 @@ def commands(port: int) -> dict[str, list[str]]:
             python, "-m", "uvicorn", "spinnakr.asgi:application",
             "--host", os.environ.get("HOST", "127.0.0.1"), "--port", str(port),
             "--workers", web_workers, "--loop", "uvloop", "--http", "httptools",
-            "--lifespan", "on", "--no-access-log", "--proxy-headers",
+            "--lifespan", "on", "--no-access-log", "--no-proxy-headers",  # spinnakr.asgi applies them
         ],
         "worker": niced([
             python, "-m", "celery", "-A", "spinnakr", "worker",

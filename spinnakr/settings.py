@@ -275,6 +275,18 @@ for _proxy in TRUSTED_PROXIES:
         ipaddress.ip_network(_proxy, strict=False)
     except ValueError:
         raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an address or network") from None
+# Peers whose X-Forwarded-For and X-Forwarded-Proto Django and the WebSocket routes
+# believe (uvicorn's own variable and default; "*" for any). The app applies them itself
+# (spinnakr.asgi), so uvicorn runs with --no-proxy-headers and the collector, which reads
+# X-Forwarded-For itself, sees the real peer and spends nothing on it.
+FORWARDED_ALLOW_IPS = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1"])
+for _proxy in FORWARDED_ALLOW_IPS:
+    if _proxy == "*":
+        continue
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"FORWARDED_ALLOW_IPS: {_proxy!r} is not an address, a network or *") from None
 # Per client address and per web process: events per second, and the burst above it.
 COLLECTOR_RATE_PER_IP = env_int("COLLECTOR_RATE_PER_IP", 100, minimum=1)
 COLLECTOR_BURST_PER_IP = env_int("COLLECTOR_BURST_PER_IP", 500, minimum=1)

@@ -57,9 +57,7 @@ class Server:
         return self.log.read_text(errors="replace")[-5000:]
 
 
-def start_server(
-    tmp: Path, extra_env: dict[str, str] | None = None, workers: int = 1, uvicorn_args: list[str] | None = None
-) -> Server:
+def start_server(tmp: Path, extra_env: dict[str, str] | None = None, workers: int = 1) -> Server:
     port = free_port()
     log = tmp / f"uvicorn-{port}.log"
     env = {
@@ -83,7 +81,7 @@ def start_server(
         "on",
         "--workers",
         str(workers),
-        *(uvicorn_args or []),
+        "--no-proxy-headers",  # as make run and production: spinnakr.asgi applies them
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT)

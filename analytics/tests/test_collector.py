@@ -508,8 +508,7 @@ def test_a_site_is_rate_limited_by_its_plan() -> None:
 def proxied_collector(django_db_setup, django_db_blocker, tmp_path):
     """A collector that believes X-Forwarded-For only from 10.9.9.9 (tests connect from 127.0.0.1)."""
     with django_db_blocker.unblock():
-        # uvicorn would otherwise put X-Forwarded-For into the client of a 127.0.0.1 peer itself.
-        server = start_server(tmp_path, {"TRUSTED_PROXIES": "10.9.9.9"}, uvicorn_args=["--no-proxy-headers"])
+        server = start_server(tmp_path, {"TRUSTED_PROXIES": "10.9.9.9"})
     yield server.url
     stop_server(server)
 

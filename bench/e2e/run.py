@@ -6,7 +6,7 @@ Usage (bounded by ``--duration`` plus at most ``--drain-timeout`` seconds; loopb
 
 Starts, on this checkout's embedded servers and on queues of its own (``bench-e2e.events``,
 ``bench-e2e.default``), the real collector (``uvicorn spinnakr.asgi:application``, 2 workers,
-free loopback port) and the real worker (``celery -A spinnakr worker -c 2``, at ``make run``'s
+``--no-proxy-headers`` as ``make run``, free loopback port) and the real worker (``celery -A spinnakr worker -c 2``, at ``make run``'s
 ``WORKER_NICE``), with a site of
 its own (``e2e.bench.spinnakr.test``, enterprise plan, UTC). ``bench/e2e/load.py`` (a separate
 process) posts one pageview per request at a constant rate (open loop), each with its own
@@ -298,7 +298,7 @@ def main() -> None:
         python = sys.executable
         web = start([python, "-m", "uvicorn", "spinnakr.asgi:application", "--host", "127.0.0.1", "--port", str(port),
                      "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                     "--log-level", "warning"])  # fmt: skip
+                     "--no-proxy-headers", "--log-level", "warning"])  # fmt: skip
         processes.append(web)
         worker = start(niced([python, "-m", "celery", "-A", "spinnakr", "worker", "-Q",
                               f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}", "-c", str(options.concurrency),

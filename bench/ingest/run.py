@@ -4,11 +4,11 @@ Usage (bounded: a few runs of ``--duration`` seconds on loopback):
 
     .venv/bin/python -m bench.ingest.run --duration 10 --connections 64
 
-Both apps run under uvicorn with 2 workers (uvloop, httptools); wrk (2 threads)
-varies the client address per request. The collector publishes to its own
-queue ``bench.events`` on the embedded servers, so a running ``make run`` is
-left alone; after each collector run the queue is drained and its events
-counted, so "accepted" (2xx answers) can be checked against "queued".
+Both apps run under uvicorn with 2 workers (uvloop, httptools, ``--no-proxy-headers`` as
+``make run``); wrk (2 threads) varies the client address per request. The collector
+publishes to its own queue ``bench.events`` on the embedded servers, so a running
+``make run`` is left alone; after each collector run the queue is drained and its
+events counted, so "accepted" (2xx answers) can be checked against "queued".
 
 ``--with-worker`` adds the collector with a real Celery worker draining its queue at the
 same time, and, as that run's baseline, the bare app while the same worker drains a backlog
@@ -46,7 +46,16 @@ def free_port() -> int:
 
 def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    command += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    command += [
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--no-proxy-headers",
+        "--log-level",
+        "warning",
+    ]
     process = subprocess.Popen(command, cwd=BASE_DIR, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -47,6 +47,7 @@ def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("SITE_URL", "ftp://example.com", "SITE_URL='ftp://example.com' must start with http"),
         ("WORKER_NICE", "low", "WORKER_NICE='low' is not an integer"),
         ("WORKER_NICE", "20", "WORKER_NICE=20 is above the maximum of 19"),
+        ("FORWARDED_ALLOW_IPS", "proxy.example", "FORWARDED_ALLOW_IPS: 'proxy.example' is not an address"),
     ],
 )
 def test_it_rejects_a_malformed_value_naming_the_variable(variable: str, value: str, message: str) -> None:
