@@ -267,26 +267,29 @@ CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "sched
 
 # Collector --------------------------------------------------------------------
 
-# Peers whose X-Forwarded-For is believed (addresses or CIDR networks). Empty:
-# every peer's, as Plausible does for server-side senders.
-TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
-for _proxy in TRUSTED_PROXIES:
-    try:
-        ipaddress.ip_network(_proxy, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an address or network") from None
+
+def _peers(name: str, default: list[str], *, anyone: bool = False) -> list[str]:
+    """Addresses or CIDR networks from ``name`` (and ``*`` for any peer when ``anyone``)."""
+    peers = env_list(name, default)
+    for peer in peers:
+        if anyone and peer == "*":
+            continue
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError:
+            kinds = "an address, a network or *" if anyone else "an address or network"
+            raise ImproperlyConfigured(f"{name}: {peer!r} is not {kinds}") from None
+    return peers
+
+
+# Peers whose X-Forwarded-For the collector believes. Empty: every peer's, as
+# Plausible does for server-side senders.
+TRUSTED_PROXIES = _peers("TRUSTED_PROXIES", [])
 # Peers whose X-Forwarded-For and X-Forwarded-Proto Django and the WebSocket routes
-# believe (uvicorn's own variable and default; "*" for any). The app applies them itself
+# believe (uvicorn's own variable and default). The app applies them itself
 # (spinnakr.asgi), so uvicorn runs with --no-proxy-headers and the collector, which reads
 # X-Forwarded-For itself, sees the real peer and spends nothing on it.
-FORWARDED_ALLOW_IPS = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1"])
-for _proxy in FORWARDED_ALLOW_IPS:
-    if _proxy == "*":
-        continue
-    try:
-        ipaddress.ip_network(_proxy, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(f"FORWARDED_ALLOW_IPS: {_proxy!r} is not an address, a network or *") from None
+FORWARDED_ALLOW_IPS = _peers("FORWARDED_ALLOW_IPS", ["127.0.0.1"], anyone=True)
 # Per client address and per web process: events per second, and the burst above it.
 COLLECTOR_RATE_PER_IP = env_int("COLLECTOR_RATE_PER_IP", 100, minimum=1)
 COLLECTOR_BURST_PER_IP = env_int("COLLECTOR_BURST_PER_IP", 500, minimum=1)

@@ -47,7 +47,8 @@ def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("SITE_URL", "ftp://example.com", "SITE_URL='ftp://example.com' must start with http"),
         ("WORKER_NICE", "low", "WORKER_NICE='low' is not an integer"),
         ("WORKER_NICE", "20", "WORKER_NICE=20 is above the maximum of 19"),
-        ("FORWARDED_ALLOW_IPS", "proxy.example", "FORWARDED_ALLOW_IPS: 'proxy.example' is not an address"),
+        ("TRUSTED_PROXIES", "proxy.example", "TRUSTED_PROXIES: 'proxy.example' is not an address or network"),
+        ("FORWARDED_ALLOW_IPS", "proxy.example", "FORWARDED_ALLOW_IPS: 'proxy.example' is not an address, a network"),
     ],
 )
 def test_it_rejects_a_malformed_value_naming_the_variable(variable: str, value: str, message: str) -> None:
@@ -76,7 +77,12 @@ def test_production_requires_a_secret_key_and_hosts() -> None:
 
 def test_valid_values_load() -> None:
     result = load_settings(
-        DEBUG="yes", PORT="8123", REDIS_URL="redis://cache:6379/2", CELERY_BROKER_URL="amqp://guest:guest@mq:5672//"
+        DEBUG="yes",
+        PORT="8123",
+        REDIS_URL="redis://cache:6379/2",
+        CELERY_BROKER_URL="amqp://guest:guest@mq:5672//",
+        TRUSTED_PROXIES="10.0.0.0/8,192.0.2.1",
+        FORWARDED_ALLOW_IPS="*",
     )
 
     assert result.returncode == 0, result.stderr
