@@ -11,8 +11,7 @@ a few hundred events a second), so a message carries about 20 events at any
 rate. A batch that is full does not wait out the linger: under load nothing
 waits but for the broker, and a closed loop of clients is not held back by
 the timer. A message carries whole requests (a request is never split across
-messages). Each
-message is one Celery task ``analytics.ingest_batch`` (kwargs ``batch_id`` and
+messages). Each message is one Celery task ``analytics.ingest_batch`` (kwargs ``batch_id`` and
 ``events``, protocol 2, persistent) on ``settings.EVENTS_QUEUE``, sent with
 ``app.send_task`` so a real Celery worker consumes it. Every waiting request is
 released only after the broker confirmed its message: publisher confirms on

@@ -6,9 +6,9 @@ Usage (bounded by ``--duration`` plus at most ``--drain-timeout`` seconds; loopb
 
 Starts, on this checkout's embedded servers and on queues of its own (``bench-e2e.events``,
 ``bench-e2e.default``), the real collector (``uvicorn spinnakr.asgi:application``, 2 workers,
-``--no-proxy-headers`` as ``make run``, free loopback port) and the real worker (``celery -A spinnakr worker -c 2``, at ``make run``'s
-``WORKER_NICE``), with a site of
-its own (``e2e.bench.spinnakr.test``, enterprise plan, UTC). ``bench/e2e/load.py`` (a separate
+``--no-proxy-headers`` as ``make run``, free loopback port) and the real worker (``celery -A
+spinnakr worker -c 2``, at ``make run``'s ``WORKER_NICE``), with a site of its own
+(``e2e.bench.spinnakr.test``, enterprise plan, UTC). ``bench/e2e/load.py`` (a separate
 process) posts one pageview per request at a constant rate (open loop), each with its own
 pathname ``/e2e/<n>`` and one of 50,000 client addresses. Every 100 ms this process reads the
 site's stored events in PostgreSQL and its pageviews in the Redis day counter

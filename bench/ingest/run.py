@@ -46,16 +46,8 @@ def free_port() -> int:
 
 def serve(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    command += [
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--no-proxy-headers",
-        "--log-level",
-        "warning",
-    ]
+    command += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-proxy-headers"]
+    command += ["--log-level", "warning"]
     process = subprocess.Popen(command, cwd=BASE_DIR, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
