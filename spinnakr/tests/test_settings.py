@@ -133,7 +133,9 @@ def test_a_named_redis_or_broker_keeps_the_queues_there(
     assert f"broker={embedded_broker}" in wanted
 
 
+@pytest.mark.django_db
 def test_tests_use_their_own_redis_databases_and_queues() -> None:
+    # The database's name turns into the test database's only once a test asks for the database.
     assert settings.TESTING
     assert settings.REDIS_DATA_URL != settings.REDIS_URL
     assert settings.QUEUE_PREFIX
