@@ -55,7 +55,7 @@ RECHECK_SECONDS = 60.0
 # Group memberships expire in channels_redis (a day by default): re-join well before.
 GROUP_REFRESH_SECONDS = 3600.0
 DISCARD_TIMEOUT_SECONDS = 2.0
-DELTA_FIELDS = ("site_id", "batch_id", "newest_ts", "counts", "visitors_now", "events")
+DELTA_FIELDS = ("site_id", "batch_id", "batch_ids", "newest_ts", "counts", "visitors_now", "events")
 
 
 def group_name(site_id: int) -> str:

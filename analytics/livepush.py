@@ -1,7 +1,9 @@
 """The live delta a batch sends to its site's channel group (contracts, interface 2).
 
-Sent once per site per delivery of a batch, after the data is committed. A redelivered batch
-sends its delta again with the same ``batch_id``: consumers drop a ``batch_id`` they have seen.
+Sent once per site per delivery of a batch (or of a group of batches applied together), after
+the data is committed. ``batch_ids`` names the batches a delta covers; a redelivered batch sends
+its delta again, alone (``batch_id`` is then its own id): consumers drop a delta that names a
+batch they have seen.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ def group_name(site_id: int) -> str:
 
 
 def build_delta(
-    site_id: int, batch_id: str, events: Sequence[EnrichedEvent], new_visits: int, visitors_now: int
+    site_id: int,
+    batch_id: str,
+    events: Sequence[EnrichedEvent],
+    new_visits: int,
+    visitors_now: int,
+    *,
+    batch_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     counted = [e for e in events if e["name"] != "engagement"]
     counted.sort(key=lambda e: (e["ts"], e["event_id"]))
@@ -53,6 +61,7 @@ def build_delta(
         "type": "live.delta",
         "site_id": site_id,
         "batch_id": batch_id,
+        "batch_ids": list(batch_ids) if batch_ids is not None else [batch_id],
         "newest_ts": max((e["ts"] for e in events), default=0) // 1000,
         "counts": counts,
         "visitors_now": visitors_now,

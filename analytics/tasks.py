@@ -171,14 +171,27 @@ def _count_quota(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], sites: d
 
 
 def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: Sequence[rollups.BatchResult]) -> None:
-    """One delta per site for the whole group (its id is the batch's when the group is one)."""
-    per_site: dict[int, tuple[list[str], list[EnrichedEvent], list[rollups.BatchResult]]] = {}
+    """One delta per site for the group's new batches, and one of its own for each batch applied
+    before (a redelivery).
+
+    A delta names every batch it covers (``batch_ids``), and a consumer drops a delta naming a
+    batch it has seen. A batch the rollups take for the first time was never pushed, so the
+    group's delta overlaps no earlier one; a batch applied before may have been pushed, alone or
+    in another group, so it goes alone: dropped where it was seen, applied where its first
+    delivery died between the rollups and the push.
+    """
+    fresh: dict[int, tuple[list[str], list[EnrichedEvent], list[rollups.BatchResult]]] = {}
+    deltas: list[tuple[int, list[str], list[EnrichedEvent], list[rollups.BatchResult]]] = []
     for (batch_id, site_id, site_events), result in zip(parts, results, strict=True):
-        ids, events, site_results = per_site.setdefault(site_id, ([], [], []))
+        if result.duplicate:
+            deltas.append((site_id, [batch_id], site_events, [result]))
+            continue
+        ids, events, site_results = fresh.setdefault(site_id, ([], [], []))
         ids.append(batch_id)
         events.extend(site_events)
         site_results.append(result)
-    for site_id, (ids, events, site_results) in per_site.items():
+    deltas[:0] = [(site_id, *group) for site_id, group in fresh.items()]
+    for site_id, ids, events, site_results in deltas:
         group_id = ids[0] if len(ids) == 1 else "g" + hashlib.sha1("".join(sorted(ids)).encode()).hexdigest()[:31]  # noqa: S324 - an id, not a secret
         livepush.send(
             site_id,
@@ -188,6 +201,7 @@ def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: S
                 events,
                 sum(r.new_visits for r in site_results),
                 site_results[-1].visitors_now,
+                batch_ids=ids,
             ),
         )
 

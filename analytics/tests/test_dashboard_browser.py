@@ -255,3 +255,29 @@ def test_a_lost_socket_reconnects_and_resynchronises(live_app: LiveApp, context:
     page.wait_for_function("window.__states.includes('reconnecting') && window.__states.at(-1) === 'live'")
     page.wait_for_function("document.querySelector('[data-metric=pageviews]').dataset.value === '2'", timeout=WAIT_MS)
     assert f"{live_app.url}/sites/dash.example/query" in queries
+
+
+def test_a_delta_naming_a_batch_seen_before_is_dropped(live_app: LiveApp, context: BrowserContext) -> None:
+    page = context.new_page()
+    log_in(page, live_app, "owner@dash.test")
+    open_dashboard(page, live_app)
+
+    # A group's delta, then a batch of that group delivered again alone (its worker died before
+    # the acknowledgement), then a new batch, then a delta from before batch_ids existed.
+    kept = page.evaluate(
+        """() => {
+            const socket = window.spinnakrDashboard.socket;
+            const kept = [];
+            socket.onMessage = (data) => kept.push(data.batch_id);
+            const deliver = (batch_id, batch_ids) =>
+                socket.ws.onmessage({data: JSON.stringify({type: 'delta', batch_id, batch_ids, counts: {}})});
+            deliver('gab', ['a', 'b']);
+            deliver('b', ['b']);
+            deliver('c', ['c']);
+            deliver('old', undefined);
+            deliver('old', undefined);
+            return kept;
+        }"""
+    )
+
+    assert kept == ["gab", "c", "old"]

@@ -14,6 +14,7 @@ from django.db import models
 from analytics import rollups
 from analytics.livepush import group_name
 from analytics.models import Event
+from analytics.siteinfo import load_sites
 from analytics.tasks import ingest, ingest_many
 from analytics.tests.factories import make_event, make_site
 
@@ -81,6 +82,64 @@ def test_an_event_repeated_inside_one_batch_counts_once():
     ingest(uuid.uuid4().hex, [event, event.copy()])
     assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == 1
     assert Event.objects.filter(site_id=site.id).count() == 1
+
+
+def _consume(deltas):
+    """The dashboard's rule (static/src/dashboard/socket.js): a delta naming a batch seen before is
+    dropped. Answers the summed counts of the deltas kept."""
+    seen: set[str] = set()
+    totals = {"pageviews": 0, "events": 0, "visits": 0}
+    for delta in deltas:
+        if seen & set(delta["batch_ids"]):
+            continue
+        seen.update(delta["batch_ids"])
+        for key in totals:
+            totals[key] += delta["counts"][key]
+    return totals
+
+
+def _three_batches(site):
+    at = NOW - timedelta(minutes=10)
+    visitors = [[1, 2], [3], [4, 5]]
+    return [
+        (f"{n:032x}", [make_event(site, at, visitor=v, pathname=f"/{v}") for v in batch])
+        for n, batch in enumerate(visitors)
+    ]
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_batch_delivered_again_in_another_group_reaches_a_live_consumer_once():
+    site = make_site()
+    layer, channel = asyncio.run(_listen([group_name(site.id)]))
+    a, b, c = _three_batches(site)
+
+    ingest_many([a, b])
+    first = asyncio.run(_drain(layer, channel, 1))
+    ingest_many([b, c])  # b delivered again (its worker died before the acknowledgement), beside c
+    second = asyncio.run(_drain(layer, channel, 2))
+
+    assert first[0]["batch_ids"] == [a[0], b[0]]
+    assert sorted(d["batch_ids"] for d in second) == [[b[0]], [c[0]]]
+    assert next(d for d in second if d["batch_ids"] == [b[0]])["batch_id"] == b[0]
+    assert _consume(first + second) == {"pageviews": 5, "events": 5, "visits": 5}
+    assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == 5
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_batch_whose_worker_died_before_its_push_is_pushed_on_redelivery():
+    site = make_site()
+    layer, channel = asyncio.run(_listen([group_name(site.id)]))
+    a, b, c = _three_batches(site)
+    ingest_many([a])
+    info = load_sites({site.id})[site.id]
+    rollups.apply_batches([(info, b[0], rollups.prepare(info, b[1]))])  # the rollups took b, then the worker died
+
+    ingest_many([b, c])
+
+    deltas = asyncio.run(_drain(layer, channel, 3))
+    assert _consume(deltas) == {"pageviews": 5, "events": 5, "visits": 5}
+    assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == 5
+    assert Event.objects.filter(site_id=site.id).count() == 5
 
 
 def _state(site):

@@ -37,11 +37,12 @@ export class LiveSocket {
       } catch {
         return;
       }
-      // A redelivered batch sends its delta again with the same batch_id: apply it once.
+      // A redelivered batch sends its delta again, alone: drop a delta naming a batch seen before.
       if (data.type === "delta" && data.batch_id) {
-        if (this.seenBatches.has(data.batch_id)) return;
-        this.seenBatches.add(data.batch_id);
-        if (this.seenBatches.size > 2000) this.seenBatches.delete(this.seenBatches.values().next().value);
+        const ids = Array.isArray(data.batch_ids) && data.batch_ids.length ? data.batch_ids : [data.batch_id];
+        if (ids.some((id) => this.seenBatches.has(id))) return;
+        for (const id of ids) this.seenBatches.add(id);
+        while (this.seenBatches.size > 20000) this.seenBatches.delete(this.seenBatches.values().next().value);
       }
       this.onMessage(data);
     };
