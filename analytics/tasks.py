@@ -181,17 +181,16 @@ def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: S
     delivery died between the rollups and the push.
     """
     fresh: dict[int, tuple[list[str], list[EnrichedEvent], list[rollups.BatchResult]]] = {}
-    deltas: list[tuple[int, list[str], list[EnrichedEvent], list[rollups.BatchResult]]] = []
+    applied_before: list[tuple[int, tuple[list[str], list[EnrichedEvent], list[rollups.BatchResult]]]] = []
     for (batch_id, site_id, site_events), result in zip(parts, results, strict=True):
         if result.duplicate:
-            deltas.append((site_id, [batch_id], site_events, [result]))
+            applied_before.append((site_id, ([batch_id], site_events, [result])))
             continue
         ids, events, site_results = fresh.setdefault(site_id, ([], [], []))
         ids.append(batch_id)
         events.extend(site_events)
         site_results.append(result)
-    deltas[:0] = [(site_id, *group) for site_id, group in fresh.items()]
-    for site_id, ids, events, site_results in deltas:
+    for site_id, (ids, events, site_results) in [*fresh.items(), *applied_before]:
         group_id = ids[0] if len(ids) == 1 else "g" + hashlib.sha1("".join(sorted(ids)).encode()).hexdigest()[:31]  # noqa: S324 - an id, not a secret
         livepush.send(
             site_id,
