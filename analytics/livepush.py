@@ -42,8 +42,7 @@ def build_delta(
     events: Sequence[EnrichedEvent],
     new_visits: int,
     visitors_now: int,
-    *,
-    batch_ids: Sequence[str] | None = None,
+    batch_ids: Sequence[str],
 ) -> dict[str, Any]:
     counted = [e for e in events if e["name"] != "engagement"]
     counted.sort(key=lambda e: (e["ts"], e["event_id"]))
@@ -61,7 +60,7 @@ def build_delta(
         "type": "live.delta",
         "site_id": site_id,
         "batch_id": batch_id,
-        "batch_ids": list(batch_ids) if batch_ids is not None else [batch_id],
+        "batch_ids": list(batch_ids),
         "newest_ts": max((e["ts"] for e in events), default=0) // 1000,
         "counts": counts,
         "visitors_now": visitors_now,

@@ -200,7 +200,7 @@ def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: S
                 events,
                 sum(r.new_visits for r in site_results),
                 site_results[-1].visitors_now,
-                batch_ids=ids,
+                ids,
             ),
         )
 

@@ -1,5 +1,10 @@
 // A WebSocket that reconnects with exponential backoff (with jitter) and says when it resynced.
 // No HTTP polling anywhere: while the socket is quiet, nothing is sent.
+
+// Batch ids remembered: at ~100 broker messages a second, minutes of them, well past the
+// broker's 30-s lease after which a lost worker's batches are delivered again.
+const SEEN_BATCHES = 20000;
+
 export class LiveSocket {
   constructor(path, { onMessage, onState, onReconnect }) {
     this.path = path;
@@ -42,7 +47,7 @@ export class LiveSocket {
         const ids = Array.isArray(data.batch_ids) && data.batch_ids.length ? data.batch_ids : [data.batch_id];
         if (ids.some((id) => this.seenBatches.has(id))) return;
         for (const id of ids) this.seenBatches.add(id);
-        while (this.seenBatches.size > 20000) this.seenBatches.delete(this.seenBatches.values().next().value);
+        while (this.seenBatches.size > SEEN_BATCHES) this.seenBatches.delete(this.seenBatches.values().next().value);
       }
       this.onMessage(data);
     };
