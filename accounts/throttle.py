@@ -1,14 +1,18 @@
-"""Log-in throttling per client IP and per account, counted in the Django cache (Redis).
+"""Throttling of password guesses per subject and per client IP, counted in the Django cache (Redis).
 
-Only failures count. An account is locked for the rest of the window after
+Only failures count. A subject (an account's e-mail for log-in, a shared link
+for its password) is locked for the rest of the window after
 ``LOGIN_FAILURES_PER_ACCOUNT`` failures, whatever IP they came from; an IP is
-locked after ``LOGIN_FAILURES_PER_IP`` failures, whatever accounts it tried.
+locked after ``LOGIN_FAILURES_PER_IP`` failures, whatever subjects it tried.
+The window is ``LOGIN_THROTTLE_WINDOW`` seconds from the first failure. Each
+kind of guess (``LOGIN``, ``SHARED_LINK``) counts in keys of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -19,22 +23,6 @@ logger = logging.getLogger(__name__)
 
 def client_ip(request: HttpRequest) -> str:
     return str(request.META.get("REMOTE_ADDR") or "unknown")
-
-
-def _account_key(email: str) -> str:
-    return "login:fail:acct:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-
-
-def _ip_key(ip: str) -> str:
-    return f"login:fail:ip:{ip}"
-
-
-def is_locked(request: HttpRequest, email: str) -> bool:
-    counts = cache.get_many([_account_key(email), _ip_key(client_ip(request))])
-    return (
-        int(counts.get(_account_key(email), 0)) >= settings.LOGIN_FAILURES_PER_ACCOUNT
-        or int(counts.get(_ip_key(client_ip(request)), 0)) >= settings.LOGIN_FAILURES_PER_IP
-    )
 
 
 def _bump(key: str) -> int:
@@ -50,13 +38,68 @@ def _bump(key: str) -> int:
         return 1
 
 
+@dataclass(frozen=True)
+class FailureThrottle:
+    """Failed guesses of one kind (``name``), counted per subject and per client IP."""
+
+    name: str
+    subject_kind: str
+    log_event: str
+
+    def _subject_key(self, subject: str) -> str:
+        return f"{self.name}:fail:{self.subject_kind}:" + hashlib.sha256(subject.encode()).hexdigest()[:32]
+
+    def _ip_key(self, request: HttpRequest) -> str:
+        return f"{self.name}:fail:ip:{client_ip(request)}"
+
+    def retry_after(self, request: HttpRequest, subject: str) -> int:
+        """Seconds until ``subject`` may be tried again from this client; 0 when it may now."""
+        subject_key, ip_key = self._subject_key(subject), self._ip_key(request)
+        counts = cache.get_many([subject_key, ip_key])
+        locked = [
+            key
+            for key, limit in ((subject_key, settings.LOGIN_FAILURES_PER_ACCOUNT), (ip_key, settings.LOGIN_FAILURES_PER_IP))
+            if int(counts.get(key, 0)) >= limit
+        ]
+        if not locked:
+            return 0
+        # django-redis's ttl(): seconds left, None without expiry, 0 once gone.
+        ttls = [cache.ttl(key) for key in locked]  # type: ignore[attr-defined]
+        return max(1, *(int(ttl) if ttl is not None else settings.LOGIN_THROTTLE_WINDOW for ttl in ttls))
+
+    def is_locked(self, request: HttpRequest, subject: str) -> bool:
+        return self.retry_after(request, subject) > 0
+
+    def record_failure(self, request: HttpRequest, subject: str) -> None:
+        subject_count = _bump(self._subject_key(subject))
+        ip_count = _bump(self._ip_key(request))
+        logger.info(
+            self.log_event,
+            extra={"ip": client_ip(request), "subject_failures": subject_count, "ip_failures": ip_count},
+        )
+
+    def reset(self, subject: str) -> None:
+        cache.delete(self._subject_key(subject))
+
+
+LOGIN = FailureThrottle("login", "acct", "login.failed")
+SHARED_LINK = FailureThrottle("share", "link", "shared_link.failed")
+
+
+def _email(email: str) -> str:
+    return email.strip().lower()
+
+
+def is_locked(request: HttpRequest, email: str) -> bool:
+    return LOGIN.is_locked(request, _email(email))
+
+
 def record_failure(request: HttpRequest, email: str) -> None:
-    account_count = _bump(_account_key(email))
-    ip_count = _bump(_ip_key(client_ip(request)))
-    logger.info(
-        "login.failed",
-        extra={"ip": client_ip(request), "account_failures": account_count, "ip_failures": ip_count},
-    )
+    LOGIN.record_failure(request, _email(email))
+
+
+def reset_account(email: str) -> None:
+    LOGIN.reset(_email(email))
 
 
 def allow_signup(request: HttpRequest) -> bool:
@@ -73,7 +116,3 @@ def allow_signup(request: HttpRequest) -> bool:
         logger.info("signup.throttled", extra={"ip": client_ip(request)})
         return False
     return True
-
-
-def reset_account(email: str) -> None:
-    cache.delete(_account_key(email))

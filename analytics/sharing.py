@@ -5,21 +5,28 @@ non-member may still view read-only when the site is public or when the
 session has unlocked one of the site's shared links; anyone else gets 404,
 exactly like an unknown domain. The same function decides for page views, the
 dashboard's query endpoint and the live WebSocket.
+
+Password guesses on a shared link are throttled as log-ins are
+(``accounts.throttle``): per link and per client IP, counted in Redis.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, HttpRequest
 
+from accounts import throttle
 from accounts.access import get_site_for_user
 from accounts.models import Site, User
 from analytics.models import SharedLink
+
+logger = logging.getLogger(__name__)
 
 SESSION_KEY = "spinnakr_shared_links"
 Via = Literal["member", "public", "link"]
@@ -77,6 +84,35 @@ def dashboard_access(user: Any, session: Mapping[str, Any] | None, domain: str) 
     if _unlocked_link(session, site) is not None:
         return DashboardAccess(site, "link")
     raise Http404("not found")
+
+
+class PasswordThrottled(Exception):
+    """Too many wrong passwords for the link or from the client; try again in ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"throttled for {retry_after} s")
+        self.retry_after = retry_after
+
+    @property
+    def message(self) -> str:
+        minutes = -(-self.retry_after // 60)
+        return f"Too many wrong passwords. Wait {minutes} minute{'s' if minutes > 1 else ''} and try again."
+
+
+def check_link_password(request: HttpRequest, link: SharedLink, password: str) -> bool:
+    """Whether ``password`` opens ``link``; ``PasswordThrottled`` while guesses are locked out.
+
+    A locked-out client is refused even with the right password, so guessing
+    faster than the window allows learns nothing.
+    """
+    retry_after = throttle.SHARED_LINK.retry_after(request, link.slug)
+    if retry_after:
+        logger.info("shared_link.throttled", extra={"site_id": link.site_id, "ip": throttle.client_ip(request)})
+        raise PasswordThrottled(retry_after)
+    if link.check_password(password):
+        return True
+    throttle.SHARED_LINK.record_failure(request, link.slug)
+    return False
 
 
 def link_for_slug(slug: str) -> SharedLink:

@@ -141,7 +141,14 @@ def shared_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     if not link.has_password:
         sharing.unlock(request.session, link)
     elif request.method == "POST":
-        if link.check_password(request.POST.get("password", "")):
+        try:
+            right = sharing.check_link_password(request, link, request.POST.get("password", ""))
+        except sharing.PasswordThrottled as throttled:
+            context = {"link": link, "error": throttled.message}
+            page = render(request, "analytics/shared_password.html", context, status=429)
+            page["Retry-After"] = str(throttled.retry_after)
+            return page
+        if right:
             sharing.unlock(request.session, link)
         else:
             logger.info("dashboard.shared_link_bad_password", extra={"site_id": link.site_id})
