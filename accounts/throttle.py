@@ -58,7 +58,10 @@ class FailureThrottle:
         counts = cache.get_many([subject_key, ip_key])
         locked = [
             key
-            for key, limit in ((subject_key, settings.LOGIN_FAILURES_PER_ACCOUNT), (ip_key, settings.LOGIN_FAILURES_PER_IP))
+            for key, limit in (
+                (subject_key, settings.LOGIN_FAILURES_PER_ACCOUNT),
+                (ip_key, settings.LOGIN_FAILURES_PER_IP),
+            )
             if int(counts.get(key, 0)) >= limit
         ]
         if not locked:
