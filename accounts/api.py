@@ -2,6 +2,7 @@
 
 Reads need ``stats:read`` or ``sites:write``; writes need ``sites:write``. A
 site outside the key's account answers 404, never 401 (Plausible answers 401).
+Every request counts against the key's hourly limit, shared with the Stats API.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rest_framework.views import APIView
 from accounts.api_auth import APIKeyAuthentication, request_key, require_any_scope, require_scope, site_for_key
 from accounts.models import APIKey, Scope, Site
 from accounts.sites import SiteError, create_site, delete_site, update_site
+from analytics.api import ratelimit
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -123,6 +125,15 @@ class _SitesBase(APIView):
     def get_permissions(self) -> list[BasePermission]:
         permission = _READ if self.request.method in {"GET", "HEAD", "OPTIONS"} else _WRITE
         return [permission()]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        ratelimit.count_request(request)
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        ratelimit.add_headers(request, response)
+        return response
 
     def scoped_sites(self) -> QuerySet[Site]:
         """The key's account's sites: the only queryset these views read."""

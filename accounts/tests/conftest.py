@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 from django.test import Client
+from django_redis import get_redis_connection
 
 from accounts.apikeys import create_api_key
 from accounts.models import Account, APIKey, Membership, Role, Site, User
@@ -32,6 +33,14 @@ def fresh_login_throttle():
     yield
     for pattern in ("login:fail:*", "signup:ip:*"):
         cache.delete_pattern(pattern)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def fresh_api_rate_limits():
+    """Key ids restart with each test database; their hourly API counters must not carry over."""
+    redis_cache = get_redis_connection("default")
+    for name in redis_cache.scan_iter("ratelimit:api:*"):
+        redis_cache.delete(name)
 
 
 def make_user(email: str, **extra) -> User:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import time
 from typing import Any, ClassVar
 
 from django.http import Http404
@@ -30,12 +29,6 @@ from analytics.api import ratelimit
 from analytics.query import QueryError
 
 logger = logging.getLogger(__name__)
-
-
-class RateLimited(exceptions.APIException):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    default_detail = "Too many requests: the API key's hourly limit is used up."
-    default_code = "rate_limited"
 
 
 class CSVRenderer(BaseRenderer):
@@ -147,21 +140,11 @@ class APIBaseView(APIView):
             _reject_nul(name, value)
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             _reject_nul("body", request.data)
-        if isinstance(request.auth, APIKey):
-            verdict = ratelimit.hit(request.auth)
-            request._ratelimit = verdict  # type: ignore[attr-defined]
-            if not verdict.allowed:
-                logger.info("api.rate_limited", extra={"api_key_id": request.auth.pk, "limit": verdict.limit})
-                raise RateLimited()
+        ratelimit.count_request(request)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        verdict = getattr(request, "_ratelimit", None)
-        if verdict is not None:
-            for name, value in verdict.headers().items():
-                response[name] = value
-            if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
-                response["Retry-After"] = str(max(1, verdict.reset - int(time.time())))
+        ratelimit.add_headers(request, response)
         if response.status_code >= 400 and getattr(response, "accepted_renderer", None) is not None:
             # Errors stay JSON whatever the client accepts.
             response.accepted_renderer = JSONRenderer()

@@ -2,21 +2,35 @@
 
 The limit is ``settings.API_RATE_LIMIT_PER_HOUR`` unless the key's account has an
 ``APIRateLimit`` override. Counting is one INCR (plus EXPIRE on the first hit),
-so every web process shares the count.
+so every web process shares the count. One counter per key covers every API a
+key reaches (Stats, goals, Sites): their views call ``count_request`` once the
+key is authenticated and ``add_headers`` on the way out.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django_redis import get_redis_connection
+from rest_framework import exceptions, status
+from rest_framework.request import Request
 
 from accounts.models import APIKey
 from analytics.models import APIRateLimit
 
+logger = logging.getLogger(__name__)
+
 WINDOW = 3600
+
+
+class RateLimited(exceptions.APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "Too many requests: the API key's hourly limit is used up."
+    default_code = "rate_limited"
 
 
 @dataclass(frozen=True)
@@ -52,3 +66,28 @@ def hit(key: APIKey) -> Verdict:
     pipe.expire(redis_key, WINDOW + 60, nx=True)
     count = int(pipe.execute()[0])
     return Verdict(limit=limit, remaining=max(0, limit - count), reset=window + WINDOW, allowed=count <= limit)
+
+
+def count_request(request: Request) -> None:
+    """Count a key-authenticated request; ``RateLimited`` past the key's hourly limit.
+
+    Session requests (the dashboard) are not counted.
+    """
+    if not isinstance(request.auth, APIKey):
+        return
+    verdict = hit(request.auth)
+    request._ratelimit = verdict  # type: ignore[attr-defined]
+    if not verdict.allowed:
+        logger.info("api.rate_limited", extra={"api_key_id": request.auth.pk, "limit": verdict.limit})
+        raise RateLimited()
+
+
+def add_headers(request: Request, response: Any) -> None:
+    """The ``X-RateLimit-*`` headers of a counted request, and ``Retry-After`` on a 429."""
+    verdict = getattr(request, "_ratelimit", None)
+    if verdict is None:
+        return
+    for name, value in verdict.headers().items():
+        response[name] = value
+    if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+        response["Retry-After"] = str(max(1, verdict.reset - int(time.time())))
