@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.core.cache import cache
@@ -25,7 +26,7 @@ def fresh_throttle() -> Iterator[None]:
     cache.delete_pattern("share:fail:*")  # type: ignore[attr-defined]
 
 
-def guess(client: Client, slug: str, password: str, ip: str) -> object:
+def guess(client: Client, slug: str, password: str, ip: str) -> Any:
     return client.post(f"/share/{slug}/", {"password": password}, REMOTE_ADDR=ip)
 
 
