@@ -28,6 +28,7 @@ from accounts.customers import delete_account
 from accounts.models import Account, APIKey, Invitation, Membership, Site, User
 from accounts.sites import (
     SiteError,
+    check_domain_free,
     clean_domain,
     clean_origins,
     clean_timezone,
@@ -117,8 +118,12 @@ class SiteAdminForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         try:
-            if "domain" in cleaned:
+            # As in update_site: only a rename is checked, so older names stay editable.
+            if "domain" in cleaned and cleaned["domain"] != self.instance.domain:
                 cleaned["domain"] = clean_domain(cleaned["domain"])
+                account = self.instance.account if self.instance.pk else cleaned.get("account")
+                if account is not None:
+                    check_domain_free(cleaned["domain"], account.pk, self.instance.pk)
             if "timezone" in cleaned:
                 cleaned["timezone"] = clean_timezone(cleaned["timezone"])
             cleaned["allowed_origins"] = clean_origins(cleaned.get("allowed_origins") or [])

@@ -88,7 +88,7 @@ class SignupForm(forms.Form):
 
 class SiteForm(forms.Form):
     domain = forms.CharField(
-        max_length=255, help_text="The host name, e.g. shop.example or example.com/blog — no https://, no port."
+        max_length=255, help_text="The host name, e.g. shop.example — no https://, no path, no port."
     )
     timezone = forms.ChoiceField(
         choices=timezone_choices, initial="UTC", help_text="Days and hours in reports follow it."

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 import zoneinfo
 from collections.abc import Iterable
 from functools import lru_cache
@@ -19,7 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
+from accounts.domains import DomainError, normalise_host, skeleton, to_unicode
 from accounts.models import Account, Site, new_site_key
 from accounts.signals import site_deleted
 
@@ -28,7 +31,6 @@ logger = logging.getLogger(__name__)
 MAX_DOMAIN_LENGTH = 255
 MAX_ALLOWED_ORIGINS = 50
 _LABEL = re.compile(r"^(?!-)[^\W_](?:[^\W_]|-){0,62}(?<!-)$")
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
 # Path segments that routes under /api/v1/sites/ and /sites/ use for themselves.
 RESERVED_DOMAINS = frozenset({"goals", "guests", "shared-links", "teams", "new"})
 
@@ -50,16 +52,18 @@ def _timezones() -> frozenset[str]:
 def clean_domain(raw: Any) -> str:
     """The canonical form of a site's domain, or ``SiteError``.
 
-    A host name (letters of any script, digits, hyphens; dot-separated labels),
-    optionally followed by a path prefix such as ``example.com/blog``. A scheme
-    and a trailing slash are dropped; no port, query or fragment; no DNS or
-    public-suffix lookup, so reserved names such as ``shop.example`` work.
+    A host name (letters of any script, digits, hyphens; dot-separated labels)
+    in the form ``accounts.domains`` stores: NFKC-normalised (full-width
+    letters become ASCII), lower case, IDNA ``xn--`` labels. A scheme, a
+    trailing slash and a trailing dot are dropped; a path, port, query or
+    fragment is refused; a label may not mix scripts. No DNS or public-suffix
+    lookup, so reserved names such as ``shop.example`` work.
     """
     if raw is not None and not isinstance(raw, str):
         raise SiteError("domain", "domain must be a string")
     if raw is None or not raw.strip():
         raise SiteError("domain", "domain is required")
-    value = raw.strip().lower()
+    value = unicodedata.normalize("NFKC", raw.strip()).lower()
     for scheme in ("https://", "http://"):
         if value.startswith(scheme):
             value = value[len(scheme) :]
@@ -69,8 +73,10 @@ def clean_domain(raw: Any) -> str:
     if len(value) > MAX_DOMAIN_LENGTH:
         raise SiteError("domain", f"domain is longer than {MAX_DOMAIN_LENGTH} characters")
     if any(char in value for char in "?#@ \t\r\n\\"):
-        raise SiteError("domain", "domain must be a host name with an optional path, e.g. example.com/blog")
+        raise SiteError("domain", "domain must be a host name such as example.com")
     host, _, path = value.partition("/")
+    if path:
+        raise SiteError("domain", f"domain must be a host name without a path: {host.rstrip('.')}, not {value}")
     if ":" in host:
         raise SiteError("domain", "domain must not contain a port")
     host = host.rstrip(".")
@@ -79,9 +85,13 @@ def clean_domain(raw: Any) -> str:
         raise SiteError("domain", f"{raw.strip()!r} is not a valid host name")
     if len(labels) == 1 and (host in RESERVED_DOMAINS or host.isdigit()):
         raise SiteError("domain", f"{host!r} is reserved")
-    if path and not all(_PATH_SEGMENT.match(segment) for segment in path.split("/")):
-        raise SiteError("domain", "the path after the host name may hold only URL path characters")
-    return f"{host}/{path}" if path else host
+    try:
+        host = normalise_host(host)
+    except DomainError as error:
+        raise SiteError("domain", str(error)) from None
+    if len(host) > MAX_DOMAIN_LENGTH:
+        raise SiteError("domain", f"domain is longer than {MAX_DOMAIN_LENGTH} characters in its IDNA form")
+    return host
 
 
 def clean_timezone(raw: Any) -> str:
@@ -133,6 +143,24 @@ def _taken(domain: str) -> SiteError:
     return SiteError("domain", f"{domain} is already registered")
 
 
+def check_domain_free(domain: str, account_id: int, site_pk: int | None = None) -> None:
+    """``SiteError`` if ``domain`` (clean) is taken, or looks like a domain of another account.
+
+    Look-alikes within one account are the account's own business.
+    """
+    others = Site.objects.exclude(pk=site_pk) if site_pk is not None else Site.objects.all()
+    if others.filter(domain=domain).exists():
+        raise _taken(domain)
+    look = skeleton(domain)
+    # Only IDNA domains can differ from their skeleton, and they are few: their
+    # skeletons are computed here rather than stored and indexed.
+    candidates = others.exclude(account_id=account_id).filter(Q(domain=look) | Q(domain__contains="xn--"))
+    for other in candidates.values_list("domain", flat=True).order_by("domain"):
+        if skeleton(other) == look:
+            shown, theirs = to_unicode(domain), to_unicode(other)
+            raise SiteError("domain", f"{shown} looks like {theirs}, which is already registered: choose another")
+
+
 def create_site(
     account: Account,
     domain: Any,
@@ -146,8 +174,7 @@ def create_site(
     origins = clean_origins(allowed_origins)
     try:
         with transaction.atomic():
-            if Site.objects.filter(domain=clean).exists():
-                raise _taken(clean)
+            check_domain_free(clean, account.pk)
             site = Site.objects.create(
                 account=account, domain=clean, timezone=tz, allowed_origins=origins, public=bool(public)
             )
@@ -164,7 +191,8 @@ def update_site(site: Site, **changes: Any) -> Site:
     if unknown:
         raise SiteError(sorted(unknown)[0], f"{sorted(unknown)[0]} cannot be changed")
     fields: dict[str, Any] = {}
-    if "domain" in changes:
+    # Only a rename is checked, so a site named under older rules (a path, say) keeps its settings.
+    if "domain" in changes and changes["domain"] != site.domain:
         fields["domain"] = clean_domain(changes["domain"])
     if "timezone" in changes:
         fields["timezone"] = clean_timezone(changes["timezone"])
@@ -178,8 +206,8 @@ def update_site(site: Site, **changes: Any) -> Site:
         with transaction.atomic():
             locked = Site.objects.select_for_update().get(pk=site.pk)
             domain = fields.get("domain")
-            if domain and Site.objects.filter(domain=domain).exclude(pk=site.pk).exists():
-                raise _taken(domain)
+            if domain and domain != locked.domain:
+                check_domain_free(domain, locked.account_id, site.pk)
             for name, value in fields.items():
                 setattr(locked, name, value)
             locked.save()

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connection, transaction
 
+from accounts.domains import lookup_name
 from spinnakr.aio import cancel_all
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ class SiteCache:
 
     def peek(self, field: str, value: str) -> SiteInfo | bool | None:
         """The cached answer without waiting: SiteInfo, None (known unknown) or False (must look up)."""
-        key = (field, value)
+        # Domains are stored in one form (accounts.domains): A-Site.test or a Unicode name finds it.
+        key = (field, lookup_name(value) if field == "domain" else value)
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is not None and entry[1] > now:
@@ -125,6 +127,8 @@ class SiteCache:
 
     async def get(self, field: str, value: str) -> SiteInfo | None:
         """The site whose ``field`` ('domain' or 'site_key') is ``value``, or None."""
+        if field == "domain":
+            value = lookup_name(value)
         cached = self.peek(field, value)
         if cached is not False:
             return cached  # type: ignore[return-value]

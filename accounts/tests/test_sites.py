@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db.models.signals import post_save
 
@@ -21,14 +23,19 @@ from accounts.sites import (
     [
         ("Example.COM", "example.com"),
         ("https://shop.example/", "shop.example"),
-        ("http://blog.example.org/en/", "blog.example.org/en"),
-        ("example.com/blog", "example.com/blog"),
+        ("A-Site.test.", "a-site.test"),
         ("localhost", "localhost"),
-        ("münchen.example", "münchen.example"),
+        ("münchen.example", "xn--mnchen-3ya.example"),
+        ("xn--mnchen-3ya.example", "xn--mnchen-3ya.example"),
+        ("faß.de", "xn--fa-hia.de"),
+        ("\uff41-site.test", "a-site.test"),
+        ("http://\uff21-\uff33ite\uff0etest\uff0f", "a-site.test"),
+        ("пример.example", "xn--e1afmkfd.example"),
+        ("r3--sn-abc.example", "r3--sn-abc.example"),
         ("a-b.c-d.test", "a-b.c-d.test"),
     ],
 )
-def test_it_accepts_host_names_with_an_optional_path(raw, clean):
+def test_it_normalises_host_names(raw, clean):
     assert clean_domain(raw) == clean
 
 
@@ -52,11 +59,32 @@ def test_it_accepts_host_names_with_an_optional_path(raw, clean):
         "x" * 64 + ".example",
         "a." * 130 + "example",
         "example.com/<script>",
+        "a-site.test/blog",
+        "http://a-site.test/blog/",
+        "\uff41-site.test\uff0fblog",
+        "a-sit\u0435.test",
+        "xn--a-sit-3we.test",
+        "\u03c1ay\u0440al.test",
     ],
 )
 def test_it_rejects_malformed_domains(raw):
     with pytest.raises(SiteError):
         clean_domain(raw)
+
+
+def test_it_says_that_a_path_is_not_part_of_a_domain():
+    with pytest.raises(
+        SiteError, match=re.escape("domain must be a host name without a path: a-site.test, not a-site.test/blog")
+    ):
+        clean_domain("https://A-Site.test/blog")
+
+
+def test_it_names_the_letter_of_another_script_in_a_label():
+    with pytest.raises(SiteError) as raised:
+        clean_domain("a-sit\u0435.test")
+    assert raised.value.message == (
+        "'a-sit\u0435' mixes Cyrillic and Latin letters (U+0435 CYRILLIC SMALL LETTER IE); a label must keep to one script"
+    )
 
 
 def test_it_cleans_allowed_origins():
@@ -85,6 +113,40 @@ def test_it_creates_a_site_with_a_public_key(account):
 def test_it_refuses_a_taken_domain_across_accounts(site, other_account):
     with pytest.raises(SiteError, match="already registered"):
         create_site(other_account, "SHOP.example")
+
+
+def test_it_refuses_the_full_width_form_of_another_accounts_domain(site, other_account):
+    with pytest.raises(SiteError, match=re.escape("shop.example is already registered")):
+        create_site(other_account, "\uff53\uff48\uff4f\uff50.example")
+
+
+def test_it_refuses_a_look_alike_in_another_script_of_another_accounts_domain(other_account, account):
+    create_site(other_account, "coco.test")
+    with pytest.raises(SiteError, match=re.escape("looks like coco.test, which is already registered")):
+        create_site(account, "\u0441\u043e\u0441\u043e.test")  # Cyrillic, letter for letter
+
+
+def test_it_refuses_a_latin_domain_that_looks_like_another_accounts_idna_domain(other_account, account):
+    create_site(other_account, "\u0441\u043e\u0441\u043e.test")
+    with pytest.raises(SiteError, match=re.escape("coco.test looks like \u0441\u043e\u0441\u043e.test")):
+        create_site(account, "coco.test")
+
+
+def test_an_account_may_hold_look_alikes_of_its_own_domains(account):
+    create_site(account, "coco.test")
+    assert create_site(account, "\u0441\u043e\u0441\u043e.test").domain == "xn--n1aahb.test"
+
+
+def test_renaming_onto_a_look_alike_of_another_accounts_domain_is_refused(site, other_site):
+    with pytest.raises(SiteError, match=re.escape("looks like mallory.example")):
+        update_site(site, domain="\u043c\u0430\u04cf\u04cf\u043e\u0433\u0443.example")  # all Cyrillic
+
+
+def test_a_site_named_under_older_rules_keeps_its_settings(account):
+    site = Site.objects.create(account=account, domain="example.com/blog")
+    update_site(site, domain="example.com/blog", timezone="Asia/Tokyo")
+    site.refresh_from_db()
+    assert (site.domain, site.timezone) == ("example.com/blog", "Asia/Tokyo")
 
 
 def test_it_refuses_an_unknown_timezone(account):
