@@ -51,19 +51,42 @@ def test_the_policy_allows_websockets_to_the_service(db):
     assert "connect-src 'self' wss://stats.example.com" in build_policy("https://stats.example.com")
 
 
-def test_check_deploy_is_clean_with_production_settings():
+def production_env(**extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "SPINNAKR_ENV": "production",
         "SECRET_KEY": "x7" * 20 + "k9-Q!zPq_L3vR8sW2mN4bT6yU1cE5hJ0gF",
         "ALLOWED_HOSTS": "stats.example.com",
         "SITE_URL": "https://stats.example.com",
-        # check --deploy opens no connection; the URLs only have to be well-formed.
+        # Neither check --deploy nor django.setup() opens a connection; the URLs only have to be well-formed.
         "DATABASE_URL": "postgres://nobody@localhost/spinnakr",
         "REDIS_URL": "redis://localhost:6379/0",
+        **extra,
     }
     env.pop("PYTEST_VERSION", None)
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env
+
+
+def start_django(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = "import os, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'spinnakr.settings'); django.setup()"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_production_warns_at_start_up_when_no_proxy_is_trusted():
+    without = start_django(production_env(TRUSTED_PROXIES=""))
+    with_proxies = start_django(production_env(TRUSTED_PROXIES="10.0.0.0/8"))
+
+    assert (without.returncode, with_proxies.returncode) == (0, 0), without.stderr + with_proxies.stderr
+    assert "WARNING accounts.apps settings.trusted_proxies_empty" in without.stderr
+    assert "TRUSTED_PROXIES and FORWARDED_ALLOW_IPS" in without.stderr
+    assert "trusted_proxies_empty" not in with_proxies.stderr
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    env = production_env()
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=settings.BASE_DIR,
