@@ -113,8 +113,9 @@ def clean_origin(raw: str) -> str:
         raise SiteError("allowed_origins", f"{raw.strip()!r} has an invalid port") from None
     if parts.username or parts.password:
         raise SiteError("allowed_origins", f"{raw.strip()!r} must not contain credentials")
-    clean_domain(parts.hostname)
-    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
+    # Browsers send an IDNA host in its xn-- form, so the origin is kept in that form too.
+    host = clean_domain(parts.hostname)
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 def clean_origins(raw: Any) -> list[str]:

@@ -94,6 +94,10 @@ def test_it_cleans_allowed_origins():
     ]
 
 
+def test_it_keeps_an_idna_origin_in_the_form_browsers_send():
+    assert clean_origins(["https://M\u00fcnchen.example:8443"]) == ["https://xn--mnchen-3ya.example:8443"]
+
+
 @pytest.mark.parametrize("raw", [["ftp://x.example"], ["https://x.example/path"], [42], "https://u:p@x.example"])
 def test_it_rejects_bad_origins(raw):
     with pytest.raises(SiteError):
