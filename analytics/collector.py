@@ -11,7 +11,9 @@ from memory; the only I/O is the group-committed publish (``analytics.publish``)
 Every response, errors included, carries CORS headers. Errors are JSON
 ``{"error": "…"}`` naming the problem:
 
-- 400 malformed body or an invalid field (named), 404 unknown domain or key,
+- 400 malformed body or an invalid field (named), including text PostgreSQL cannot store (a
+  NUL or a lone surrogate, in any field, header or decoded query value the event keeps),
+  404 unknown domain or key,
   403 origin outside the site's allowed origins, 403 ``account suspended``,
   403 ``monthly event quota exceeded`` (``analytics.quota``: past 110% of the
   quota), 413 body too large, 429 rate limited (Retry-After), 503 broker or
@@ -42,7 +44,14 @@ import uuid_utils
 from django.conf import settings
 
 from analytics import enrich, sitecache
-from analytics.payloads import EnrichedEvent, IncomingEvent, InvalidEvent, parse_event
+from analytics.payloads import (
+    UNSTORABLE,
+    EnrichedEvent,
+    IncomingEvent,
+    InvalidEvent,
+    check_storable,
+    parse_event,
+)
 from analytics.publish import PUBLISHER, PublishError
 from analytics.ratelimit import TokenBuckets, retry_after
 from analytics.sitecache import CACHE, SiteInfo
@@ -239,9 +248,19 @@ async def ensure_salts(now: float) -> None:
 # Enrichment -------------------------------------------------------------------
 
 
+def parse(body: Any, *, batch: bool = False, now: float | None = None) -> tuple[IncomingEvent, enrich.Page]:
+    """``parse_event`` and the page of its URL, whose query values, once decoded, must be storable too."""
+    event = parse_event(body, batch=batch, now=now)
+    page = enrich.parse_page(event.url, hash_mode=event.hash_mode)
+    if page.unstorable:
+        raise InvalidEvent(f"url.{page.unstorable}: {UNSTORABLE}")
+    return event, page
+
+
 def build_event(
     site: SiteInfo,
     event: IncomingEvent,
+    page: enrich.Page,
     *,
     ts_us: int,
     event_id: str,
@@ -250,7 +269,6 @@ def build_event(
     agent: enrich.Agent,
     visitor: int,
 ) -> EnrichedEvent:
-    page = enrich.parse_page(event.url, hash_mode=event.hash_mode)
     acquisition = enrich.acquisition(event.referrer, page)
     return {
         "site_id": site.site_id,
@@ -336,7 +354,12 @@ async def publish(events: list[EnrichedEvent]) -> None:
 
 
 async def record(
-    scope: Scope, headers: dict[bytes, bytes], event: IncomingEvent, address: str, user_agent: str
+    scope: Scope,
+    headers: dict[bytes, bytes],
+    event: IncomingEvent,
+    page: enrich.Page,
+    address: str,
+    user_agent: str,
 ) -> None:
     """Admit, enrich and publish one browser event for each of its sites (raises Reject)."""
     sites = cached_sites(event) or await find_sites(event)
@@ -362,6 +385,7 @@ async def record(
         build_event(
             site,
             event,
+            page,
             ts_us=ts_us,
             event_id=str(uuid_utils.uuid7()),
             address=address,
@@ -388,12 +412,12 @@ async def event_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         if wait:
             raise Reject(429, "rate limit exceeded for this address", [(b"retry-after", retry_after(wait).encode())])
         raw = await read_body(scope, receive, headers, MAX_EVENT_BODY)
-        try:
-            event = parse_event(parse_json(raw))
-        except InvalidEvent as exc:
-            raise Reject(400, str(exc)) from None
-        user_agent = headers.get(b"user-agent", b"").decode("latin-1")
-        await record(scope, headers, event, address, user_agent)
+        event, page = parse(parse_json(raw))
+        user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
+        await record(scope, headers, event, page, address, user_agent)
+    except InvalidEvent as exc:
+        await respond_error(send, headers, Reject(400, str(exc)))
+        return
     except Reject as reject:
         await respond_error(send, headers, reject)
         return
@@ -411,7 +435,7 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         name = scope["path"][len("/api/pixel/") :]
         if not name.endswith(".gif") or "/" in name or len(name) > 104:
             raise Reject(404, "unknown site key")
-        key = name[: -len(".gif")]
+        key = check_storable(name[: -len(".gif")], "key")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         address = client_address(scope)
         wait = IP_BUCKETS.take(address)
@@ -424,12 +448,12 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         body: dict[str, Any] = {"name": "pageview", "url": page_url[:2000], "key": key, "referrer": query.get("r")}
         if query.get("w", "").isdigit():
             body["w"] = int(query["w"])
-        try:
-            event = parse_event(body)
-        except InvalidEvent as exc:
-            raise Reject(400, str(exc)) from None
-        user_agent = headers.get(b"user-agent", b"").decode("latin-1")
-        await record(scope, headers, event, address, user_agent)
+        event, page = parse(body)
+        user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
+        await record(scope, headers, event, page, address, user_agent)
+    except InvalidEvent as exc:
+        await respond_error(send, headers, Reject(400, str(exc)))
+        return
     except Reject as reject:
         await respond_error(send, headers, reject)
         return
@@ -532,7 +556,7 @@ async def ingest_batch(
     retry = 0.0
     for index, item in enumerate(items):
         try:
-            event = parse_event(item, batch=True, now=now)
+            event, page = parse(item, batch=True, now=now)
             sites = cached_sites(event) or await find_sites(event)
             sites = [site for site in sites if site.account_id == account_id]
             if not sites:
@@ -575,6 +599,7 @@ async def ingest_batch(
                 build_event(
                     site,
                     event,
+                    page,
                     ts_us=ts_us,
                     event_id=event_id,
                     address=event.ip,
