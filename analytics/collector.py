@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl
 import redis.asyncio as aioredis
 import uuid_utils
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from analytics import enrich, sitecache
 from analytics.payloads import (
@@ -313,15 +314,26 @@ def cached_sites(event: IncomingEvent) -> list[SiteInfo] | None:
     return [site] if isinstance(site, SiteInfo) else None
 
 
+async def lookup_site(field: str, value: str) -> SiteInfo | None:
+    """The cache's answer; 503 while the database it asks on a miss is unreachable."""
+    try:
+        return await CACHE.get(field, value)
+    except (OperationalError, InterfaceError):
+        logger.warning("collector.sites_unavailable", extra={"field": field}, exc_info=True)
+        raise Reject(
+            503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())]
+        ) from None
+
+
 async def find_sites(event: IncomingEvent) -> list[SiteInfo]:
     if event.key:
-        site = await CACHE.get("site_key", event.key)
+        site = await lookup_site("site_key", event.key)
         if site is None:
             raise Reject(404, "unknown site key")
         return [site]
     sites = []
     for domain in event.domains:
-        site = await CACHE.get("domain", domain)
+        site = await lookup_site("domain", domain)
         if site is not None and site not in sites:
             sites.append(site)
     if not sites:
@@ -441,7 +453,7 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         wait = IP_BUCKETS.take(address)
         if wait:
             raise Reject(429, "rate limit exceeded for this address", [(b"retry-after", retry_after(wait).encode())])
-        site = await CACHE.get("site_key", key)
+        site = await lookup_site("site_key", key)
         if site is None:
             raise Reject(404, "unknown site key")
         page_url = query.get("u") or headers.get(b"referer", b"").decode("latin-1") or f"https://{site.domain}/"
@@ -497,7 +509,13 @@ async def authorize(headers: dict[bytes, bytes]) -> KeyGrant:
     if cached is not None and cached[1] > now:
         grant = cached[0]
     else:
-        grant = await asyncio.get_running_loop().run_in_executor(None, _authenticate, raw)
+        try:
+            grant = await asyncio.get_running_loop().run_in_executor(None, _authenticate, raw)
+        except (OperationalError, InterfaceError):
+            logger.warning("collector.keys_unavailable", exc_info=True)
+            raise Reject(
+                503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())]
+            ) from None
         if len(_key_cache) > 10_000:
             _key_cache.clear()
         _key_cache[digest] = (grant, now + (KEY_CACHE_TTL if grant else KEY_NEGATIVE_TTL))
@@ -567,6 +585,8 @@ async def ingest_batch(
             results.append({"index": index, "status": 400, "error": str(exc)})
             continue
         except Reject as reject:
+            if reject.status == 503:  # the database is down: no event of the request can be looked up
+                raise
             if reject.status == 429:
                 retry = max(retry, 1.0)
             results.append({"index": index, "status": reject.status, "error": reject.message})
