@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,8 @@ from django.core.management import call_command
 from analytics import quota, rollups
 from analytics.livepush import group_name
 from analytics.models import Event
-from analytics.tasks import FAILED_BATCHES
+from analytics.siteinfo import load_sites
+from analytics.tasks import FAILED_BATCHES, park_failed_batch
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 from spinnakr.celery import app
@@ -245,3 +247,57 @@ def test_one_nul_event_of_a_customer_costs_no_event_of_another_and_every_count_a
 
 def at(start_us, visitor, page):
     return datetime.fromtimestamp(start_us / 1e6, UTC) + timedelta(minutes=page, seconds=visitor)
+
+
+def apply_rollups_before_the_screen(batch_id, events):
+    """What the worker did with a batch before it screened events: the rollups of all of them (the
+    store failed after)."""
+    by_site = defaultdict(list)
+    for event in events:
+        by_site[event["site_id"]].append(event)
+    sites = load_sites(by_site)
+    rollups.apply_batches(
+        [
+            (sites[site_id], batch_id, rollups.prepare(sites[site_id], sorted(site_events, key=rollups.event_order)))
+            for site_id, site_events in by_site.items()
+        ]
+    )
+
+
+def test_batches_parked_before_the_screen_are_replayed_whole_so_redis_and_postgresql_agree(celery_worker_factory):
+    a, b = make_site("a.example"), make_site("b.example")
+    start = a_visit(a, visitors=1, pages=1)[0]["ts"]
+    counted = [make_event(a, at(start, 1, p), visitor=1, pathname=f"/a{p}") for p in range(3)] + [
+        make_event(b, at(start, 2, p), visitor=2, pathname=f"/b{p}") for p in range(4)
+    ]
+    counted[4]["pathname"] = "/b\x00"
+    # A NUL: the rollups were applied, then the store failed. A lone surrogate: the rollups failed.
+    apply_rollups_before_the_screen("c" * 32, counted)
+    park_failed_batch("c" * 32, counted, ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes"))
+    uncounted = [make_event(b, at(start, 2, 4), visitor=2, pathname="/b4", props={"note": "\ud800"})]
+    park_failed_batch("d" * 32, uncounted, TypeError("str is not valid UTF-8: surrogates not allowed"))
+    assert (counters(a, counted)["pageviews"], counters(b, counted)["pageviews"]) == (3, 4)
+    celery_worker_factory()
+
+    call_command("replay_failed_batches")
+
+    wait_for(lambda: stored(a) == 3 and stored(b) == 5, timeout=30)
+    assert rollups.client().llen(FAILED_BATCHES) == 0
+    for site, count in ((a, 3), (b, 5)):
+        assert counters(site, counted) == {
+            "pageviews": count,
+            "events": count,
+            "visits": 1,
+            "bounces": 0,
+            "duration": (count - 1) * 60,
+        }
+        assert Event.objects.filter(site_id=site.id).values("visit_id").distinct().count() == 1
+    assert sorted(Event.objects.filter(site_id=b.id).values_list("pathname", flat=True)) == [
+        "/b0",
+        "/b2",
+        "/b3",
+        "/b4",
+        "/b\ufffd",
+    ]
+    assert Event.objects.get(site_id=b.id, pathname="/b4").props == {"note": "\ufffd"}
+    assert rollups.client().hgetall(f"{rollups.prefix(b.id)}rejected") == {}
