@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import time_machine
@@ -266,7 +267,8 @@ def test_an_event_the_store_cannot_take_costs_no_other_event_of_its_group():
         make_event(b, at, visitor=3, pathname="/b3"),
         make_event(a, at, visitor=4, pathname="/a4"),
     ]
-    other = [make_event(a, at, visitor=5), {**make_event(a, at, visitor=6), "ts": "soon"}, make_event(b, at, visitor=7)]
+    malformed: Any = {**make_event(a, at, visitor=6), "ts": "soon"}
+    other = [make_event(a, at, visitor=5), malformed, make_event(b, at, visitor=7)]
 
     ingest_many([(uuid.uuid4().hex, shared), (uuid.uuid4().hex, other)])
 

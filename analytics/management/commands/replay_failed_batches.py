@@ -39,7 +39,8 @@ class Command(BaseCommand):
             return
         replayed = 0
         while (popped := client.rpop(FAILED_BATCHES)) is not None:
-            record = json.loads(str(popped))
+            raw = str(popped)
+            record = json.loads(raw)
             events = record["events"]
             if isinstance(events, list):
                 events = [screen.sanitize(event) for event in events]
@@ -48,7 +49,7 @@ class Command(BaseCommand):
                     kwargs={"batch_id": record["batch_id"], "events": events}, queue=settings.EVENTS_QUEUE
                 )
             except Exception:
-                client.rpush(FAILED_BATCHES, popped)  # back where it was: nothing is lost
+                client.rpush(FAILED_BATCHES, raw)  # back where it was: nothing is lost
                 raise
             replayed += 1
         self.stdout.write(f"queued {replayed} batches again")
