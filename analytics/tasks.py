@@ -13,6 +13,9 @@ changes nothing that was done:
 4. One live delta per site to the channel group ``site.<id>``, after the commit.
 5. Acknowledgement (``acks_late``): a worker lost before it redelivers the message.
 
+Before step 1, ``analytics.screen`` sets aside the events the store could not take (a wrong
+shape, a NUL), counted per site and reason, so one bad event costs no other.
+
 A pool process applies the waiting messages of the events queue together with the one it was
 given (see "Coalescing" below): ``ingest_many`` does the steps above once for the group, each
 batch keeping its own markers.
