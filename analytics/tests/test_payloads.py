@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from analytics.payloads import InvalidEvent, parse_event, unstorable
 
@@ -107,3 +109,20 @@ def test_a_surrogate_pair_from_json_is_one_character_and_storable() -> None:
     assert event.url == "https://a.example/\U0001f600"
     assert not unstorable(event.url)
     assert unstorable("\ud83d\ude00")  # the same pair left as two code points has no UTF-8 form
+
+
+# Any code point, surrogates included, with the ones that matter drawn often.
+any_text = st.text(st.characters(exclude_categories=()) | st.sampled_from(["\x00", "\ud800", "\udfff", "é", "a"]))
+
+
+def has_utf_8_form(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@given(any_text)
+def test_unstorable_is_true_exactly_for_text_with_a_nul_or_no_utf_8_form(text: str) -> None:
+    assert unstorable(text) == ("\x00" in text or not has_utf_8_form(text))
