@@ -21,6 +21,7 @@ import pytest
 from django.db import connection
 
 from accounts.apikeys import create_api_key
+from accounts.models import Site
 from analytics.tests.collector_fixtures import BROWSER_UA, make_site, purge_events_queue, start_server, stop_server
 from spinnakr import embedded
 
@@ -78,19 +79,22 @@ def copy_test_database(target: Postgres) -> None:
     subprocess.run(psql, input=dump.stdout, check=True, capture_output=True)
 
 
-def requests_needing_the_database(domain: str, site_key: str, api_key: str) -> list[httpx.Request]:
-    origin = {"origin": f"https://{domain}", "user-agent": BROWSER_UA}
+def batch(domain: str, api_key: str, headers: dict[str, str]) -> httpx.Request:
+    event = {"name": "pageview", "url": f"https://{domain}/", "domain": domain, "visitor_id": "v"}
+    body = json.dumps({"events": [event]}).encode()
+    return httpx.Request("POST", "/api/events", content=body, headers={**headers, "authorization": f"Bearer {api_key}"})
+
+
+def requests_needing_the_database(domain: str, site_key: str, cold_key: str, warm_key: str) -> list[httpx.Request]:
+    """/api/event for a domain and the pixel for a key the site cache lacks, /api/events with an API
+    key the key cache lacks, and with one it holds but for a domain the site cache lacks."""
+    headers = {"origin": f"https://{domain}", "user-agent": BROWSER_UA}
     event = {"n": "pageview", "u": f"https://{domain}/", "d": domain}
-    server_event = {"name": "pageview", "url": f"https://{domain}/", "domain": domain, "visitor_id": "v"}
     return [
-        httpx.Request("POST", "/api/event", content=json.dumps(event).encode(), headers=origin),
-        httpx.Request("GET", f"/api/pixel/{site_key}.gif", headers=origin),
-        httpx.Request(
-            "POST",
-            "/api/events",
-            content=json.dumps({"events": [server_event]}).encode(),
-            headers={**origin, "authorization": f"Bearer {api_key}"},
-        ),
+        httpx.Request("POST", "/api/event", content=json.dumps(event).encode(), headers=headers),
+        httpx.Request("GET", f"/api/pixel/{site_key}.gif", headers=headers),
+        batch(domain, cold_key, headers),
+        batch(domain, warm_key, headers),
     ]
 
 
@@ -115,11 +119,14 @@ def test_with_postgresql_down_lookups_answer_503_and_after_its_restart_202(
 ) -> None:
     purge_events_queue()
     domain_site, key_site = make_site(), make_site()
-    _, api_key = create_api_key(domain_site.account, "server", ("events:write",))
+    warm_site = Site.objects.create(account=domain_site.account, domain=f"warm-{domain_site.domain}")
+    _, cold_key = create_api_key(domain_site.account, "cold", ("events:write",))
+    _, warm_key = create_api_key(domain_site.account, "warm", ("events:write",))
     copy_test_database(throwaway_postgres)
     server = start_server(tmp_path, {"DATABASE_URL": throwaway_postgres.url})
-    requests = requests_needing_the_database(domain_site.domain, key_site.site_key, api_key)
+    requests = requests_needing_the_database(domain_site.domain, key_site.site_key, cold_key, warm_key)
     try:
+        warmed = send_all(server.url, [batch(warm_site.domain, warm_key, {})])  # the key cache now holds warm_key
         throwaway_postgres.stop()
         while_down = send_all(server.url, requests)
         throwaway_postgres.start()
@@ -127,6 +134,7 @@ def test_with_postgresql_down_lookups_answer_503_and_after_its_restart_202(
     finally:
         stop_server(server)
 
+    assert warmed[0].status_code == 202
     unavailable = (503, {"error": "service unavailable, retry later"}, "2", f"https://{domain_site.domain}")
-    assert [summary(response) for response in while_down] == [unavailable] * 3
-    assert [response.status_code for response in after_restart] == [202, 200, 202]
+    assert [summary(response) for response in while_down] == [unavailable] * 4
+    assert [response.status_code for response in after_restart] == [202, 200, 202, 202]
