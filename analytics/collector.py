@@ -11,7 +11,9 @@ from memory; the only I/O is the group-committed publish (``analytics.publish``)
 Every response, errors included, carries CORS headers. Errors are JSON
 ``{"error": "…"}`` naming the problem:
 
-- 400 malformed body or an invalid field (named), 404 unknown domain or key,
+- 400 malformed body or an invalid field (named), including text PostgreSQL cannot store (a
+  NUL or a lone surrogate, in any field, header or decoded query value the event keeps),
+  404 unknown domain or key,
   403 origin outside the site's allowed origins, 403 ``account suspended``,
   403 ``monthly event quota exceeded`` (``analytics.quota``: past 110% of the
   quota), 413 body too large, 429 rate limited (Retry-After), 503 broker or
@@ -40,9 +42,17 @@ from urllib.parse import parse_qsl
 import redis.asyncio as aioredis
 import uuid_utils
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from analytics import enrich, sitecache
-from analytics.payloads import EnrichedEvent, IncomingEvent, InvalidEvent, parse_event
+from analytics.payloads import (
+    UNSTORABLE,
+    EnrichedEvent,
+    IncomingEvent,
+    InvalidEvent,
+    check_storable,
+    parse_event,
+)
 from analytics.publish import PUBLISHER, PublishError
 from analytics.ratelimit import TokenBuckets, retry_after
 from analytics.sitecache import CACHE, SiteInfo
@@ -239,9 +249,19 @@ async def ensure_salts(now: float) -> None:
 # Enrichment -------------------------------------------------------------------
 
 
+def parse(body: Any, *, batch: bool = False, now: float | None = None) -> tuple[IncomingEvent, enrich.Page]:
+    """``parse_event`` and the page of its URL, whose query values, once decoded, must be storable too."""
+    event = parse_event(body, batch=batch, now=now)
+    page = enrich.parse_page(event.url, hash_mode=event.hash_mode)
+    if page.unstorable:
+        raise InvalidEvent(f"url.{page.unstorable}: {UNSTORABLE}")
+    return event, page
+
+
 def build_event(
     site: SiteInfo,
     event: IncomingEvent,
+    page: enrich.Page,
     *,
     ts_us: int,
     event_id: str,
@@ -250,7 +270,6 @@ def build_event(
     agent: enrich.Agent,
     visitor: int,
 ) -> EnrichedEvent:
-    page = enrich.parse_page(event.url, hash_mode=event.hash_mode)
     acquisition = enrich.acquisition(event.referrer, page)
     return {
         "site_id": site.site_id,
@@ -295,15 +314,26 @@ def cached_sites(event: IncomingEvent) -> list[SiteInfo] | None:
     return [site] if isinstance(site, SiteInfo) else None
 
 
+async def lookup_site(field: str, value: str) -> SiteInfo | None:
+    """The cache's answer; 503 while the database it asks on a miss is unreachable."""
+    try:
+        return await CACHE.get(field, value)
+    except (OperationalError, InterfaceError):
+        logger.warning("collector.sites_unavailable", extra={"field": field}, exc_info=True)
+        raise Reject(
+            503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())]
+        ) from None
+
+
 async def find_sites(event: IncomingEvent) -> list[SiteInfo]:
     if event.key:
-        site = await CACHE.get("site_key", event.key)
+        site = await lookup_site("site_key", event.key)
         if site is None:
             raise Reject(404, "unknown site key")
         return [site]
     sites = []
     for domain in event.domains:
-        site = await CACHE.get("domain", domain)
+        site = await lookup_site("domain", domain)
         if site is not None and site not in sites:
             sites.append(site)
     if not sites:
@@ -336,7 +366,12 @@ async def publish(events: list[EnrichedEvent]) -> None:
 
 
 async def record(
-    scope: Scope, headers: dict[bytes, bytes], event: IncomingEvent, address: str, user_agent: str
+    scope: Scope,
+    headers: dict[bytes, bytes],
+    event: IncomingEvent,
+    page: enrich.Page,
+    address: str,
+    user_agent: str,
 ) -> None:
     """Admit, enrich and publish one browser event for each of its sites (raises Reject)."""
     sites = cached_sites(event) or await find_sites(event)
@@ -362,6 +397,7 @@ async def record(
         build_event(
             site,
             event,
+            page,
             ts_us=ts_us,
             event_id=str(uuid_utils.uuid7()),
             address=address,
@@ -388,12 +424,12 @@ async def event_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         if wait:
             raise Reject(429, "rate limit exceeded for this address", [(b"retry-after", retry_after(wait).encode())])
         raw = await read_body(scope, receive, headers, MAX_EVENT_BODY)
-        try:
-            event = parse_event(parse_json(raw))
-        except InvalidEvent as exc:
-            raise Reject(400, str(exc)) from None
-        user_agent = headers.get(b"user-agent", b"").decode("latin-1")
-        await record(scope, headers, event, address, user_agent)
+        event, page = parse(parse_json(raw))
+        user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
+        await record(scope, headers, event, page, address, user_agent)
+    except InvalidEvent as exc:
+        await respond_error(send, headers, Reject(400, str(exc)))
+        return
     except Reject as reject:
         await respond_error(send, headers, reject)
         return
@@ -411,25 +447,25 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         name = scope["path"][len("/api/pixel/") :]
         if not name.endswith(".gif") or "/" in name or len(name) > 104:
             raise Reject(404, "unknown site key")
-        key = name[: -len(".gif")]
+        key = check_storable(name[: -len(".gif")], "key")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         address = client_address(scope)
         wait = IP_BUCKETS.take(address)
         if wait:
             raise Reject(429, "rate limit exceeded for this address", [(b"retry-after", retry_after(wait).encode())])
-        site = await CACHE.get("site_key", key)
+        site = await lookup_site("site_key", key)
         if site is None:
             raise Reject(404, "unknown site key")
         page_url = query.get("u") or headers.get(b"referer", b"").decode("latin-1") or f"https://{site.domain}/"
         body: dict[str, Any] = {"name": "pageview", "url": page_url[:2000], "key": key, "referrer": query.get("r")}
         if query.get("w", "").isdigit():
             body["w"] = int(query["w"])
-        try:
-            event = parse_event(body)
-        except InvalidEvent as exc:
-            raise Reject(400, str(exc)) from None
-        user_agent = headers.get(b"user-agent", b"").decode("latin-1")
-        await record(scope, headers, event, address, user_agent)
+        event, page = parse(body)
+        user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
+        await record(scope, headers, event, page, address, user_agent)
+    except InvalidEvent as exc:
+        await respond_error(send, headers, Reject(400, str(exc)))
+        return
     except Reject as reject:
         await respond_error(send, headers, reject)
         return
@@ -473,7 +509,13 @@ async def authorize(headers: dict[bytes, bytes]) -> KeyGrant:
     if cached is not None and cached[1] > now:
         grant = cached[0]
     else:
-        grant = await asyncio.get_running_loop().run_in_executor(None, _authenticate, raw)
+        try:
+            grant = await asyncio.get_running_loop().run_in_executor(None, _authenticate, raw)
+        except (OperationalError, InterfaceError):
+            logger.warning("collector.keys_unavailable", exc_info=True)
+            raise Reject(
+                503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())]
+            ) from None
         if len(_key_cache) > 10_000:
             _key_cache.clear()
         _key_cache[digest] = (grant, now + (KEY_CACHE_TTL if grant else KEY_NEGATIVE_TTL))
@@ -532,7 +574,7 @@ async def ingest_batch(
     retry = 0.0
     for index, item in enumerate(items):
         try:
-            event = parse_event(item, batch=True, now=now)
+            event, page = parse(item, batch=True, now=now)
             sites = cached_sites(event) or await find_sites(event)
             sites = [site for site in sites if site.account_id == account_id]
             if not sites:
@@ -543,6 +585,8 @@ async def ingest_batch(
             results.append({"index": index, "status": 400, "error": str(exc)})
             continue
         except Reject as reject:
+            if reject.status == 503:  # the database is down: no event of the request can be looked up
+                raise
             if reject.status == 429:
                 retry = max(retry, 1.0)
             results.append({"index": index, "status": reject.status, "error": reject.message})
@@ -575,6 +619,7 @@ async def ingest_batch(
                 build_event(
                     site,
                     event,
+                    page,
                     ts_us=ts_us,
                     event_id=event_id,
                     address=event.ip,

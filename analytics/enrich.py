@@ -27,6 +27,8 @@ import ua_parser
 from celery import shared_task
 from django.conf import settings
 
+from analytics.payloads import unstorable
+
 SALTS_KEY = "salts"
 MAX_URL_LENGTH = 2000
 
@@ -191,6 +193,9 @@ class Page:
     utm_term: str
     source_param: str  # utm_source, else source, else ref
     paid_click: bool
+    # The first query parameter read above whose decoded value PostgreSQL cannot store ('%00'),
+    # '' when none: the collector checked the raw URL, but decoding can add a NUL.
+    unstorable: str = ""
 
 
 # Pages and referrers repeat (a site's popular pages, the big search engines):
@@ -233,6 +238,10 @@ def _parse_page(url: str, hash_mode: bool) -> Page:
             if key not in params and value.strip():
                 params[key] = value.strip()[:500]
     utm_source = params.get("utm_source", "")
+    source_param = utm_source or params.get("source", "") or params.get("ref", "")
+    bad = ""
+    if "%" in parts.query:
+        bad = next((name for name in _READ_PARAMS if unstorable(params.get(name, ""))), "")
     return Page(
         hostname=hostname[:253],
         pathname=pathname[:MAX_URL_LENGTH],
@@ -241,9 +250,13 @@ def _parse_page(url: str, hash_mode: bool) -> Page:
         utm_campaign=params.get("utm_campaign", ""),
         utm_content=params.get("utm_content", ""),
         utm_term=params.get("utm_term", ""),
-        source_param=utm_source or params.get("source", "") or params.get("ref", ""),
+        source_param=source_param,
         paid_click=click,
+        unstorable=bad,
     )
+
+
+_READ_PARAMS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "ref")
 
 
 _cached_page = functools.lru_cache(maxsize=4096)(_parse_page)

@@ -80,6 +80,27 @@ class InvalidEvent(ValueError):
     """A field is missing or invalid; ``str()`` names the field."""
 
 
+# PostgreSQL's text and jsonb hold no NUL, and a surrogate (JSON's lone "\ud800" decodes to
+# one) has no UTF-8 form: an event carrying either cannot be stored.
+UNSTORABLE_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def unstorable(text: str) -> bool:
+    """True when PostgreSQL cannot store ``text`` (a NUL or a surrogate in it)."""
+    # isascii() is O(1) on CPython: most texts cost one memchr for the NUL.
+    return "\x00" in text if text.isascii() else UNSTORABLE_CHARACTERS.search(text) is not None
+
+
+UNSTORABLE = "contains a NUL or an unpaired surrogate, which cannot be stored"
+
+
+def check_storable(text: str, field: str) -> str:
+    """``text``, or InvalidEvent naming ``field`` when PostgreSQL could not store it."""
+    if unstorable(text):
+        raise InvalidEvent(f"{field}: {UNSTORABLE}")
+    return text
+
+
 @dataclass(slots=True)
 class IncomingEvent:
     name: str
@@ -124,6 +145,9 @@ def _text(value: Any, field: str, limit: int, required: bool = False) -> str:
         raise InvalidEvent(f"{field}: must not be empty")
     if len(value) > limit:
         raise InvalidEvent(f"{field}: longer than {limit} characters")
+    # unstorable(), inline: every text of every request passes here.
+    if "\x00" in value if value.isascii() else UNSTORABLE_CHARACTERS.search(value) is not None:
+        raise InvalidEvent(f"{field}: {UNSTORABLE}")
     return value
 
 
@@ -152,6 +176,8 @@ def _props(value: Any) -> dict[str, str]:
             text = raw
         else:
             raise InvalidEvent(f"props.{key[:50]}: must be a string, number or boolean")
+        if unstorable(key) or unstorable(text):
+            raise InvalidEvent(f"props.{key[:50]}: {UNSTORABLE}")
         if not key or len(key.encode()) > MAX_PROP_KEY_BYTES:
             raise InvalidEvent(f"props: a key is empty or longer than {MAX_PROP_KEY_BYTES} bytes")
         if len(text.encode()) > MAX_PROP_VALUE_BYTES:
@@ -322,13 +348,15 @@ def parse_event(body: Any, *, batch: bool = False, now: float | None = None) -> 
         visitor = get("visitor_id")
         if visitor is not None and (isinstance(visitor, bool) or not isinstance(visitor, str | int)):
             raise InvalidEvent("visitor_id: must be a string or an integer")
-        event.visitor_id = "" if visitor is None else str(visitor).strip()[:MAX_CLIENT_ID_LENGTH]
+        event.visitor_id = (
+            "" if visitor is None else check_storable(str(visitor).strip()[:MAX_CLIENT_ID_LENGTH], "visitor_id")
+        )
         if not event.visitor_id and not (event.ip and event.user_agent):
             raise InvalidEvent("ip: ip and user_agent, or visitor_id, are required")
         client_id = get("id")
         if client_id is not None and (isinstance(client_id, bool) or not isinstance(client_id, str | int)):
             raise InvalidEvent("id: must be a string or an integer")
-        event.client_id = "" if client_id is None else str(client_id).strip()
+        event.client_id = "" if client_id is None else check_storable(str(client_id).strip(), "id")
         if len(event.client_id) > MAX_CLIENT_ID_LENGTH:
             raise InvalidEvent(f"id: longer than {MAX_CLIENT_ID_LENGTH} characters")
         if event.client_id and event.timestamp_us is None:

@@ -91,7 +91,8 @@ def _live_rollup_keys(site_id: int) -> list[str]:
     keys = []
     for key in _scan(f"{base}*"):
         rest = key[len(base) :]
-        if rest in _KEPT_SUFFIXES or rest.startswith(("batch:", "rb:")):
+        # rejected…: events the store never took (analytics.screen), which no rebuild recomputes.
+        if rest in _KEPT_SUFFIXES or rest.startswith(("batch:", "rb:", "rejected")):
             continue
         keys.append(key)
     return keys

@@ -3,7 +3,9 @@
 Sites are found by domain or by public site key. A miss runs one database
 lookup in a small thread pool (never on the event loop); concurrent misses of
 the same name share that lookup, and unknown names are remembered for
-``NEGATIVE_TTL`` seconds so a flood of them cannot hammer the database.
+``NEGATIVE_TTL`` seconds so a flood of them cannot hammer the database. A lookup
+that fails (the database unreachable) raises to every waiter and is not remembered:
+the collector answers 503, and the next request asks again.
 
 Changes reach every process through Redis pub/sub: saving or deleting a Site
 or an Account publishes, on transaction commit, a message on

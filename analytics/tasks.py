@@ -13,6 +13,9 @@ changes nothing that was done:
 4. One live delta per site to the channel group ``site.<id>``, after the commit.
 5. Acknowledgement (``acks_late``): a worker lost before it redelivers the message.
 
+Before step 1, ``analytics.screen`` sets aside the events the store could not take (a wrong
+shape, a NUL), counted per site and reason, so one bad event costs no other.
+
 A pool process applies the waiting messages of the events queue together with the one it was
 given (see "Coalescing" below): ``ingest_many`` does the steps above once for the group, each
 batch keeping its own markers.
@@ -42,7 +45,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from kombu.serialization import prepare_accept_content
 
-from analytics import livepush, quota, rollups, store
+from analytics import livepush, quota, rollups, screen, store
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
 from analytics.publish import RedisListSender
 from analytics.sessions import visit_id
@@ -88,18 +91,24 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
 
     Every batch keeps its own markers (rollups, quota), so the result is the same as applying
     them one by one in this order, and a batch delivered again alone or in another group
-    changes nothing. Answers each batch's rollup result per site.
+    changes nothing. An event the store could not take (``analytics.screen``) is set aside and
+    counted before anything is applied, so it costs no other event. Answers each batch's rollup
+    result per site.
     """
     parts: list[tuple[str, int, list[EnrichedEvent]]] = []  # (batch, site, events), in order
     seen: set[str] = set()
+    rejected: list[screen.Rejected] = []
     for batch_id, events in batches:
         if batch_id in seen:  # a copy of a message the group holds already (a redelivery)
             continue
         seen.add(batch_id)
+        kept, set_aside = screen.screen(batch_id, events)
+        rejected.extend(set_aside)
         by_site: dict[int, list[EnrichedEvent]] = defaultdict(list)
-        for event in _dedupe(events):
+        for event in _dedupe(kept):
             by_site[event["site_id"]].append(event)
         parts.extend((batch_id, site_id, site_events) for site_id, site_events in by_site.items())
+    screen.record(rejected)
     sites = load_sites({site_id for _, site_id, _ in parts})
     for site_id in {site_id for _, site_id, _ in parts} - set(sites):
         dropped = sum(len(evs) for _, s, evs in parts if s == site_id)
@@ -145,6 +154,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
             "messages": len(batches),
             "events": sum(len(events) for _, events in batches),
             "inserted": inserted,
+            "rejected": len(rejected),
             "sites": len({site_id for _, site_id, _ in parts}),
             "duplicate": any(r.duplicate for r in results),
         },

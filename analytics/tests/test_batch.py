@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -158,3 +159,37 @@ def test_it_refuses_a_body_over_one_mib(collector: str) -> None:
 
     assert response.status_code == 413
     assert response.json() == {"error": "body larger than 1048576 bytes"}
+
+
+def test_it_refuses_each_event_with_text_postgresql_cannot_store_and_accepts_the_others(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+    at = int(time.time()) - 60
+    events = [
+        server_event(site, visitor_id="v", url=f"https://{site.domain}/good"),
+        server_event(site, ip="203.0.113.1", user_agent=f"{BROWSER_UA}\x00"),
+        server_event(site, visitor_id="v\ud800"),
+        server_event(site, visitor_id="v", id="order-\x00", timestamp=at),
+        server_event(site, visitor_id="v", url=f"https://{site.domain}/?utm_source=%00"),
+        server_event(site, visitor_id="v", props={"plan": "\udfff"}),
+    ]
+
+    response = httpx.post(
+        f"{collector}/api/events",
+        content=json.dumps({"events": events}).encode(),  # escaped, as a JSON encoder writes them: \ud800
+        headers={"authorization": f"Bearer {key_for(site)}"},
+        timeout=20,
+    )
+
+    assert response.status_code == 207
+    unstorable = "contains a NUL or an unpaired surrogate, which cannot be stored"
+    assert response.json()["results"] == [
+        {"index": 0, "status": 202},
+        {"index": 1, "status": 400, "error": f"user_agent: {unstorable}"},
+        {"index": 2, "status": 400, "error": f"visitor_id: {unstorable}"},
+        {"index": 3, "status": 400, "error": f"id: {unstorable}"},
+        {"index": 4, "status": 400, "error": f"url.utm_source: {unstorable}"},
+        {"index": 5, "status": 400, "error": f"props.plan: {unstorable}"},
+    ]
+    published = events_of(consume(lambda got: events_of(got, site.id)), site.id)
+    assert [event["pathname"] for event in published] == ["/good"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import Site
+from analytics import collector as collector_app
 from analytics.payloads import parse_event
 from analytics.ratelimit import TokenBuckets
 from analytics.sitecache import SiteInfo
@@ -524,3 +527,124 @@ def test_trusted_proxies_narrow_whose_forwarded_address_counts(proxied_collector
     events = events_of(consume(lambda got: len(events_of(got, site.id)) == 2), site.id)
     assert {event["country"] for event in events} == {""}
     assert len({event["visitor_id"] for event in events}) == 1
+
+
+# Text PostgreSQL cannot store: a NUL (text and jsonb refuse it) or a lone surrogate (no UTF-8 form).
+NUL_AND_SURROGATES = ["\x00", "\ud800", "\udc00"]
+UNSTORABLE = "contains a NUL or an unpaired surrogate, which cannot be stored"
+
+
+@pytest.mark.parametrize("bad", NUL_AND_SURROGATES)
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (lambda domain, bad: {"n": f"Sign{bad}up"}, "name"),
+        (lambda domain, bad: {"u": f"https://{domain}/pa{bad}th"}, "url"),
+        (lambda domain, bad: {"u": f"https://{domain}{bad}/"}, "url"),
+        (lambda domain, bad: {"u": f"https://{domain}/?utm_campaign=spring{bad}"}, "url"),
+        (lambda domain, bad: {"d": f"{domain},{bad}b.example"}, "domain"),
+        (lambda domain, bad: {"r": f"https://t.co/{bad}"}, "referrer"),
+        (lambda domain, bad: {"p": {"plan": f"pro{bad}"}}, "props.plan"),
+        (lambda domain, bad: {"p": {f"pl{bad}an": "pro"}}, "props.pl{bad}an"),
+    ],
+)
+def test_it_refuses_text_postgresql_cannot_store_naming_the_field_and_publishes_nothing(
+    collector: str, fields: Any, named: str, bad: str
+) -> None:
+    purge_events_queue()
+    site = make_site()
+    good = {"n": "pageview", "u": f"https://{site.domain}/good", "d": site.domain}
+
+    refused = post(
+        collector, {**good, **fields(site.domain, bad)}, ip=unique_ip()
+    )  # json.dumps escapes: \u0000, \ud800
+    accepted = post(collector, good, ip=unique_ip())
+
+    assert refused.status_code == 400
+    assert refused.json() == {"error": f"{named.format(bad=bad)}: {UNSTORABLE}"}
+    assert refused.headers["access-control-allow-origin"] == "*"
+    assert accepted.status_code == 202
+    events = events_of(consume(lambda got: events_of(got, site.id)), site.id)
+    assert [event["pathname"] for event in events] == ["/good"]
+
+
+@pytest.mark.parametrize("param", ["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "ref"])
+def test_it_refuses_a_query_value_that_decodes_to_a_nul_naming_the_parameter(collector: str, param: str) -> None:
+    site = make_site()
+
+    response = post(collector, {"n": "pageview", "u": f"https://{site.domain}/?{param}=a%00b", "d": site.domain})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": f"url.{param}: {UNSTORABLE}"}
+
+
+def test_it_stores_a_nul_left_encoded_in_the_path_and_a_decoded_surrogate_as_replacement(collector: str) -> None:
+    purge_events_queue()
+    site = make_site()
+    url = f"https://{site.domain}/a%00b?utm_term=%ED%A0%80&other=%00"
+
+    response = post(collector, {"n": "pageview", "u": url, "d": site.domain}, ip=unique_ip())
+
+    assert response.status_code == 202
+    (event,) = events_of(consume(lambda got: events_of(got, site.id)), site.id)
+    assert (event["pathname"], event["utm_term"]) == ("/a%00b", "\ufffd" * 3)
+
+
+@pytest.mark.parametrize("query", [{"u": "https://{domain}/a\x00"}, {"r": "https://t.co/\x00"}])
+def test_the_pixel_refuses_a_nul_in_its_query_string(collector: str, query: dict[str, str]) -> None:
+    site = make_site()
+    params = {name: value.format(domain=site.domain) for name, value in query.items()}
+
+    response = httpx.get(
+        f"{collector}/api/pixel/{site.site_key}.gif", params=params, headers={"x-forwarded-for": unique_ip()}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"].endswith(UNSTORABLE)
+
+
+def test_the_pixel_refuses_a_nul_in_its_key_before_looking_it_up(collector: str) -> None:
+    response = httpx.get(f"{collector}/api/pixel/pk%00x.gif", headers={"x-forwarded-for": unique_ip()})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": f"key: {UNSTORABLE}"}
+
+
+def call_asgi(handler: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> Any:
+    """``handler`` called in process: header bytes a real HTTP server would refuse (a NUL) still reach it
+    from another server or proxy in front of the app."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": headers}
+    scope |= {"client": (unique_ip(), 5000)}
+    asyncio.run(handler(scope, receive, send))
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+def test_it_refuses_a_nul_in_the_user_agent_header() -> None:
+    body = json.dumps({"n": "pageview", "u": "https://a.example/", "d": "a.example"}).encode()
+
+    status, answer = call_asgi(
+        collector_app.event_endpoint, "POST", "/api/event", [(b"user-agent", b"Mozilla\x00")], body
+    )
+
+    assert (status, answer) == (400, {"error": f"user-agent: {UNSTORABLE}"})
+
+
+@pytest.mark.parametrize("header", [b"referer", b"user-agent"])
+def test_the_pixel_refuses_a_nul_in_its_referer_and_user_agent_headers(header: bytes) -> None:
+    site = make_site()
+    headers = [(b"referer", f"https://{site.domain}/".encode()), (b"user-agent", BROWSER_UA.encode())]
+
+    status, answer = call_asgi(
+        collector_app.pixel_endpoint, "GET", f"/api/pixel/{site.site_key}.gif", [*headers, (header, b"x\x00")]
+    )
+
+    assert status == 400
+    assert answer["error"].endswith(UNSTORABLE)

@@ -45,6 +45,20 @@ def test_it_keeps_the_fragment_in_hash_routing_mode() -> None:
     assert parse_page("https://app.example/#/settings").pathname == "/"
 
 
+@pytest.mark.parametrize(
+    "param", ["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "ref"]
+)
+def test_it_names_a_read_query_parameter_whose_decoded_value_holds_a_nul(param: str) -> None:
+    assert parse_page(f"https://a.example/?x=1&{param}=a%00b").unstorable == param
+    assert parse_page(f"https://a.example/?{param}=ab").unstorable == ""
+
+
+def test_an_encoded_nul_it_does_not_decode_and_an_encoded_surrogate_are_storable() -> None:
+    page = parse_page("https://a.example/a%00b?x=%00&utm_term=%ED%A0%80")
+
+    assert (page.pathname, page.utm_term, page.unstorable) == ("/a%00b", "\ufffd" * 3, "")
+
+
 def test_it_takes_ref_and_source_parameters_as_the_source() -> None:
     assert parse_page("https://a.example/?ref=producthunt").source_param == "producthunt"
     assert parse_page("https://a.example/?source=podcast&ref=x").source_param == "podcast"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import time_machine
@@ -15,7 +16,7 @@ from analytics import rollups
 from analytics.livepush import group_name
 from analytics.models import Event
 from analytics.siteinfo import load_sites
-from analytics.tasks import ingest, ingest_many
+from analytics.tasks import FAILED_BATCHES, ingest, ingest_many
 from analytics.tests.factories import make_event, make_site
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
@@ -242,3 +243,52 @@ def test_a_group_larger_than_one_script_call_is_split_between_batches_and_gives_
 
     assert scripts.calls == 1 + 3
     assert _state(split) == _state(whole) == _state(alone)
+
+
+def _pageviews(site):
+    return rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"]
+
+
+def _stored(site):
+    return Event.objects.filter(site_id=site.id).count()
+
+
+def _rejected(site):
+    return rollups.client().hgetall(f"{rollups.prefix(site.id)}rejected")
+
+
+@time_machine.travel(NOW, tick=False)
+def test_an_event_the_store_cannot_take_costs_no_other_event_of_its_group():
+    a, b = make_site("a.example"), make_site("b.example")
+    at = NOW - timedelta(minutes=5)
+    shared = [
+        make_event(a, at, visitor=1, pathname="/a1"),
+        make_event(b, at, visitor=2, pathname="/b\x00"),  # a NUL: PostgreSQL's text refuses it
+        make_event(b, at, visitor=3, pathname="/b3"),
+        make_event(a, at, visitor=4, pathname="/a4"),
+    ]
+    malformed: Any = {**make_event(a, at, visitor=6), "ts": "soon"}
+    other = [make_event(a, at, visitor=5), malformed, make_event(b, at, visitor=7)]
+
+    ingest_many([(uuid.uuid4().hex, shared), (uuid.uuid4().hex, other)])
+
+    assert (_pageviews(a), _stored(a), rollups.visitors(a.id, "d", ["20260310"])) == (3, 3, 3)
+    assert (_pageviews(b), _stored(b), rollups.visitors(b.id, "d", ["20260310"])) == (2, 2, 2)
+    assert _rejected(a) == {"malformed:ts": "1"}
+    assert _rejected(b) == {"unstorable:pathname": "1"}
+    assert rollups.client().llen(FAILED_BATCHES) == 0
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_batch_with_a_rejected_event_delivered_again_changes_nothing():
+    site = make_site()
+    batch = (uuid.uuid4().hex, [make_event(site, NOW, visitor=1), make_event(site, NOW, visitor=2, referrer="\ud800")])
+
+    first = ingest(*batch)
+    again = ingest(*batch)
+
+    assert again[site.id].duplicate
+    assert again[site.id].starts == first[site.id].starts
+    assert (_pageviews(site), _stored(site)) == (1, 1)
+    assert _rejected(site) == {"unstorable:referrer": "1"}
+    assert rollups.client().llen(f"{rollups.prefix(site.id)}rejected:events") == 1

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
+from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from analytics.payloads import InvalidEvent, parse_event
+from analytics.payloads import InvalidEvent, parse_event, unstorable
 
 BASE = {"n": "pageview", "u": "https://a.example/", "d": "a.example"}
 
@@ -59,9 +63,66 @@ def test_a_batch_event_address_is_kept_in_canonical_form(address: str) -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["01.2.3.4", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.4/32", "0x1.2.3.4", "\u0661.2.3.4", "1.2.3.4\x00", "::g"],
+    ["01.2.3.4", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.4/32", "0x1.2.3.4", "\u0661.2.3.4", "::g"],
 )
 def test_a_batch_event_address_that_ipaddress_refuses_is_refused(address: str) -> None:
     with pytest.raises(InvalidEvent) as exc:
         parse_event({**BASE, "ip": address, "user_agent": "UA"}, batch=True, now=time.time())
     assert str(exc.value) == "ip: not an IP address"
+
+
+BATCH = {**BASE, "ip": "203.0.113.7", "user_agent": "UA", "timestamp": 1_765_000_000}
+UNSTORABLE = ["\x00", "\ud800", "\udfff"]
+
+
+@pytest.mark.parametrize("bad", UNSTORABLE)
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (lambda bad: {"n": f"page{bad}view"}, "name"),
+        (lambda bad: {"u": f"https://a.example/{bad}"}, "url"),
+        (lambda bad: {"u": f"https://a.exa{bad}mple/"}, "url"),
+        (lambda bad: {"d": f"a.example{bad}"}, "domain"),
+        (lambda bad: {"k": f"key{bad}"}, "key"),
+        (lambda bad: {"r": f"https://t.co/{bad}"}, "referrer"),
+        (lambda bad: {"p": {"plan": f"pro{bad}"}}, "props.plan"),
+        (lambda bad: {"p": json.dumps({"plan": f"pro{bad}"})}, "props.plan"),
+        (lambda bad: {"p": {f"pl{bad}an": "pro"}}, "props.pl{bad}an"),
+        (lambda bad: {"user_agent": f"Mozilla{bad}"}, "user_agent"),
+        (lambda bad: {"visitor_id": f"v{bad}"}, "visitor_id"),
+        (lambda bad: {"id": f"order-{bad}"}, "id"),
+        (lambda bad: {"ip": f"203.0.113.7{bad}"}, "ip"),
+    ],
+)
+def test_text_postgresql_cannot_store_is_refused_naming_the_field(
+    fields: Callable[[str], dict[str, object]], named: str, bad: str
+) -> None:
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event({**BATCH, **fields(bad)}, batch=True, now=1_765_000_000)
+
+    assert str(exc.value) == f"{named.format(bad=bad)}: contains a NUL or an unpaired surrogate, which cannot be stored"
+
+
+def test_a_surrogate_pair_from_json_is_one_character_and_storable() -> None:
+    event = parse_event(json.loads('{"n": "pageview", "u": "https://a.example/\\ud83d\\ude00", "d": "a.example"}'))
+
+    assert event.url == "https://a.example/\U0001f600"
+    assert not unstorable(event.url)
+    assert unstorable("\ud83d\ude00")  # the same pair left as two code points has no UTF-8 form
+
+
+# Any code point, surrogates included, with the ones that matter drawn often.
+any_text = st.text(st.characters(exclude_categories=()) | st.sampled_from(["\x00", "\ud800", "\udfff", "é", "a"]))
+
+
+def has_utf_8_form(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@given(any_text)
+def test_unstorable_is_true_exactly_for_text_with_a_nul_or_no_utf_8_form(text: str) -> None:
+    assert unstorable(text) == ("\x00" in text or not has_utf_8_form(text))

@@ -165,6 +165,23 @@ def test_the_command_rebuilds_from_a_day_on():
     assert rollups.meta(site.id)["complete_since"] == "2026-03-10"
 
 
+@pytest.mark.django_db
+@pytest.mark.usefixtures("data_redis")
+@time_machine.travel(NOW, tick=False)
+def test_a_rebuild_keeps_the_events_the_worker_set_aside():
+    site = make_site(domain="rejected.example", timezone="UTC")
+    ingest("a" * 32, [make_event(site, NOW - timedelta(hours=1)), make_event(site, NOW, pathname="/\x00")])
+    prefix = rollups.prefix(site.id)
+
+    rebuild_site(site, grace_seconds=0)
+    kept = (rollups.client().hgetall(f"{prefix}rejected"), rollups.client().llen(f"{prefix}rejected:events"))
+    ingest("a" * 32, [make_event(site, NOW, pathname="/\x00")])  # delivered again after the rebuild
+
+    assert kept == ({"unstorable:pathname": "1"}, 1)
+    assert rollups.client().hgetall(f"{prefix}rejected") == {"unstorable:pathname": "1"}
+    assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == 1
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("clean_events")
 @pytest.mark.slow

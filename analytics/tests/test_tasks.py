@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,8 @@ from django.core.management import call_command
 from analytics import quota, rollups
 from analytics.livepush import group_name
 from analytics.models import Event
-from analytics.tasks import FAILED_BATCHES
+from analytics.siteinfo import load_sites
+from analytics.tasks import FAILED_BATCHES, park_failed_batch
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 from spinnakr.celery import app
@@ -119,17 +121,15 @@ def test_a_worker_killed_between_rollups_and_store_counts_every_event_once_after
 
 def test_a_batch_that_fails_for_good_is_parked_and_can_be_replayed(celery_worker_factory):
     site = make_site()
-    broken = dict(make_event(site, datetime.now(UTC) - timedelta(minutes=1)))
-    del broken["pathname"]
     worker = celery_worker_factory()
 
-    publish("d" * 32, [broken])
+    publish("d" * 32, None)  # no list of events: no event to set aside, the message itself is bad
 
     wait_for(lambda: rollups.client().llen(FAILED_BATCHES) == 1, timeout=30)
-    assert "KeyError" in worker.log.read_text()
+    assert "TypeError" in worker.log.read_text()
     parked = json.loads(str(rollups.client().lindex(FAILED_BATCHES, 0)))
     assert parked["batch_id"] == "d" * 32
-    parked["events"][0]["pathname"] = "/fixed"
+    parked["events"] = [make_event(site, datetime.now(UTC) - timedelta(minutes=1), pathname="/fixed")]
     rollups.client().lset(FAILED_BATCHES, 0, json.dumps(parked))
 
     call_command("replay_failed_batches")
@@ -179,11 +179,9 @@ def test_waiting_messages_are_applied_together_each_once(celery_worker_factory):
 
 def test_a_bad_batch_among_waiting_messages_is_parked_and_the_others_are_applied(celery_worker_factory):
     site = make_site()
-    broken = dict(make_event(site, datetime.now(UTC) - timedelta(minutes=1)))
-    del broken["pathname"]
     good = a_visit(site, visitors=2, pages=3)
     publish(uuid.uuid4().hex, good[:3])
-    publish("e" * 32, [broken])
+    publish("e" * 32, None)
     publish(uuid.uuid4().hex, good[3:])
 
     celery_worker_factory()
@@ -213,3 +211,93 @@ def test_a_worker_killed_mid_group_counts_every_event_once_after_redelivery(cele
     assert counters(site, events) == {"pageviews": 20, "events": 20, "visits": 4, "bounces": 0, "duration": 4 * 240}
     assert rollups.visitors(site.id, "d", [day_of(events)]) == 4
     assert rollups.client().get(quota.quota_key(site.account_id, day_of(events)[:6])) == "20"
+
+
+def test_one_nul_event_of_a_customer_costs_no_event_of_another_and_every_count_agrees(celery_worker_factory):
+    a, b = make_site("a.example"), make_site("b.example")
+    start = a_visit(a, visitors=1, pages=1)[0]["ts"]
+    # The collector's group commit mixes customers in one message: each batch holds both.
+    batches = [
+        (
+            uuid.uuid4().hex,
+            [make_event(a, at(start, n, p), visitor=n, pathname=f"/a{p}") for p in range(3)]
+            + [make_event(b, at(start, n, p), visitor=100 + n, pathname=f"/b{p}") for p in range(2)],
+        )
+        for n in range(6)
+    ]
+    batches[3][1][4]["pathname"] = "/b\x00"  # published straight to the queue: the collector refuses it
+    for batch_id, events in batches:
+        publish(batch_id, events)
+
+    worker = celery_worker_factory()
+
+    wait_for(lambda: messages_done(worker) + rollups.client().llen(FAILED_BATCHES) == 6, timeout=60)
+    assert max(groups_done(worker)) > 1
+    events = [event for _, batch in batches for event in batch]
+    for site, accepted in ((a, 18), (b, 11)):
+        assert counters(site, events)["pageviews"] == accepted
+        assert stored(site) == accepted
+        assert Event.objects.filter(site_id=site.id).values("event_id").distinct().count() == accepted
+        assert rollups.visitors(site.id, "d", [day_of(events)]) == 6
+        assert rollups.client().get(quota.quota_key(site.account_id, day_of(events)[:6])) == str(accepted)
+    assert rollups.client().hgetall(f"{rollups.prefix(b.id)}rejected") == {"unstorable:pathname": "1"}
+    assert rollups.client().hgetall(f"{rollups.prefix(a.id)}rejected") == {}
+    assert rollups.client().llen(FAILED_BATCHES) == 0
+
+
+def at(start_us, visitor, page):
+    return datetime.fromtimestamp(start_us / 1e6, UTC) + timedelta(minutes=page, seconds=visitor)
+
+
+def apply_rollups_before_the_screen(batch_id, events):
+    """What the worker did with a batch before it screened events: the rollups of all of them (the
+    store failed after)."""
+    by_site = defaultdict(list)
+    for event in events:
+        by_site[event["site_id"]].append(event)
+    sites = load_sites(by_site)
+    rollups.apply_batches(
+        [
+            (sites[site_id], batch_id, rollups.prepare(sites[site_id], sorted(site_events, key=rollups.event_order)))
+            for site_id, site_events in by_site.items()
+        ]
+    )
+
+
+def test_batches_parked_before_the_screen_are_replayed_whole_so_redis_and_postgresql_agree(celery_worker_factory):
+    a, b = make_site("a.example"), make_site("b.example")
+    start = a_visit(a, visitors=1, pages=1)[0]["ts"]
+    counted = [make_event(a, at(start, 1, p), visitor=1, pathname=f"/a{p}") for p in range(3)] + [
+        make_event(b, at(start, 2, p), visitor=2, pathname=f"/b{p}") for p in range(4)
+    ]
+    counted[4]["pathname"] = "/b\x00"
+    # A NUL: the rollups were applied, then the store failed. A lone surrogate: the rollups failed.
+    apply_rollups_before_the_screen("c" * 32, counted)
+    park_failed_batch("c" * 32, counted, ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes"))
+    uncounted = [make_event(b, at(start, 2, 4), visitor=2, pathname="/b4", props={"note": "\ud800"})]
+    park_failed_batch("d" * 32, uncounted, TypeError("str is not valid UTF-8: surrogates not allowed"))
+    assert (counters(a, counted)["pageviews"], counters(b, counted)["pageviews"]) == (3, 4)
+    celery_worker_factory()
+
+    call_command("replay_failed_batches")
+
+    wait_for(lambda: stored(a) == 3 and stored(b) == 5, timeout=30)
+    assert rollups.client().llen(FAILED_BATCHES) == 0
+    for site, count in ((a, 3), (b, 5)):
+        assert counters(site, counted) == {
+            "pageviews": count,
+            "events": count,
+            "visits": 1,
+            "bounces": 0,
+            "duration": (count - 1) * 60,
+        }
+        assert Event.objects.filter(site_id=site.id).values("visit_id").distinct().count() == 1
+    assert sorted(Event.objects.filter(site_id=b.id).values_list("pathname", flat=True)) == [
+        "/b0",
+        "/b2",
+        "/b3",
+        "/b4",
+        "/b\ufffd",
+    ]
+    assert Event.objects.get(site_id=b.id, pathname="/b4").props == {"note": "\ufffd"}
+    assert rollups.client().hgetall(f"{rollups.prefix(b.id)}rejected") == {}
