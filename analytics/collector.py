@@ -188,17 +188,16 @@ def parse_json(raw: bytes) -> Any:
 
 # Client address ---------------------------------------------------------------
 
-_trusted = [ipaddress.ip_network(item, strict=False) for item in settings.TRUSTED_PROXIES]
+Networks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+_trusted: Networks = [ipaddress.ip_network(item, strict=False) for item in settings.TRUSTED_PROXIES]
 
 
-def _peer_trusted(peer: str) -> bool:
-    if not _trusted:
-        return True
+def _in(address: str, networks: Networks) -> bool:
     try:
-        address = ipaddress.ip_address(peer)
+        parsed = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(address in network for network in _trusted)
+    return any(parsed in network for network in networks)
 
 
 def _clean_address(value: str) -> str | None:
@@ -216,18 +215,40 @@ def _clean_address(value: str) -> str | None:
         return None
 
 
-def client_address(scope: Scope) -> str:
-    """The leftmost X-Forwarded-For address when the peer may set it, else the peer's."""
+def _forwarded_for(scope: Scope) -> str | None:
+    values = [value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"x-forwarded-for"]
+    return ",".join(values) if values else None
+
+
+def client_address(scope: Scope, trusted: Networks | None = None) -> str:
+    """The address that sent the request.
+
+    With no trusted proxies configured, the leftmost X-Forwarded-For entry of any peer (as
+    Plausible reads it for server-side senders). With trusted proxies, only a trusted peer's
+    header counts, and it is read from the right past the trusted proxies' own entries: load
+    balancers append to the header, so the entries left of the first untrusted one are the
+    client's to forge.
+    """
+    networks = _trusted if trusted is None else trusted
     client = scope.get("client")
     peer = client[0] if client else ""
-    if _peer_trusted(peer):
-        for name, value in scope.get("headers", []):
-            if name == b"x-forwarded-for":
-                first = _clean_address(value.decode("latin-1").split(",", 1)[0])
-                if first is not None:
-                    return first
-                break
-    return peer
+    header = _forwarded_for(scope)
+    if header is None:
+        return peer
+    if not networks:
+        first = _clean_address(header.split(",", 1)[0])
+        return peer if first is None else first
+    if not _in(peer, networks):
+        return peer
+    address = peer
+    for entry in reversed(header.split(",")):
+        forwarded = _clean_address(entry)
+        if forwarded is None:
+            break  # a malformed entry: nothing left of it can be believed
+        address = forwarded
+        if not _in(address, networks):
+            break
+    return address
 
 
 # Salts ------------------------------------------------------------------------
