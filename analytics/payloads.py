@@ -359,6 +359,4 @@ def parse_event(body: Any, *, batch: bool = False, now: float | None = None) -> 
         event.client_id = "" if client_id is None else check_storable(str(client_id).strip(), "id")
         if len(event.client_id) > MAX_CLIENT_ID_LENGTH:
             raise InvalidEvent(f"id: longer than {MAX_CLIENT_ID_LENGTH} characters")
-        if event.client_id and event.timestamp_us is None:
-            raise InvalidEvent("timestamp: required with id (an event is identified by site, timestamp and id)")
     return event

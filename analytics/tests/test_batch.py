@@ -110,13 +110,27 @@ def test_an_event_sent_again_with_its_client_id_is_published_once(collector: str
     assert len({event["event_id"] for event in published}) == 2
 
 
-def test_it_requires_a_timestamp_with_a_client_id(collector: str) -> None:
+def test_an_id_without_a_timestamp_is_stamped_now_and_counted_once_whatever_the_resends_timestamp(
+    collector: str,
+) -> None:
+    purge_events_queue()
     site = make_site()
+    key = key_for(site)
+    order = f"order-{uuid.uuid4().hex}"
+    before = int(time.time() * 1_000_000)
 
-    response = send(collector, key_for(site), {"events": [server_event(site, id="x", visitor_id="u")]})
+    first = send(collector, key, {"events": [server_event(site, id=order, visitor_id="u")]})
+    resent = send(collector, key, {"events": [server_event(site, id=order, visitor_id="u")]})
+    restamped = send(
+        collector, key, {"events": [server_event(site, id=order, visitor_id="u", timestamp=before // 10**6 - 60)]}
+    )
 
-    assert response.status_code == 400
-    assert response.json()["results"][0]["error"].startswith("timestamp: required with id")
+    assert first.json() == {"accepted": 1, "duplicates": 0}
+    assert resent.json() == {"accepted": 1, "duplicates": 1}
+    assert restamped.json() == {"accepted": 1, "duplicates": 1}
+    published = events_of(consume(), site.id)  # every answer came after its publish: all are queued
+    assert len(published) == 1
+    assert before <= published[0]["ts"] <= int(time.time() * 1_000_000)
 
 
 def test_it_answers_401_without_a_valid_key(collector: str) -> None:
