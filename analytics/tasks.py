@@ -293,10 +293,16 @@ class _RedisTake:
         pipe.zrem(self.channel.unacked_index_key, *tags)
         pipe.hdel(self.channel.unacked_key, *tags)
         pipe.hdel(broker.OWNER_KEY, *tags)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except self.channel.connection_errors as exc:
+            self.lease.settle_later(tags, "ack", exc)
 
     def requeue(self, tag: str) -> None:
-        self.channel.qos.restore_by_tag(tag, leftmost=True)
+        try:
+            self.channel.qos.restore_by_tag(tag, leftmost=True)
+        except self.channel.connection_errors as exc:
+            self.lease.settle_later([tag], "release", exc)
 
 
 @dataclass
