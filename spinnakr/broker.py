@@ -189,6 +189,9 @@ _lease_lock = threading.Lock()
 
 def lease(channel: Any) -> Lease:
     """This process's lease on ``channel``'s broker (a forked child gets a lease of its own)."""
+    held: Lease | None = channel.__dict__.get("_lease")
+    if held is not None and held.pid == os.getpid():
+        return held
     params = channel._connparams()
     # The server, not the client: a process holds one lease on each broker it consumes from.
     key = (params.get("path"), params.get("host"), params.get("port"), params.get("db"))
@@ -196,7 +199,8 @@ def lease(channel: Any) -> Lease:
         held = _leases.get(key)
         if held is None or held.pid != os.getpid():
             held = _leases[key] = Lease(channel)
-        return held
+    channel.__dict__["_lease"] = held
+    return held
 
 
 class QoS(kombu_redis.QoS):

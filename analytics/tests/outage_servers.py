@@ -131,7 +131,7 @@ class ThrowawayPostgres:
 
     def query(self, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
         with psycopg.connect(host=str(self.socket_dir), user=embedded.PG_USER, dbname=embedded.PG_DATABASE) as conn:
-            return conn.execute(sql, params or []).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params or []).fetchall()
 
     def remove(self) -> None:
         self.stop()

@@ -89,5 +89,6 @@ def test_a_deferred_batch_waits_at_most_the_capped_backoff(
 
 
 def test_the_task_retries_with_the_capped_backoff_for_as_long_as_it_takes() -> None:
-    assert (ingest_batch.retry_backoff_max, ingest_batch.max_retries) == (RETRY_BACKOFF_MAX, None)
+    task: Any = ingest_batch
+    assert (task.retry_backoff_max, task.max_retries) == (RETRY_BACKOFF_MAX, None)
     assert RETRY_BACKOFF_MAX <= 10

@@ -201,8 +201,8 @@ def test_a_message_of_a_connection_celery_dropped_in_an_outage_is_acknowledged_o
     message.ack()  # kombu rebuilt the pool from the dropped client: 'NoneType' … 'hostname'
 
     client = own_broker.client()
-    assert client.hexists("unacked", message.delivery_tag) == 0
-    assert client.hexists(broker.OWNER_KEY, message.delivery_tag) == 0
+    assert not client.hexists("unacked", str(message.delivery_tag))
+    assert not client.hexists(broker.OWNER_KEY, str(message.delivery_tag))
 
 
 def test_an_acknowledgement_or_hand_back_that_fails_for_want_of_the_broker_is_done_once_it_is_back(
@@ -241,6 +241,6 @@ def test_a_channel_closed_in_an_outage_hands_its_messages_back_once_the_broker_i
     assert held.pending() == {message.delivery_tag: "release"}
     own_broker.start()
     wait_for(lambda: not held.pending(), timeout=15)
-    fresh = app.connection_for_read(own_broker.url).default_channel
+    fresh: Any = app.connection_for_read(own_broker.url).default_channel
     assert fresh.qos.restore_orphans() == [message.delivery_tag]
     assert own_broker.client().llen(name) == 2
