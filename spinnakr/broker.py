@@ -119,16 +119,16 @@ class Lease:
 
     def _renew(self) -> None:
         failures = 0
-        renewed = time.monotonic()
+        attempted = time.monotonic()
         while not self._stop.wait(SETTLE_RETRY_SECONDS if self._pending else self.seconds / 3):
             if self._pending:
                 self._settle_pending()
-            if time.monotonic() - renewed < self.seconds / 3:
+            if time.monotonic() - attempted < self.seconds / 3:
                 continue
+            attempted = time.monotonic()
             try:
                 self.client.set(self.key, self.owner, ex=self.seconds)
                 failures = 0
-                renewed = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - the broker is away: try again at the next tick
                 failures += 1
                 # One miss leaves two thirds of the lease; the second puts its messages at risk.

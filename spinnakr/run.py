@@ -165,14 +165,17 @@ class Supervisor:
         """Supervise until ``stopping`` is set or a process keeps failing; why it stopped."""
         for name, argv in self.commands.items():
             self.children[name] = start_child(name, argv)
+        reason = "asked to stop"
         try:
             while not stopping.wait(POLL_SECONDS):
-                reason = self.check(time.monotonic())
-                if reason:
-                    return reason
-            return "asked to stop"
+                failed = self.check(time.monotonic())
+                if failed:
+                    reason = failed
+                    break
         finally:
+            print(f"supervisor: stopping ({reason})", flush=True)
             stop_children(list(self.children.values()))
+        return reason
 
     def check(self, now: float) -> str | None:
         """Schedule the restart of what died and start what is due; a reason to give up, if any."""
@@ -257,8 +260,8 @@ def main() -> int:
         reason = supervisor.run(stopping)
     finally:
         embedded.release()
-    print(f"supervisor: stopped ({reason})", flush=True)
-    return 0 if stopping.is_set() else 1
+    print("supervisor: stopped", flush=True)
+    return 0 if reason == "asked to stop" else 1
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def own_postgres() -> Iterator[ThrowawayPostgres]:
     server.remove()
 
 
-@pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the broker's outage is a Redis broker's (a throwaway Valkey)")
+@pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="broker outages are for a Redis broker (a throwaway Valkey) only")
 def test_a_broker_outage_with_batches_in_flight_neither_stops_the_worker_nor_strands_an_event(
     celery_worker_factory: Callable[..., WorkerProcess], broker_server: ThrowawayValkey
 ) -> None:
