@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from spinnakr import embedded
+
 GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.5
 SERVERS = ("postgres", "redis", "broker")
@@ -185,8 +187,6 @@ class Supervisor:
             if child.process.poll() is not None
         ]
         if self.servers:
-            from spinnakr import embedded
-
             wanted, running = embedded.wanted(), embedded.status()
             down += [
                 (name, "is down")
@@ -219,8 +219,6 @@ class Supervisor:
         if name in self.commands:
             self.children[name] = start_child(name, self.commands[name])
             return None
-        from spinnakr import embedded
-
         try:
             embedded.start()
         except (embedded.EmbeddedError, OSError, subprocess.SubprocessError) as exc:
@@ -239,8 +237,6 @@ def prepare() -> None:
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spinnakr.settings")
     import django
-
-    from spinnakr import embedded
 
     django.setup()
     embedded.acquire()
