@@ -445,6 +445,10 @@ def _ack_all(taken: Sequence[_Taken]) -> None:
 # attempts during an outage and buys a catch-up within seconds of the server's return; at five
 # minutes, the last batch was stored minutes after PostgreSQL came back.
 RETRY_BACKOFF_MAX = 5
+# After a transient failure a pool process waits this long before its task goes back for a
+# retry: every batch fails the same way meanwhile, and without the pause the worker cycled
+# through the queue, turning batch after batch into a retry of its own.
+TRANSIENT_PAUSE_SECONDS = 1.0
 
 
 def _defer(item: _Taken, exc: BaseException) -> None:
@@ -506,8 +510,14 @@ def ingest_batch(self: Any, batch_id: str, events: list[EnrichedEvent]) -> None:
     try:
         ingest_many([(batch_id, events), *((item.batch_id, item.events) for item in taken)])
     except TRANSIENT as exc:
+        # Handed back, not deferred each with a countdown of its own: they wait in the queue,
+        # where one group takes them all again once the server is back.
+        logger.warning(
+            "ingest.group_handed_back", extra={"batch_id": batch_id, "messages": len(taken), "error": repr(exc)[:500]}
+        )
         for item in taken:
-            _defer(item, exc)
+            _settle(item, "requeue")
+        time.sleep(TRANSIENT_PAUSE_SECONDS)
         raise  # the delivered batch is retried with backoff by autoretry_for
     except Exception:  # one bad batch must not hold back the others: apply them one by one
         logger.warning("ingest.group_failed", extra={"batch_id": batch_id, "messages": len(taken) + 1}, exc_info=True)
@@ -522,6 +532,7 @@ def _ingest_delivered(batch_id: str, events: list[EnrichedEvent]) -> None:
     try:
         ingest(batch_id, events)
     except TRANSIENT:
+        time.sleep(TRANSIENT_PAUSE_SECONDS)
         raise  # retried with backoff by autoretry_for
     except Exception as exc:
         # Anything else would be acknowledged and lost: keep the batch for an operator, who

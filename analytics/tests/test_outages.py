@@ -177,7 +177,8 @@ def test_a_postgresql_outage_neither_stops_the_worker_nor_loses_an_event_and_it_
     wait_for(caught_up, timeout=CATCH_UP_SECONDS)
     assert worker.process.poll() is None, worker.log.read_text()[-5000:]
     assert sum(accepted.events.values()) == 150
-    # A deferred batch waits out its countdown (2 s at least): taken at once, one was deferred
-    # five times in under two seconds and its countdown grew to minutes.
-    deferrals = Counter(re.findall(r"ingest\.batch_deferred batch_id=(\w+)", worker.log.read_text()))
-    assert max(deferrals.values(), default=0) <= OUTAGE_SECONDS // 2 + 1, deferrals
+    # The waiting batches were handed back to the queue on each failure, not republished each
+    # with a countdown of its own, and the delivered one was retried after its countdown: a
+    # batch taken again at once was retried five times in under two seconds.
+    retried = Counter(re.findall(r"ingest\.batch_deferred batch_id=(\w+)", worker.log.read_text()))
+    assert retried == Counter(), retried
