@@ -8,10 +8,10 @@ instead of slowing the answers to the sites that send events.
 A child that exits is started again, and so is an embedded server (PostgreSQL,
 the rollups' Valkey, the broker's Valkey) that dies, after a wait that doubles
 with each failure (1 s, 2 s, 4 s … at most 30 s). Only SIGINT or SIGTERM, or a
-process that failed FAILURE_LIMIT times within FAILURE_WINDOW seconds, stops
-everything: every child gets SIGTERM, then SIGKILL after a grace period, and the
-embedded servers are stopped once no other process of the checkout uses them.
-The supervisor says which it was.
+process that failed 5 times within 120 s (``RestartPolicy``), stops everything:
+every child gets SIGTERM, then SIGKILL after a grace period, and the embedded
+servers are stopped once no other process of the checkout uses them. The
+supervisor says which it was.
 """
 
 from __future__ import annotations
