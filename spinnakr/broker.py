@@ -23,6 +23,15 @@ A lease can expire under a live process only if it cannot reach the broker for
 ``BROKER_LEASE_SECONDS``; its messages then run twice, which ingestion's batch markers make
 harmless.
 
+A broker outage must not strand what a live process holds either: an acknowledgement or a
+hand-back that fails for want of the broker (kombu's own, or the bulk take's in
+analytics/tasks.py) is left to the lease's thread, which retries it every second until the broker
+answers. A hand-back is retried as a release: the message's owner entry is changed to an owner
+that holds no lease, so the next sweep of any consumer puts it back. And a channel whose
+connection Celery dropped after losing the broker keeps the address it had (kombu rebuilt its
+pool from the dropped connection, and the worker died of ``'NoneType' object has no attribute
+'hostname'`` while restoring that channel's messages).
+
 The transport is registered under kombu's ``redis`` and ``rediss`` names (which
 ``redis+socket://`` addresses use too) when ``spinnakr.celery`` is imported, so
 ``CELERY_BROKER_URL`` stays a plain Redis address. kombu's ``global_keyprefix`` option is not
@@ -39,7 +48,8 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import redis
 from django.conf import settings
@@ -70,6 +80,20 @@ end
 return orphans
 """
 
+# Hands messages back through the sweep: each tag still held by ARGV[1] gets an owner that
+# holds no lease (ARGV[2]), so the next restore_orphans of any consumer puts it back.
+_RELEASE_SCRIPT = """
+-- KEYS[1] the owner hash   ARGV[1] this owner   ARGV[2] the leaseless owner   ARGV[3..] tags
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[2]) end
+end
+return 0
+"""
+
+Settlement = Literal["ack", "release"]
+# How often the lease's thread retries what it was left to settle.
+SETTLE_RETRY_SECONDS = 1.0
+
 
 class Lease:
     """This process's lease on the broker, renewed by a daemon thread while the process lives."""
@@ -83,6 +107,11 @@ class Lease:
         # a renewal must not hang on a broker that does not answer.
         params = channel._connparams() | {"socket_timeout": 5}
         self.client = redis.Redis(connection_pool=redis.ConnectionPool(**params))
+        self.unacked_key: str = channel.unacked_key
+        self.unacked_index_key: str = channel.unacked_index_key
+        self._release = self.client.register_script(_RELEASE_SCRIPT)
+        self._pending: dict[str, Settlement] = {}  # delivery tag -> what is still to be done
+        self._pending_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="broker-lease", daemon=True)
         self._thread.start()
@@ -90,7 +119,13 @@ class Lease:
 
     def _renew(self) -> None:
         failures = 0
-        while not self._stop.wait(self.seconds / 3):
+        attempted = time.monotonic()
+        while not self._stop.wait(SETTLE_RETRY_SECONDS if self._pending else self.seconds / 3):
+            if self._pending:
+                self._settle_pending()
+            if time.monotonic() - attempted < self.seconds / 3:
+                continue
+            attempted = time.monotonic()
             try:
                 self.client.set(self.key, self.owner, ex=self.seconds)
                 failures = 0
@@ -100,6 +135,46 @@ class Lease:
                 level = logging.WARNING if failures > 1 else logging.INFO
                 logger.log(level, "broker.lease_renew_failed", extra={"owner": self.owner, "error": repr(exc)})
 
+    def settle_later(self, tags: Iterable[str], settlement: Settlement, error: BaseException) -> None:
+        """Leave the acknowledgement (``ack``) or hand-back (``release``) of messages this process
+        holds to the lease's thread, which retries it until the broker answers."""
+        tags = list(tags)
+        if not tags:
+            return
+        with self._pending_lock:
+            for tag in tags:
+                # An acknowledgement wins: the message was applied.
+                if self._pending.get(tag) != "ack":
+                    self._pending[tag] = settlement
+        logger.warning(
+            "broker.settle_deferred", extra={"messages": len(tags), "settlement": settlement, "error": repr(error)}
+        )
+
+    def pending(self) -> dict[str, Settlement]:
+        with self._pending_lock:
+            return dict(self._pending)
+
+    def _settle_pending(self) -> None:
+        pending = self.pending()
+        acks = [tag for tag, settlement in pending.items() if settlement == "ack"]
+        releases = [tag for tag, settlement in pending.items() if settlement == "release"]
+        try:
+            pipe = self.client.pipeline()
+            if acks:
+                pipe.zrem(self.unacked_index_key, *acks)
+                pipe.hdel(self.unacked_key, *acks)
+                pipe.hdel(OWNER_KEY, *acks)
+            if releases:
+                self._release(keys=[OWNER_KEY], args=[self.owner, f"{self.owner}:released", *releases], client=pipe)
+            pipe.execute()
+        except Exception:  # noqa: BLE001 - still away: the next tick tries again
+            return
+        with self._pending_lock:
+            for tag, settlement in pending.items():
+                if self._pending.get(tag) == settlement:
+                    del self._pending[tag]
+        logger.info("broker.settled", extra={"acknowledged": len(acks), "released": len(releases)})
+
     def stop(self) -> None:
         """Stop renewing and give the lease up: what the process still holds goes back at once."""
         self._stop.set()
@@ -108,17 +183,24 @@ class Lease:
                 self.client.delete(self.key)
 
 
-_lease: Lease | None = None
+_leases: dict[tuple[object, ...], Lease] = {}
 _lease_lock = threading.Lock()
 
 
 def lease(channel: Any) -> Lease:
-    """This process's lease (a forked child gets a lease of its own)."""
-    global _lease
+    """This process's lease on ``channel``'s broker (a forked child gets a lease of its own)."""
+    held: Lease | None = channel.__dict__.get("_lease")
+    if held is not None and held.pid == os.getpid():
+        return held
+    params = channel._connparams()
+    # The server, not the client: a process holds one lease on each broker it consumes from.
+    key = (params.get("path"), params.get("host"), params.get("port"), params.get("db"))
     with _lease_lock:
-        if _lease is None or _lease.pid != os.getpid():
-            _lease = Lease(channel)
-        return _lease
+        held = _leases.get(key)
+        if held is None or held.pid != os.getpid():
+            held = _leases[key] = Lease(channel)
+    channel.__dict__["_lease"] = held
+    return held
 
 
 class QoS(kombu_redis.QoS):
@@ -143,6 +225,35 @@ class QoS(kombu_redis.QoS):
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[misc]  # not in kombu's stubs
         return pipe.hdel(OWNER_KEY, delivery_tag)
+
+    # kombu's acknowledgement, rejection and restore at close, with a failure for want of the
+    # broker left to the lease's thread: kombu gives up on them, and the messages stayed in the
+    # unacknowledged hash, owned by a live process, until the visibility timeout.
+
+    def ack(self, delivery_tag: str) -> None:
+        channel: Any = self.channel
+        try:
+            self._remove_from_indices(delivery_tag).execute()
+        except channel.connection_errors as exc:
+            lease(channel).settle_later([delivery_tag], "ack", exc)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        channel: Any = self.channel
+        try:
+            super().reject(delivery_tag, requeue)
+        except channel.connection_errors as exc:
+            lease(channel).settle_later([delivery_tag], "release" if requeue else "ack", exc)
+            virtual.QoS.ack(self, delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> None:
+        channel: Any = self.channel
+        try:
+            super().restore_unacked(client)
+        except channel.connection_errors as exc:
+            delivered: Any = self._delivered
+            lease(channel).settle_later(list(delivered), "release", exc)
+            delivered.clear()
 
     _orphans_swept = 0.0
 
@@ -173,6 +284,18 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        # Celery drops the transport's client (kombu.Connection) when it closes a connection
+        # it lost, yet a channel of it still acknowledges and restores messages afterwards and
+        # rebuilds its dropped pool from here: the parameters it had serve again.
+        saved: dict[bool, dict[str, Any]] = self.__dict__.setdefault("_saved_connparams", {})
+        transport = self.connection
+        if transport is not None and transport.client is not None:
+            saved[asynchronous] = super()._connparams(asynchronous)  # type: ignore[misc]  # not in kombu's stubs
+        if asynchronous not in saved:
+            raise redis.ConnectionError("the channel's connection is closed")
+        return dict(saved[asynchronous])
 
 
 class Transport(kombu_redis.Transport):

@@ -231,6 +231,9 @@ PUBLISH_REDIS_LIST = env_bool("PUBLISH_REDIS_LIST", True)
 WORKER_NICE = env_int("WORKER_NICE", 10, minimum=0, maximum=19)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker that lost the broker reconnects for as long as it takes (Celery's default gives up
+# after 100 attempts, and the worker exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any]

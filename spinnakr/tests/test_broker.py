@@ -9,6 +9,8 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -18,6 +20,7 @@ from kombu import Queue
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
 from analytics.tasks import _RedisTake
 from analytics.tests.conftest import wait_for
+from analytics.tests.outage_servers import ThrowawayValkey, throwaway_valkey
 from spinnakr import broker
 from spinnakr.celery import app
 
@@ -152,3 +155,92 @@ def test_the_messages_of_a_killed_consumer_go_back_once_its_lease_expires(
     again = [bound.get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT) for _ in ids]
     assert sorted(m.headers["id"] for m in again) == sorted(ids)  # type: ignore[union-attr]
     assert all(m.headers["redelivered"] for m in again)  # type: ignore[union-attr]
+
+
+# A broker of the test's own, which it stops and starts: the session's stays up.
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[ThrowawayValkey]:
+    yield from throwaway_valkey(tmp_path)
+
+
+@pytest.fixture
+def own_channel(own_broker: ThrowawayValkey) -> Iterator[tuple[Any, Any, str]]:
+    """A connection to the test's own broker, its channel and a queue holding two batches."""
+    connection = app.connection_for_read(own_broker.url)
+    channel = connection.default_channel
+    name = f"{settings.EVENTS_QUEUE}.own"
+    Queue(name, routing_key=name)(channel).declare()
+    for n in range(2):
+        with app.connection_for_write(own_broker.url) as writer:
+            app.send_task(
+                INGEST_TASK,
+                kwargs={"batch_id": f"b{n}", "events": [{"n": n}]},
+                queue=name,
+                serializer=EVENTS_SERIALIZER,
+                producer=app.amqp.Producer(writer),
+            )
+    yield connection, channel, name
+    broker.lease(channel).stop()  # its thread would renew it on a server that is gone
+
+
+def test_a_message_of_a_connection_celery_dropped_in_an_outage_is_acknowledged_once_the_broker_is_back(
+    own_broker: ThrowawayValkey, own_channel: tuple[Any, Any, str]
+) -> None:
+    connection, channel, name = own_channel
+    message = Queue(name, routing_key=name)(channel).get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)
+    assert message is not None
+    own_broker.stop()
+    # What Celery does with a connection it lost: its channel's restore fails, its client goes.
+    connection.collect()
+    own_broker.start()
+    # What kombu does to the channel in a forked pool process: its pool is rebuilt on next use.
+    channel._after_fork()
+
+    message.ack()  # kombu rebuilt the pool from the dropped client: 'NoneType' … 'hostname'
+
+    client = own_broker.client()
+    assert not client.hexists("unacked", str(message.delivery_tag))
+    assert not client.hexists(broker.OWNER_KEY, str(message.delivery_tag))
+
+
+def test_an_acknowledgement_or_hand_back_that_fails_for_want_of_the_broker_is_done_once_it_is_back(
+    own_broker: ThrowawayValkey, own_channel: tuple[Any, Any, str]
+) -> None:
+    _connection, channel, name = own_channel
+    take = _RedisTake(channel, name)
+    applied, returned = take.take(10)
+    own_broker.stop()
+
+    take.ack([applied.delivery_tag])
+    take.requeue(returned.delivery_tag)
+
+    assert set(take.lease.pending()) == {applied.delivery_tag, returned.delivery_tag}
+    own_broker.start()
+    wait_for(lambda: not take.lease.pending(), timeout=15)
+    assert channel.qos.restore_orphans() == [returned.delivery_tag]  # the next sweep puts it back
+    client = own_broker.client()
+    assert client.hlen("unacked") == 0
+    assert client.hlen(broker.OWNER_KEY) == 0
+    again = Queue(name, routing_key=name)(channel).get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT)
+    assert again is not None and again.decode()[1]["batch_id"] == "b1"
+
+
+def test_a_channel_closed_in_an_outage_hands_its_messages_back_once_the_broker_is_back(
+    own_broker: ThrowawayValkey, own_channel: tuple[Any, Any, str]
+) -> None:
+    connection, channel, name = own_channel
+    message = Queue(name, routing_key=name)(channel).get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)
+    assert message is not None
+    held = broker.lease(channel)
+    own_broker.stop()
+
+    connection.collect()  # the channel's restore of what it holds fails
+
+    assert held.pending() == {message.delivery_tag: "release"}
+    own_broker.start()
+    wait_for(lambda: not held.pending(), timeout=15)
+    fresh: Any = app.connection_for_read(own_broker.url).default_channel
+    assert fresh.qos.restore_orphans() == [message.delivery_tag]
+    assert own_broker.client().llen(name) == 2
