@@ -1,11 +1,12 @@
-"""Refuse NUL characters and unpaired surrogates in the URL path, the query string and form fields.
+"""Refuse NUL characters and unpaired surrogates in the URL path, query string, cookies and forms.
 
 Neither can be stored or looked up in PostgreSQL ``text`` (see ``spinnakr.untrusted``),
 so no view needs to guard its own lookups against them. A path holding one names
-nothing that can exist: 404, as for any missing object. A query string or form
-field holding one: 400. API paths and JSON requests get ``{"error": "…"}``, pages
-plain text. JSON bodies are checked by their parsers (``BoundedJSONParser``,
-``loads_json``); the collector is routed around Django and checks its own input.
+nothing that can exist: 404, as for any missing object. A query string parameter,
+cookie or form field holding one: 400. API paths and JSON requests get
+``{"error": "…"}``, pages plain text. JSON bodies are checked by their parsers
+(``BoundedJSONParser``, ``loads_json``); the collector is routed around Django and
+checks its own input.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class UnstorableInputMiddleware:
             problem = unstorable(text)
             if problem is not None:
                 return self._refuse(request, 400, f"{name}: the query string parameter holds {problem}")
+        # A quoted cookie value may spell a NUL as "\\000"; the session's is looked up in PostgreSQL.
+        for name, value in request.COOKIES.items():
+            problem = unstorable(name) or unstorable(value)
+            if problem is not None:
+                return self._refuse(request, 400, f"{name}: the cookie holds {problem}")
         form = _form(request)
         for name, text in _fields(form) if form is not None else ():
             problem = unstorable(text)

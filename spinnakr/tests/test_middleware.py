@@ -106,3 +106,13 @@ def test_a_form_without_nul_reaches_the_view(owner_client: Client) -> None:
     response = owner_client.post("/sites/nul.example/goals/", {"goal_type": "event", "value": "Signup"})
     assert response.status_code == 302
     assert Site.objects.get(domain="nul.example").goals.get().event_name == "Signup"
+
+
+@pytest.mark.parametrize(
+    ("cookie", "name"),
+    [('sessionid="abcdefgh\\000ijkl"', "sessionid"), ('csrftoken="a\\000b"', "csrftoken")],
+)
+def test_a_nul_spelled_in_a_quoted_cookie_is_400(client: Client, cookie: str, name: str) -> None:
+    response = client.get("/sites/", headers={"Cookie": cookie})
+    assert response.status_code == 400
+    assert response.content == f"{name}: the cookie holds a NUL character\n".encode()
