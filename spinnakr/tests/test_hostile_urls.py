@@ -4,7 +4,7 @@ Each path parameter is filled with NUL characters, unpaired surrogates, overlong
 strings, out-of-range numbers and dates, percent-encoded NULs, or a real object's id
 (so the query string and the body reach the view behind its lookup). Each URL is
 requested with GET (hostile query string) and POST (hostile form, hostile JSON),
-anonymously, as the owner of the site, as staff on the admin, and with an API key on
+anonymously (with hostile cookies), as the owner of the site, as staff on the admin, and with an API key on
 API routes. Every request runs in a savepoint that is rolled back, so one request's
 writes never change what the next one meets.
 """
@@ -76,6 +76,17 @@ HOSTILE = st.one_of(
 # Already percent-encoded: NUL, an encoded percent sign, an encoded surrogate, an overlong NUL, a stray byte.
 ENCODED = st.sampled_from(["%00", "%2500", "%ED%A0%80", "%C0%80", "%FF", "a%00b"])
 VALUE = st.one_of(HOSTILE, st.sampled_from(REAL))
+# A quoted cookie value spells octal escapes: "\\000" arrives as a NUL character.
+COOKIE = st.sampled_from(
+    [
+        "",
+        'sessionid="abcdefgh\\000ijkl"',
+        'csrftoken="a\\000b"; sessionid=' + "a" * 4000,
+        'sessionid="\\355\\240\\200abcdefgh"',
+        "sessionid=%00%00%00%00%00%00%00%00",
+        'spinnakr_account="\\000"',
+    ]
+)
 
 QUERY_PARAMS = (
     "site_id", "period", "date", "metrics", "filters", "property", "interval", "compare", "limit", "page",
@@ -176,13 +187,14 @@ def cast(db: None) -> Iterator[Cast]:
         cache.delete_pattern(pattern)  # type: ignore[attr-defined]
 
 
-def _clients(cast: Cast, url: str) -> list[tuple[str, Client, dict[str, str]]]:
+def _clients(cast: Cast, url: str, cookie: str) -> list[tuple[str, Client, dict[str, str]]]:
     def logged_in(user: User) -> Client:
         client = Client(raise_request_exception=False)
         client.force_login(user)
         return client
 
-    clients: list[tuple[str, Client, dict[str, str]]] = [("anonymous", Client(raise_request_exception=False), {})]
+    anonymous = Client(raise_request_exception=False)
+    clients: list[tuple[str, Client, dict[str, str]]] = [("anonymous", anonymous, {"Cookie": cookie} if cookie else {})]
     # On the admin the owner is turned away like anyone without staff status.
     if url.startswith("/admin/"):
         clients.append(("staff", logged_in(cast.staff), {}))
@@ -211,6 +223,7 @@ KNOWN_CASES: dict[str, Any] = {
     "form": {"email": "a\x00@example.com", "value": "a\x00", "name": "a\x00", "action": "create"},
     "raw_form": "",
     "multipart": False,
+    "cookie": 'sessionid="abcdefgh\\000ijkl"',
     "body": json.dumps({"site_id": "@site", "metrics": ["visitors"], "date_range": ["0001-01-01", "9999-12-31"]}),
 }
 SEGMENT = st.one_of(VALUE.map(lambda text: ("text", text)), ENCODED.map(lambda raw: ("raw", raw)))
@@ -221,10 +234,19 @@ hostile_input = given(
     form=st.dictionaries(st.one_of(st.sampled_from(FORM_FIELDS), HOSTILE), VALUE, max_size=4),
     raw_form=st.one_of(st.just(""), ENCODED.map(lambda text: f"name={text}")),
     multipart=st.booleans(),
+    cookie=COOKIE,
     body=JSON_BODY,
 )
 known_cases = example(**KNOWN_CASES)
-known_nul_paths = example(**{**KNOWN_CASES, "segments": [("raw", "%00")] * 4, "multipart": True, "body": NESTED_AND})
+known_nul_paths = example(
+    **{
+        **KNOWN_CASES,
+        "segments": [("raw", "%00")] * 4,
+        "multipart": True,
+        "cookie": "",
+        "body": NESTED_AND,
+    }
+)
 # Shrinking would replay a failing route's requests hundreds of times; the assertion names the request instead.
 walk = settings(
     deadline=None, phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -240,6 +262,7 @@ def _walk(
     form: dict[str, str],
     raw_form: str,
     multipart: bool,
+    cookie: str,
     body: str,
 ) -> None:
     parts = iter([_encode(cast.real(value)) if kind == "text" else value for kind, value in segments])
@@ -265,10 +288,11 @@ def _walk(
             ("put", url, {"data": json_body, "content_type": "application/json"}),
             ("delete", f"{url}?{query_string}", {"data": _urlencoded(fields, raw_form), "content_type": FORM}),
         ]
-    for who, client, headers in _clients(cast, url):
+    for who, client, headers in _clients(cast, url, cookie):
         for method, target, kwargs in requests:
             status = _send(client, method, target, headers=headers, **kwargs)
-            assert status < 500, f"{method.upper()} {target[:300]} as {who} answered {status}: {kwargs!r:.300}"
+            sent = f"{method.upper()} {target[:300]} as {who} (Cookie: {headers.get('Cookie', '')[:100]!r})"
+            assert status < 500, f"{sent} answered {status}: {kwargs!r:.300}"
 
 
 @pytest.mark.parametrize("route", [route for route in ROUTES if not route.startswith("/admin/")])
