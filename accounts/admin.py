@@ -271,7 +271,7 @@ admin.site.login = admin_login  # type: ignore[method-assign]
 
 
 class TOTPDeviceAdmin(OTPTOTPDeviceAdmin):
-    """django-otp's device admin, whose config and QR code pages answer 500 for an unknown device."""
+    """django-otp's device admin, but an unknown device's config and QR code pages are 404, not 500."""
 
     def config_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         get_object_or_404(TOTPDevice, pk=pk)
