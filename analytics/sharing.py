@@ -20,6 +20,7 @@ from django.http import Http404
 from accounts.access import get_site_for_user
 from accounts.models import Site, User
 from analytics.models import SharedLink
+from spinnakr.untrusted import unstorable
 
 SESSION_KEY = "spinnakr_shared_links"
 Via = Literal["member", "public", "link"]
@@ -65,6 +66,9 @@ def _unlocked_link(session: Mapping[str, Any] | None, site: Site) -> SharedLink 
 
 def dashboard_access(user: Any, session: Mapping[str, Any] | None, domain: str) -> DashboardAccess:
     """How ``user`` (with ``session``) may view ``domain``'s dashboard; ``Http404`` if not at all."""
+    # The live WebSocket's path reaches here without spinnakr.middleware's check.
+    if unstorable(domain):
+        raise Http404("not found")
     try:
         return DashboardAccess(get_site_for_user(user, domain), "member")
     except Http404:
@@ -80,6 +84,8 @@ def dashboard_access(user: Any, session: Mapping[str, Any] | None, domain: str) 
 
 
 def link_for_slug(slug: str) -> SharedLink:
+    if unstorable(slug):
+        raise Http404("not found")
     link = SharedLink.objects.select_related("site", "site__account").filter(slug=slug).first()
     if link is None or link.site.account.suspended:
         raise Http404("not found")

@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.http import Http404
 from django.test import Client
 from django.utils import timezone
 
@@ -391,3 +393,12 @@ def test_goal_and_shared_link_forms_answer_400_for_a_nul(cast: Cast, path: str, 
     assert "the form field holds a NUL character" in response.content.decode()
     assert not cast.site.goals.exists()
     assert not SharedLink.objects.filter(site=cast.site).exists()
+
+
+@pytest.mark.parametrize("text", ["dash.example\x00", "\ud800"])
+def test_dashboard_access_and_shared_links_are_404_for_text_no_domain_holds(cast: Cast, text: str) -> None:
+    # The live WebSocket asks dashboard_access directly, without the HTTP middleware in front.
+    with pytest.raises(Http404):
+        sharing.dashboard_access(AnonymousUser(), {}, text)
+    with pytest.raises(Http404):
+        sharing.link_for_slug(text)
