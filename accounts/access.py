@@ -21,7 +21,8 @@ SESSION_ACCOUNT_KEY = "spinnakr_account"
 
 
 def _is_user(user: Any) -> bool:
-    return bool(user is not None and getattr(user, "is_authenticated", False) and getattr(user, "is_active", False))
+    # Only a person: an API key's principal (accounts.api_auth.APIKeyUser) has no memberships.
+    return isinstance(user, User) and user.is_authenticated and user.is_active
 
 
 def user_role(user: Any, account: Account) -> Role | None:

@@ -19,9 +19,11 @@ from django.contrib.auth.forms import BaseUserCreationForm
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as OTPTOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.apikeys import revoke_api_key
 from accounts.customers import delete_account
@@ -271,3 +273,20 @@ def admin_login(request: HttpRequest, extra_context: dict[str, Any] | None = Non
 
 
 admin.site.login = admin_login  # type: ignore[method-assign]
+
+
+class TOTPDeviceAdmin(OTPTOTPDeviceAdmin):
+    """django-otp's device admin, but an unknown device's config and QR code pages are 404, not 500."""
+
+    def config_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        get_object_or_404(TOTPDevice, pk=pk)
+        return super().config_view(request, pk)
+
+    def qrcode_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        get_object_or_404(TOTPDevice, pk=pk)
+        return super().qrcode_view(request, pk)
+
+
+# Importing django-otp's admin module registered its own; this one takes its place.
+admin.site.unregister(TOTPDevice)
+admin.site.register(TOTPDevice, TOTPDeviceAdmin)

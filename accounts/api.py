@@ -16,6 +16,7 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,6 +26,7 @@ from accounts.api_auth import APIKeyAuthentication, request_key, require_any_sco
 from accounts.models import APIKey, Scope, Site
 from accounts.sites import SiteError, create_site, delete_site, update_site
 from analytics.api import ratelimit
+from spinnakr.untrusted import BoundedJSONParser, unstorable
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -76,7 +78,8 @@ def _uncursor(raw: str, name: str) -> str:
         value = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValidationError({name: "is not a cursor from a previous response"}) from None
-    if not value:
+    # A forged cursor may decode to text no domain holds and PostgreSQL cannot compare.
+    if not value or unstorable(value):
         raise ValidationError({name: "is not a cursor from a previous response"})
     return value
 
@@ -121,6 +124,7 @@ def _key(request: Request) -> APIKey:
 
 class _SitesBase(APIView):
     authentication_classes = [APIKeyAuthentication]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
 
     def get_permissions(self) -> list[BasePermission]:
         permission = _READ if self.request.method in {"GET", "HEAD", "OPTIONS"} else _WRITE

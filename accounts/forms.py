@@ -54,8 +54,14 @@ class TOTPForm(forms.Form):
     )
 
 
+# The users' and invitations' e-mail column holds 254 characters; forms.EmailField allows 320.
+EMAIL_LENGTH = 254
+
+
 class SignupForm(forms.Form):
-    email = forms.EmailField(label="E-mail", widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+    email = forms.EmailField(
+        label="E-mail", max_length=EMAIL_LENGTH, widget=forms.EmailInput(attrs={"autocomplete": "email"})
+    )
     name = forms.CharField(label="Your name", max_length=150, required=False)
     account_name = forms.CharField(label="Company or project", max_length=200, required=False)
     password = forms.CharField(label="Password", widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
@@ -119,7 +125,7 @@ class DeleteForm(forms.Form):
 
 
 class InviteForm(forms.Form):
-    email = forms.EmailField(label="E-mail")
+    email = forms.EmailField(label="E-mail", max_length=EMAIL_LENGTH)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
 
 

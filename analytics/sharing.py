@@ -25,6 +25,7 @@ from accounts import throttle
 from accounts.access import get_site_for_user
 from accounts.models import Site, User
 from analytics.models import SharedLink
+from spinnakr.untrusted import unstorable
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ def _unlocked_link(session: Mapping[str, Any] | None, site: Site) -> SharedLink 
 
 def dashboard_access(user: Any, session: Mapping[str, Any] | None, domain: str) -> DashboardAccess:
     """How ``user`` (with ``session``) may view ``domain``'s dashboard; ``Http404`` if not at all."""
+    # The live WebSocket's path reaches here without spinnakr.middleware's check.
+    if unstorable(domain):
+        raise Http404("not found")
     try:
         return DashboardAccess(get_site_for_user(user, domain), "member")
     except Http404:
@@ -116,6 +120,8 @@ def check_link_password(request: HttpRequest, link: SharedLink, password: str) -
 
 
 def link_for_slug(slug: str) -> SharedLink:
+    if unstorable(slug):
+        raise Http404("not found")
     link = SharedLink.objects.select_related("site", "site__account").filter(slug=slug).first()
     if link is None or link.site.account.suspended:
         raise Http404("not found")

@@ -9,7 +9,6 @@ fetches them in one batch and then follows the live WebSocket.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -24,6 +23,7 @@ from accounts.models import Role, Site
 from analytics import dashboard, sharing
 from analytics.query import QueryError
 from analytics.query.goals import create_goal, delete_goal
+from spinnakr.untrusted import UntrustedInputError, loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,9 @@ def site_query(request: HttpRequest, domain: str) -> JsonResponse:
     if len(request.body) > MAX_QUERY_BODY:
         return _json_error(f"the body is over {MAX_QUERY_BODY} bytes", 413)
     try:
-        payload = json.loads(request.body or b"null")
+        payload = loads_json(request.body or b"null")
+    except UntrustedInputError as exc:
+        return _json_error(exc.message, 400)
     except (ValueError, UnicodeDecodeError):
         return _json_error("the body is not valid JSON", 400)
     try:

@@ -17,6 +17,7 @@ from accounts.access import (
     sites_for_user,
     user_role,
 )
+from accounts.api_auth import APIKeyUser
 from accounts.models import Membership, Role
 
 
@@ -140,3 +141,17 @@ def test_a_private_site_is_readable_only_by_members(site, viewer, outsider):
 def test_it_looks_a_site_up_in_one_query(site, viewer, django_assert_num_queries):
     with django_assert_num_queries(1):
         get_site_for_user(viewer, "shop.example")
+
+
+def test_an_api_keys_principal_is_no_member_of_any_account(account, site, write_key):
+    principal = APIKeyUser(write_key[0])
+    assert user_role(principal, account) is None
+    assert list(sites_for_user(principal)) == []
+    with pytest.raises(Http404):
+        get_site_for_user(principal, "shop.example")
+
+
+def test_the_api_docs_render_for_a_request_with_an_api_key(client, write_key):
+    # The docs page's navigation asks for the current account of DRF's user, here the key's principal.
+    response = client.get("/api/docs/", headers={"Authorization": f"Bearer {write_key[1]}"})
+    assert response.status_code == 200

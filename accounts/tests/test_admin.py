@@ -136,3 +136,8 @@ def test_staff_log_in_through_the_service_login_and_reach_the_admin(client, staf
     response = client.post("/accounts/login/", {"username": staff.email, "password": PASSWORD, "next": "/admin/"})
     assert response["Location"] == "/admin/"
     assert client.get("/admin/").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["config", "qrcode"])
+def test_an_unknown_two_factor_device_is_404_for_staff(staff_client, page):
+    assert staff_client.get(f"/admin/otp_totp/totpdevice/0/{page}/").status_code == 404

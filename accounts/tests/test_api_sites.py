@@ -236,3 +236,36 @@ def test_teams_lists_the_keys_account_only(api, account, other_account, read_key
 
 def test_teams_needs_a_key(api, db):
     assert api.get("/api/v1/sites/teams").status_code == 401
+
+
+@pytest.mark.parametrize("cursor", ["after=AA", "before=AA", "after=7b-A"])
+def test_it_answers_400_for_a_cursor_that_decodes_to_text_no_domain_holds(api, site, read_key, cursor):
+    # "AA" decodes to a NUL character, "7b-A" to an unpaired surrogate's bytes.
+    response = api.get(f"/api/v1/sites?{cursor}", **bearer(read_key[1]))
+    assert response.status_code == 400
+    assert response.json()["error"].endswith("is not a cursor from a previous response")
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_a_nul_in_the_domain_is_404_in_json(api, site, write_key, method):
+    response = getattr(api, method)("/api/v1/sites/shop%00.example", **bearer(write_key[1]))
+    assert response.status_code == 404
+    assert response.json() == {"error": "not found: the URL path holds a NUL character"}
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"domain": ' + "[" * 1000 + "]" * 1000 + "}", "body: nested more than 64 levels deep"),
+        ('{"domain": "fresh.example", "timezone": "\\ud800"}', "timezone: holds an unpaired surrogate"),
+        (
+            '{"domain": "fresh.example", "allowed_origins": ["https://a\\u0000"]}',
+            "allowed_origins[0]: holds a NUL character",
+        ),
+    ],
+)
+def test_it_answers_400_for_a_body_no_site_can_hold(api, write_key, body, error):
+    response = api.post("/api/v1/sites", body, content_type="application/json", **bearer(write_key[1]))
+    assert response.status_code == 400
+    assert response.json() == {"error": error}
+    assert not Site.objects.exists()

@@ -272,3 +272,12 @@ def test_wrong_codes_lock_the_account_even_when_the_password_is_entered_again(cl
     with time_machine.travel(start + timedelta(seconds=120)):
         response = client.post("/accounts/login/", {"username": owner.email, "password": PASSWORD})
     assert "Too many failed log-ins" in response.content.decode()
+
+
+def test_sign_up_refuses_an_address_longer_than_the_column_holds(client, db):
+    # 258 characters: a valid address for the form field's own 320-character limit.
+    email = "a" * 64 + "@" + ".".join(["b" * 63, "c" * 63, "d" * 63]) + ".com"
+    response = client.post("/accounts/signup/", {**SIGNUP, "email": email})
+    assert response.status_code == 200
+    assert "at most 254 characters" in response.content.decode()
+    assert not User.objects.filter(email__startswith="aaaa").exists()

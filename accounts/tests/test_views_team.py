@@ -174,3 +174,11 @@ def test_members_of_a_suspended_account_see_a_notice(viewer_client, account):
     account.suspended = False
     account.save()
     assert "is suspended" not in viewer_client.get(f"/accounts/{account.public_id}/team/").content.decode()
+
+
+def test_an_invitation_refuses_an_address_longer_than_the_column_holds(owner_client, account):
+    email = "a" * 64 + "@" + ".".join(["b" * 63, "c" * 63, "d" * 63]) + ".com"
+    response = owner_client.post(f"/accounts/{account.public_id}/team/", {"email": email, "role": "viewer"})
+    assert response.status_code == 200
+    assert "at most 254 characters" in response.content.decode()
+    assert not Invitation.objects.exists()

@@ -16,6 +16,11 @@ from analytics.query.errors import QueryError
 
 RELATIVE = ("day", "24h", "7d", "28d", "30d", "91d", "month", "6mo", "12mo", "year", "all")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# The days a query may name: from the Unix epoch (no event is older, see analytics.store.EPOCH)
+# to the year 2999. Python's dates end at the years 1 and 9999, where the arithmetic on a range
+# (time zones, the day after its end, a comparison a year back) would overflow.
+FIRST_DAY = dt.date(1970, 1, 1)
+LAST_DAY = dt.date(2999, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,12 @@ class DateRange:
             last_day=(end - dt.timedelta(microseconds=1)).astimezone(self.tz).date(),
             tz=self.tz,
         )
+
+
+def check_day(day: dt.date, field: str) -> dt.date:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise QueryError(f"{field}: {day.isoformat()} is outside the days a query may name ({FIRST_DAY} to {LAST_DAY})")
+    return day
 
 
 def local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
@@ -76,12 +87,14 @@ def _parse_point(value: Any, tz: ZoneInfo, *, end: bool) -> tuple[dt.datetime, d
             day = dt.date.fromisoformat(value)
         except ValueError:
             raise QueryError(f"date_range: {value!r} is not a valid date") from None
+        check_day(day, "date_range")
         instant = local_midnight(day + dt.timedelta(days=1) if end else day, tz)
         return instant, day
     try:
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
         raise QueryError(f"date_range: {value!r} is not a valid ISO 8601 date or date-time") from None
+    check_day(moment.date(), "date_range")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     instant = moment.astimezone(dt.UTC)
@@ -96,7 +109,7 @@ def resolve(
 ) -> DateRange:
     """Resolve a Stats API ``date_range`` value; ``today`` anchors relative periods (v1's ``date``)."""
     local_now = now.astimezone(tz)
-    anchor = today or local_now.date()
+    anchor = check_day(today, "date") if today else local_now.date()
     if isinstance(value, list):
         if len(value) != 2:
             raise QueryError("date_range: a custom range is a list of two ISO 8601 dates or date-times")

@@ -65,6 +65,8 @@ OPERATORS = ("is", "is_not", "contains", "contains_not", "matches", "matches_not
 MAX_LIMIT = 10_000
 MAX_CLAUSES = 100
 MAX_FILTER_DEPTH = 10
+# Conditions in one query, however nested: each becomes SQL the database plans and runs per event.
+MAX_CONDITIONS = 200
 
 Granularity = Literal["minute", "hour", "day", "week", "month"]
 
@@ -211,6 +213,18 @@ def _parse_filter(node: Any, where: str, depth: int, goals: set[str]) -> Filter:
     return Condition(op, dim, tuple(clauses), case_sensitive)
 
 
+def _count_conditions(filters: tuple[Filter, ...]) -> int:
+    count = 0
+    stack: list[Filter] = list(filters)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Condition):
+            count += 1
+        else:
+            stack.extend(node.children)
+    return count
+
+
 def _as_dict(value: Any, name: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -266,6 +280,9 @@ def parse_query(
     if not isinstance(raw_filters, list):
         raise QueryError("filters: must be a list")
     filters = tuple(_parse_filter(f, f"filters[{i}]", 0, goals) for i, f in enumerate(raw_filters))
+    conditions = _count_conditions(filters)
+    if conditions > MAX_CONDITIONS:
+        raise QueryError(f"filters: at most {MAX_CONDITIONS} conditions in a query, not {conditions}")
 
     include = _as_dict(body.get("include"), "include")
     unknown_include = sorted(set(include) - {"time_labels", "total_rows", "imports", "comparisons"})

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from analytics.models import page_pattern_regex
+from analytics.query.dates import check_day
 from analytics.query.errors import QueryError
 
 PERIODS = ("day", "24h", "7d", "28d", "30d", "91d", "month", "6mo", "12mo", "year", "all", "custom")
@@ -36,9 +37,10 @@ _OPERATORS = (("!=", "is_not"), ("!~", "contains_not"), ("==", "is"), ("~", "con
 
 def _date(value: str, field: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise QueryError(f"{field}: {value!r} is not a date (YYYY-MM-DD)") from None
+    return check_day(day, field)
 
 
 def period_range(params: Mapping[str, str]) -> tuple[Any, dt.date | None]:

@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.http import Http404
 from django.test import Client
 from django.utils import timezone
 
@@ -329,3 +331,74 @@ def test_the_overview_data_counts_the_last_24_hours(ingested: Cast) -> None:
     assert sites["dash.example"]["totals"] == [2, 3]
     assert sum(point["visitors"] for point in sites["dash.example"]["series"]) == 2
     assert sites["blog.dash.example"]["totals"] == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            {"metrics": ["visitors"], "date_range": ["0001-01-01", "9999-12-31"]},
+            "date_range: 0001-01-01 is outside the days a query may name (1970-01-01 to 2999-12-31)",
+        ),
+        (
+            {"metrics": ["visitors"], "date_range": "7d", "filters": [["is", "event:page", ["\x00"]]]},
+            "filters[0][2][0]: holds a NUL character",
+        ),
+        (
+            {"queries": [{"id": "a", "query": {"metrics": ["visitors"], "date_range": ["\ud800", "2026-01-01"]}}]},
+            "queries[0].query.date_range[0]: holds an unpaired surrogate",
+        ),
+    ],
+)
+def test_the_data_endpoint_answers_400_for_input_no_query_can_hold(cast: Cast, body: Any, error: str) -> None:
+    response = post_query(client_for(cast.owner), "dash.example", body)
+    assert response.status_code == 400
+    assert response.json() == {"error": error}
+
+
+def test_the_data_endpoint_answers_400_for_json_nested_a_thousand_levels_deep(cast: Cast) -> None:
+    client = client_for(cast.owner)
+    client.get("/sites/dash.example/")
+    nested = '["and", [' * 1000 + '["is", "event:page", ["/"]]' + "]]" * 1000
+    response = client.post(
+        "/sites/dash.example/query",
+        data=f'{{"metrics": ["visitors"], "date_range": "7d", "filters": [{nested}]}}',
+        content_type="application/json",
+        headers={"X-CSRFToken": client.cookies["csrftoken"].value},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "body: nested more than 64 levels deep"}
+
+
+@pytest.mark.parametrize("path", ["/sites/%00/", "/sites/%00/goals/", "/sites/%00/sharing/", "/share/%00/"])
+def test_a_nul_in_a_dashboard_path_is_404_even_anonymously(cast: Cast, path: str) -> None:
+    assert client_for().get(path).status_code == 404
+    assert client_for(cast.owner).get(path).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        ("/sites/dash.example/goals/", {"goal_type": "event", "value": "Sign\x00up"}),
+        ("/sites/dash.example/goals/", {"goal_type": "page", "value": "/\x00"}),
+        ("/sites/dash.example/sharing/", {"action": "create", "name": "Team\x00"}),
+        ("/sites/dash.example/sharing/", {"action": "delete", "slug": "\x00"}),
+    ],
+)
+def test_goal_and_shared_link_forms_answer_400_for_a_nul(cast: Cast, path: str, form: dict[str, str]) -> None:
+    client = Client()
+    client.force_login(cast.owner)
+    response = client.post(path, form)
+    assert response.status_code == 400
+    assert "the form field holds a NUL character" in response.content.decode()
+    assert not cast.site.goals.exists()
+    assert not SharedLink.objects.filter(site=cast.site).exists()
+
+
+@pytest.mark.parametrize("text", ["dash.example\x00", "\ud800"])
+def test_dashboard_access_and_shared_links_are_404_for_text_no_domain_holds(cast: Cast, text: str) -> None:
+    # The live WebSocket asks dashboard_access directly, without the HTTP middleware in front.
+    with pytest.raises(Http404):
+        sharing.dashboard_access(AnonymousUser(), {}, text)
+    with pytest.raises(Http404):
+        sharing.link_for_slug(text)

@@ -348,3 +348,75 @@ def test_the_rate_limit_answers_429_with_headers(client: Client, cast: dict[str,
     assert third["X-RateLimit-Limit"] == "2"
     assert int(third["Retry-After"]) >= 1
     assert "error" in third.json()
+
+
+def post_v2(client: Client, cast: dict[str, Any], body: str) -> Any:
+    headers = {"Authorization": f"Bearer {cast['key']}"}
+    return client.post("/api/v2/query", body, content_type="application/json", headers=headers)
+
+
+def test_v2_answers_400_for_days_outside_the_supported_range(client: Client, cast: dict[str, Any]) -> None:
+    body = {"site_id": cast["site"].domain, "metrics": ["visitors"], "date_range": ["0001-01-01", "9999-12-31"]}
+    response = post_v2(client, cast, json.dumps(body))
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("date_range: 0001-01-01 is outside the days a query may name")
+
+
+def test_v2_answers_400_for_json_nested_a_thousand_levels_deep(client: Client, cast: dict[str, Any]) -> None:
+    response = post_v2(client, cast, '{"site_id": ' + "[" * 1000 + "]" * 1000 + "}")
+    assert response.status_code == 400
+    assert response.json() == {"error": "body: nested more than 64 levels deep"}
+
+
+def test_v2_answers_400_for_a_thousand_nested_and_filters(client: Client, cast: dict[str, Any]) -> None:
+    nested = '["and", [' * 1000 + '["is", "event:page", ["/"]]' + "]]" * 1000
+    body = f'{{"site_id": "{cast["site"].domain}", "metrics": ["visitors"], "date_range": "7d", "filters": [{nested}]}}'
+    response = post_v2(client, cast, body)
+    assert response.status_code == 400
+    assert response.json() == {"error": "body: nested more than 64 levels deep"}
+
+
+@pytest.mark.parametrize(
+    ("clause", "message"),
+    [
+        ("\\u0000", "filters[0][2][0]: holds a NUL character"),
+        ("\\ud800", "filters[0][2][0]: holds an unpaired surrogate"),
+    ],
+)
+def test_v2_answers_400_for_text_postgresql_cannot_hold(
+    client: Client, cast: dict[str, Any], clause: str, message: str
+) -> None:
+    body = (
+        f'{{"site_id": "{cast["site"].domain}", "metrics": ["visitors"], "date_range": "7d",'
+        f' "filters": [["is", "event:page", ["{clause}"]]]}}'
+    )
+    response = post_v2(client, cast, body)
+    assert response.status_code == 400
+    assert response.json() == {"error": message}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/sites/{domain}/export?period=custom&date=0001-01-01,9999-12-31",
+        "/api/v1/sites/{domain}/export?period=month&date=9999-12-31",
+        "/api/v1/stats/aggregate?site_id={domain}&period=12mo&date=9999-12-31",
+        "/api/v1/stats/timeseries?site_id={domain}&period=30d&date=0001-01-01",
+    ],
+)
+def test_v1_and_the_export_answer_400_for_days_outside_the_supported_range(
+    client: Client, cast: dict[str, Any], path: str
+) -> None:
+    headers = {"Authorization": f"Bearer {cast['key']}"}
+    response = client.get(path.format(domain=cast["site"].domain), headers=headers)
+    assert response.status_code == 400
+    assert "is outside the days a query may name (1970-01-01 to 2999-12-31)" in response.json()["error"]
+
+
+def test_a_nul_in_the_query_string_answers_400_in_json(client: Client, cast: dict[str, Any]) -> None:
+    headers = {"Authorization": f"Bearer {cast['key']}"}
+    response = client.get(
+        f"/api/v1/stats/aggregate?site_id={cast['site'].domain}&filters=event:page%3D%3D%00", headers=headers
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "filters: the query string parameter holds a NUL character"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -92,6 +93,26 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
             {"metrics": ["visitors"], "date_range": "year", "dimensions": ["time:minute"]},
             "dimensions: time:minute is available",
         ),
+        (
+            {"metrics": ["visitors"], "date_range": ["0001-01-01", "9999-12-31"]},
+            "date_range: 0001-01-01 is outside the days a query may name (1970-01-01 to 2999-12-31)",
+        ),
+        (
+            {"metrics": ["visitors"], "date_range": ["2026-01-01", "9999-12-31"]},
+            "date_range: 9999-12-31 is outside the days a query may name",
+        ),
+        (
+            {"metrics": ["visitors"], "date_range": ["2026-01-01T00:00:00", "9999-12-31T23:59:59+14:00"]},
+            "date_range: 9999-12-31 is outside the days a query may name",
+        ),
+        (
+            {"metrics": ["visitors"], "date_range": ["0001-01-01T00:00:00+14:00", "2026-01-01T00:00:00"]},
+            "date_range: 0001-01-01 is outside the days a query may name",
+        ),
+        (
+            {"metrics": ["visitors"], "date_range": "day", "filters": [["and", [["is", "event:page", ["/"]]] * 201]]},
+            "filters: at most 200 conditions in a query, not 201",
+        ),
     ],
 )
 def test_it_rejects_an_invalid_query_naming_the_field(body: Any, message: str) -> None:
@@ -99,3 +120,19 @@ def test_it_rejects_an_invalid_query_naming_the_field(body: Any, message: str) -
     with pytest.raises(QueryError) as caught:
         run_query(site, body)
     assert caught.value.message.startswith(message)
+
+
+def test_it_rejects_a_v1_anchor_day_outside_the_supported_days() -> None:
+    site = make_cast()["site"]
+    with pytest.raises(QueryError) as caught:
+        run_query(site, {"metrics": ["visitors"], "date_range": "12mo"}, today=dt.date(9999, 12, 31))
+    assert caught.value.message.startswith("date: 9999-12-31 is outside the days a query may name")
+
+
+@pytest.mark.parametrize("mode", ["previous_period", "year_over_year"])
+@pytest.mark.parametrize("date_range", [["1970-01-01", "1970-01-31"], ["2999-12-01", "2999-12-31"]])
+def test_it_answers_ranges_at_the_first_and_last_supported_days(date_range: list[str], mode: str) -> None:
+    site = make_cast()["site"]
+    body = {"metrics": ["visitors"], "date_range": date_range, "include": {"comparisons": {"mode": mode}}}
+    result = run_query(site, body)
+    assert result["results"][0]["metrics"] == [0]
