@@ -45,6 +45,7 @@ from accounts.access import SESSION_ACCOUNT_KEY, accounts_for_user, sites_for_us
 from accounts.apikeys import authenticate_key
 from accounts.models import APIKey, Scope, Site
 from analytics.sharing import DashboardAccess, dashboard_access
+from spinnakr.untrusted import unstorable
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def feed_site(raw_key: str, domain: str) -> tuple[APIKey, Site]:
         raise FeedError(CLOSE_UNAUTHORIZED, "a valid API key is required")
     if Scope.FEED_READ not in key.scopes:
         raise FeedError(CLOSE_FORBIDDEN, "the key lacks the feed:read scope")
-    site = Site.objects.filter(account=key.account, domain=domain.lower()).first()
+    site = None if unstorable(domain) else Site.objects.filter(account=key.account, domain=domain.lower()).first()
     if site is None:
         raise FeedError(CLOSE_NOT_FOUND, "not found")
     return key, site

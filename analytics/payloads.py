@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypedDict
 
+from spinnakr.untrusted import UNSTORABLE_CHARACTERS
+
 INGEST_TASK = "analytics.ingest_batch"
 # The task's messages: JSON written and read by orjson (registered in spinnakr.celery).
 EVENTS_SERIALIZER = "orjson"
@@ -78,11 +80,6 @@ _MAX_REVENUE = Decimal("1e14")
 
 class InvalidEvent(ValueError):
     """A field is missing or invalid; ``str()`` names the field."""
-
-
-# PostgreSQL's text and jsonb hold no NUL, and a surrogate (JSON's lone "\ud800" decodes to
-# one) has no UTF-8 form: an event carrying either cannot be stored.
-UNSTORABLE_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def unstorable(text: str) -> bool:

@@ -19,7 +19,8 @@ from rest_framework.parsers import JSONParser
 # Far above any request the API or the dashboard sends (a v2 body with filters at the
 # engine's deepest nesting is ~25 levels), far below the recursion limit.
 MAX_JSON_DEPTH = 64
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What PostgreSQL text cannot hold: a NUL, or a surrogate (no UTF-8 form).
+UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 
 
 class UntrustedInputError(ValueError):
@@ -32,7 +33,7 @@ class UntrustedInputError(ValueError):
 
 def unstorable(text: str) -> str | None:
     """What in ``text`` no store can hold ("a NUL character", "an unpaired surrogate"), or ``None``."""
-    found = _UNSTORABLE.search(text)
+    found = UNSTORABLE_CHARACTERS.search(text)
     if found is None:
         return None
     return "a NUL character" if found.group() == "\x00" else "an unpaired surrogate"

@@ -256,6 +256,12 @@ async def test_the_feed_refuses_a_site_outside_the_keys_account(cast: Cast) -> N
     assert await feed("elsewhere.example", raw).connect(timeout=5) == (False, live.CLOSE_NOT_FOUND)
 
 
+@pytest.mark.parametrize("domain", ["dash.example\x00", "dash.example\ud800"])
+async def test_the_feed_answers_not_found_for_a_domain_no_site_can_hold(cast: Cast, domain: str) -> None:
+    _, raw = await new_key(cast, [Scope.FEED_READ])
+    assert await feed(domain, raw).connect(timeout=5) == (False, live.CLOSE_NOT_FOUND)
+
+
 async def test_the_feed_closes_when_the_key_is_revoked(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(live, "RECHECK_SECONDS", 0.0)
     key, raw = await new_key(cast, [Scope.FEED_READ])
