@@ -26,7 +26,7 @@ never interleave on the connection.
 On a Redis broker the message goes onto the queue's list with one LPUSH of the
 envelope kombu's Redis transport would write (``RedisListSender``): Celery's
 ``send_task`` and kombu's ``publish`` around it cost about 1.1 ms of CPU a
-message on the slow VM of bench/README, the LPUSH about 0.2 ms. The headers are
+message on the slow VM of bench/HISTORY.md, the LPUSH about 0.2 ms. The headers are
 Celery's own (made by ``app.amqp.as_task_v2`` once and copied per message), the
 body joins the requests' events as ``submit`` encoded them (orjson, the events'
 serializer in kombu's registry) and is encoded by the channel, so the worker
@@ -220,7 +220,7 @@ class Publisher:
         self._pending_events = 0
         self._inflight_events = 0
         # The publish in flight, if any: one at a time, so what arrives meanwhile gathers for the
-        # next message instead of costing a message of its own (bench/README, bench/ingest).
+        # next message; two in flight measured no better beyond the box's noise (bench/README.md).
         self._publishing: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._connection: Any = None
