@@ -220,7 +220,8 @@ class Publisher:
         self._pending_events = 0
         self._inflight_events = 0
         # The publish in flight, if any: one at a time, so what arrives meanwhile gathers for the
-        # next message; two in flight measured no better beyond the box's noise (bench/README.md).
+        # next message. Two in flight did better in most runs but within a shared box's spread,
+        # and one holds the figures (bench/README.md).
         self._publishing: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._connection: Any = None
