@@ -1,23 +1,23 @@
-"""Group commit: requests arriving within a few milliseconds share one broker message.
+"""Group commit: the requests that arrive while a message is in flight share the next one.
 
-``PUBLISHER.submit(events)`` adds a request's events to the open batch and
-waits. The batch is published as soon as it holds ``TARGET_EVENTS`` (20)
-events, or a linger after its first event arrived if fewer come; while a
-publish is in flight the next batch keeps filling and goes out when it
-completes (then with all it gathered, at most ``MAX_EVENTS`` (500) a message).
-The linger follows the process's arrival rate: the time ``TARGET_EVENTS``
-events take to arrive, between ``LINGER`` (5 ms) and ``MAX_LINGER`` (20 ms, at
-a few hundred events a second), so a message carries about 20 events at any
-rate. A batch that is full does not wait out the linger: under load nothing
-waits but for the broker, and a closed loop of clients is not held back by
-the timer. A message carries whole requests (a request is never split across
-messages). Each message is one Celery task ``analytics.ingest_batch`` (kwargs ``batch_id`` and
-``events``, protocol 2, persistent) on ``settings.EVENTS_QUEUE``, sent with
+``PUBLISHER.submit(events)`` encodes a request's events, adds them to the
+pending requests and waits. When no publish is in flight, a publish starts at
+once (at the event loop's next turn, so requests submitted in the same turn go
+together); what arrives while it is in flight goes out when it returns, all of
+it (at most ``MAX_EVENTS`` (500) events a message, whole requests only: a
+request is never split across messages). No timer holds a request back: a lone
+request waits for its own broker round trip and nothing else, and under load a
+message carries what gathered during the previous one. Each message is one
+Celery task ``analytics.ingest_batch`` (kwargs ``batch_id`` and ``events``,
+protocol 2, persistent) on ``settings.EVENTS_QUEUE``, sent with
 ``app.send_task`` so a real Celery worker consumes it. Every waiting request is
 released only after the broker confirmed its message: publisher confirms on
 RabbitMQ (``confirm_publish``), the returned LPUSH on Redis. On failure each
-waiter gets ``PublishError`` (the collector answers 503 with Retry-After), so
-no client is told 202 for an event the broker does not hold.
+waiter of that message gets ``PublishError`` (the collector answers 503 with
+Retry-After), so no client is told 202 for an event the broker does not hold.
+A request whose events cannot be encoded (a lone surrogate in a string) gets
+``UnpublishableEvents`` at once and never joins a message, so it cannot fail
+the requests it would have shared one with.
 
 kombu is blocking: its publishes run in one dedicated thread that owns the
 process's producer connection, so the event loop never blocks and publishes
@@ -26,10 +26,11 @@ never interleave on the connection.
 On a Redis broker the message goes onto the queue's list with one LPUSH of the
 envelope kombu's Redis transport would write (``RedisListSender``): Celery's
 ``send_task`` and kombu's ``publish`` around it cost about 1.1 ms of CPU a
-message on the slow VM of bench/README, the LPUSH about 0.2 ms. The headers are
+message on the slow VM of bench/HISTORY.md, the LPUSH about 0.2 ms. The headers are
 Celery's own (made by ``app.amqp.as_task_v2`` once and copied per message), the
-body is serialized by kombu's registry and encoded by the channel, so the
-worker sees the message ``send_task`` would have sent. The event loop pushes it
+body joins the requests' events as ``submit`` encoded them (orjson, the events'
+serializer in kombu's registry) and is encoded by the channel, so the worker
+sees the message ``send_task`` would have sent. The event loop pushes it
 with a ``redis.asyncio`` client of the same server and database (no hand-off to
 the thread: about 12 µs of CPU an event less); the thread still connects kombu, which
 decides whether the push applies. RabbitMQ keeps kombu's publish with publisher
@@ -45,6 +46,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -60,15 +62,7 @@ from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
 
 logger = logging.getLogger(__name__)
 
-# A batch is published as soon as it holds TARGET_EVENTS, else a linger after its
-# first event: one message per ~20 events instead of one per request, because a
-# message costs the worker more than its events do (bench/README). The linger is
-# the time TARGET_EVENTS take to arrive at the rate measured over the last
-# RATE_WINDOW, kept between LINGER and MAX_LINGER; MAX_EVENTS caps a message.
-LINGER = 0.005
-MAX_LINGER = 0.02
-TARGET_EVENTS = 20
-RATE_WINDOW = 0.25
+# A message carries at most this many events (whole requests: a larger request goes alone).
 MAX_EVENTS = 500
 # Beyond this many events waiting for the broker, new requests get 503 at once
 # instead of queueing without bound in memory.
@@ -80,6 +74,23 @@ PUSH_TIMEOUT = 5.0
 
 class PublishError(Exception):
     """The broker did not take the batch; nothing of it was acknowledged to a client."""
+
+
+class UnpublishableEvents(PublishError):
+    """A request's events cannot be encoded; refused before they join a message."""
+
+
+def encode_events(events: Sequence[EnrichedEvent]) -> bytes:
+    """The JSON array of ``events`` as the events' serializer writes it (orjson, spinnakr.celery)."""
+    try:
+        return orjson.dumps(events)
+    except orjson.JSONEncodeError as exc:
+        raise UnpublishableEvents(repr(exc)) from None
+
+
+def join_events(encoded: Sequence[bytes]) -> bytes:
+    """One JSON array of the events of several ``encode_events`` arrays (none of them empty)."""
+    return b"[" + b",".join(array[1:-1] for array in encoded) + b"]"
 
 
 def _kwargsrepr(batch_id: str, count: int) -> str:
@@ -120,7 +131,9 @@ class RedisListSender:
         )
         self.headers: dict[str, Any] = dict(template.headers)
         self.reply_to = template.properties.get("reply_to") or ""
-        self.callbacks = template.body[2]
+        self.embed = orjson.dumps(template.body[2])  # the callbacks part of the body
+        # The content type and encoding kombu's registry gives the events' serializer.
+        self.content_type, self.content_encoding, _ = serialize([], serializer=EVENTS_SERIALIZER)
         # The event loop's client of the same server (it connects on its first push), if any.
         self.pusher = self._async_client()
 
@@ -129,19 +142,20 @@ class RedisListSender:
         options = connection.transport_options or {}
         return getattr(connection.transport, "driver_type", "") == "redis" and not options.get("global_keyprefix")
 
-    def message(self, batch_id: str, events: list[EnrichedEvent]) -> bytes:
-        """The envelope kombu's Redis transport writes for this task (anonymous exchange)."""
-        content_type, content_encoding, body = serialize(
-            ((), {"batch_id": batch_id, "events": events}, self.callbacks), serializer=EVENTS_SERIALIZER
-        )
-        encoded, body_encoding = self.channel.encode_body(body, self.channel.body_encoding)
+    def message(self, batch_id: str, encoded: Sequence[bytes], count: int) -> bytes:
+        """The envelope kombu's Redis transport writes for this task (anonymous exchange), for
+        ``count`` events encoded by ``encode_events`` in one or more arrays."""
+        # The body orjson would write for ((), {"batch_id": ..., "events": [...]}, callbacks),
+        # put together from the arrays so that no event is encoded twice.
+        body = b'[[],{"batch_id":%b,"events":%b},%b]' % (orjson.dumps(batch_id), join_events(encoded), self.embed)
+        encoded_body, body_encoding = self.channel.encode_body(body, self.channel.body_encoding)
         headers = dict(self.headers)
         headers["id"] = headers["root_id"] = batch_id
-        headers["kwargsrepr"] = _kwargsrepr(batch_id, len(events))
+        headers["kwargsrepr"] = _kwargsrepr(batch_id, count)
         envelope = {
-            "body": encoded,
-            "content-encoding": content_encoding,
-            "content-type": content_type,
+            "body": encoded_body,
+            "content-encoding": self.content_encoding,
+            "content-type": self.content_type,
             "headers": headers,
             "properties": {
                 "correlation_id": batch_id,
@@ -155,8 +169,8 @@ class RedisListSender:
         }
         return orjson.dumps(envelope)
 
-    def send(self, batch_id: str, events: list[EnrichedEvent]) -> None:
-        self.client.lpush(self.queue, self.message(batch_id, events))  # answered: Redis holds it
+    def send(self, batch_id: str, encoded: Sequence[bytes], count: int) -> None:
+        self.client.lpush(self.queue, self.message(batch_id, encoded, count))  # answered: Redis holds it
 
     def _async_client(self) -> aioredis.Redis | None:
         """A redis.asyncio client of kombu's server and database, for pushing from the event loop
@@ -181,143 +195,138 @@ class RedisListSender:
             connection_pool=aioredis.ConnectionPool(connection_class=connection_class, max_connections=4, **options)
         )
 
-    async def push(self, batch_id: str, events: list[EnrichedEvent]) -> None:
+    async def push(self, batch_id: str, encoded: Sequence[bytes], count: int) -> None:
         assert self.pusher is not None
-        await self.pusher.lpush(self.queue, self.message(batch_id, events))  # answered: Redis holds it
+        await self.pusher.lpush(self.queue, self.message(batch_id, encoded, count))  # answered: Redis holds it
+
+
+@dataclass
+class _Message:
+    """Whole requests' events bound for one message, and their waiters."""
+
+    requests: list[Sequence[EnrichedEvent]] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)
+    futures: list[asyncio.Future[None]] = field(default_factory=list)
+    count: int = 0
+
+    def events(self) -> list[EnrichedEvent]:
+        return [event for request in self.requests for event in request]
 
 
 class Publisher:
-    def __init__(
-        self,
-        *,
-        linger: float = LINGER,
-        max_linger: float = MAX_LINGER,
-        target_events: int = TARGET_EVENTS,
-        max_events: int = MAX_EVENTS,
-    ) -> None:
-        self.linger = linger
-        self.max_linger = max(linger, max_linger)
-        self.target_events = target_events
+    def __init__(self, *, max_events: int = MAX_EVENTS) -> None:
         self.max_events = max_events
-        self._rate = 0.0  # events a second arriving at this process (smoothed)
-        self._window_start = time.monotonic()
-        self._window_events = 0
-        self._pending: list[tuple[Sequence[EnrichedEvent], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Sequence[EnrichedEvent], bytes, asyncio.Future[None]]] = []
         self._pending_events = 0
         self._inflight_events = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._busy = False  # a publish is in flight (one at a time: one connection)
-        self._due = False  # the linger ran out while busy
+        # The publish in flight, if any: one at a time, so what arrives meanwhile gathers for the
+        # next message. Two in flight did better in most runs but within a shared box's spread,
+        # and one holds the figures (bench/README.md).
+        self._publishing: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._connection: Any = None
         self._producer: Any = None
         self._list_sender: RedisListSender | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
         self.messages = 0  # messages confirmed, for tests and logs
 
+    @property
+    def publishing(self) -> bool:
+        """A publish is in flight."""
+        return self._publishing is not None
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests waiting for the publish in flight to return before theirs goes out."""
+        return len(self._pending)
+
     async def submit(self, events: Sequence[EnrichedEvent]) -> None:
-        """Wait until ``events`` are confirmed by the broker; raises PublishError otherwise."""
+        """Wait until ``events`` are confirmed by the broker; raises PublishError otherwise
+        (``UnpublishableEvents`` at once for events that cannot be encoded)."""
         if not events:
             return
         if self._pending_events + self._inflight_events + len(events) > MAX_BACKLOG:
             raise PublishError("publish backlog full")
+        try:
+            encoded = encode_events(events)
+        except UnpublishableEvents as exc:
+            logger.warning("collector.unpublishable_events", extra={"events": len(events), "error": str(exc)})
+            raise
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((events, future))
+        self._pending.append((events, encoded, future))
         self._pending_events += len(events)
-        self._count_arrivals(len(events))
-        if self._pending_events >= self.target_events and not self._busy:
-            self._flush()
-        elif self._timer is None and not self._due:
-            self._timer = loop.call_later(self.current_linger(), self._on_timer)
+        if self._publishing is None:
+            # Starts at the loop's next turn: requests submitted in this turn go with this one.
+            self._publishing = loop.create_task(self._publish_pending())
         await future
 
-    def _count_arrivals(self, count: int) -> None:
-        self._window_events += count
-        now = time.monotonic()
-        elapsed = now - self._window_start
-        if elapsed >= RATE_WINDOW:
-            self._rate = 0.5 * self._rate + 0.5 * self._window_events / elapsed
-            self._window_start = now
-            self._window_events = 0
+    async def _publish_pending(self) -> None:
+        """Publish what is pending, then what gathered meanwhile, until nothing is left."""
+        try:
+            while self._pending:
+                pending, self._pending = self._pending, []
+                count, self._pending_events = self._pending_events, 0
+                self._inflight_events += count
+                try:
+                    await self._publish(pending)
+                finally:
+                    self._inflight_events -= count
+        finally:
+            self._publishing = None
 
-    def current_linger(self) -> float:
-        """How long a new batch waits for more events: about ``target_events`` at the current rate."""
-        if self._rate <= 0:
-            return self.max_linger
-        return min(self.max_linger, max(self.linger, self.target_events / self._rate))
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._busy:
-            self._due = True  # published the moment the current publish completes
-        else:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._due = False
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        count, self._pending_events = self._pending_events, 0
-        self._inflight_events += count
-        self._busy = True
-        task = asyncio.get_running_loop().create_task(self._publish(pending, count))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _publish(self, pending: list[tuple[Sequence[EnrichedEvent], asyncio.Future[None]]], count: int) -> None:
+    async def _publish(self, pending: list[tuple[Sequence[EnrichedEvent], bytes, asyncio.Future[None]]]) -> None:
         # Whole requests go into one message each: a request is never split
         # across messages, so it is either fully confirmed or fully refused.
-        messages: list[tuple[list[EnrichedEvent], list[asyncio.Future[None]]]] = []
-        for events, future in pending:
-            if not messages or (messages[-1][0] and len(messages[-1][0]) + len(events) > self.max_events):
-                messages.append(([], []))
-            messages[-1][0].extend(events)
-            messages[-1][1].append(future)
+        messages: list[_Message] = []
+        for events, encoded, future in pending:
+            if not messages or (messages[-1].count and messages[-1].count + len(events) > self.max_events):
+                messages.append(_Message())
+            message = messages[-1]
+            message.requests.append(events)
+            message.encoded.append(encoded)
+            message.futures.append(future)
+            message.count += len(events)
         loop = asyncio.get_running_loop()
         try:
-            for events, futures in messages:
+            for message in messages:
                 batch_id = uuid.uuid4().hex
                 try:
-                    await self._deliver(loop, batch_id, events)
+                    await self._deliver(loop, batch_id, message)
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a 503 for its waiters
                     logger.warning(
                         "collector.publish_failed",
-                        extra={"batch_id": batch_id, "events": len(events), "error": repr(exc)},
+                        extra={"batch_id": batch_id, "events": message.count, "error": repr(exc)},
                     )
-                    for future in futures:
+                    for future in message.futures:
                         if not future.done():
                             future.set_exception(PublishError(repr(exc)))
                     continue
                 self.messages += 1
-                for future in futures:
+                for future in message.futures:
                     if not future.done():
                         future.set_result(None)
         finally:
-            self._inflight_events -= count
-            self._busy = False
-            if self._pending and (self._due or self._pending_events >= self.target_events):
-                self._flush()
+            # Cancelled at shutdown: no waiter is left hanging.
+            for message in messages:
+                for future in message.futures:
+                    if not future.done():
+                        future.set_exception(PublishError("publish interrupted"))
 
-    async def _deliver(self, loop: asyncio.AbstractEventLoop, batch_id: str, events: list[EnrichedEvent]) -> None:
+    async def _deliver(self, loop: asyncio.AbstractEventLoop, batch_id: str, message: _Message) -> None:
         """One message to the broker: pushed from the event loop onto a Redis broker's list,
         else published by the publishing thread."""
         if self._producer is None:
             await loop.run_in_executor(self._executor, self._connect)
         sender = self._list_sender
         if sender is None or sender.pusher is None:
-            await loop.run_in_executor(self._executor, self._send, batch_id, events)
+            await loop.run_in_executor(self._executor, self._send, batch_id, message)
             return
         try:
-            await sender.push(batch_id, events)
+            await sender.push(batch_id, message.encoded, message.count)
         except Exception:
             await self._drop_connections(loop)
             raise
-        logger.debug("collector.published", extra={"batch_id": batch_id, "events": len(events)})
+        logger.debug("collector.published", extra={"batch_id": batch_id, "events": message.count})
 
     async def _drop_connections(self, loop: asyncio.AbstractEventLoop) -> None:
         """Forget both connections; the next message connects again (and looks at the broker anew)."""
@@ -340,18 +349,18 @@ class Publisher:
             if settings.PUBLISH_REDIS_LIST and RedisListSender.applies(self._connection):
                 self._list_sender = RedisListSender(app, self._connection, settings.EVENTS_QUEUE)
 
-    def _send(self, batch_id: str, events: list[EnrichedEvent]) -> None:
+    def _send(self, batch_id: str, message: _Message) -> None:
         from spinnakr.celery import app
 
         started = time.perf_counter()
         try:
             self._connect()
             if self._list_sender is not None:
-                self._list_sender.send(batch_id, events)
+                self._list_sender.send(batch_id, message.encoded, message.count)
             else:
                 app.send_task(
                     INGEST_TASK,
-                    kwargs={"batch_id": batch_id, "events": events},
+                    kwargs={"batch_id": batch_id, "events": message.events()},
                     task_id=batch_id,
                     queue=settings.EVENTS_QUEUE,
                     producer=self._producer,
@@ -361,14 +370,18 @@ class Publisher:
                     ignore_result=True,
                     serializer=EVENTS_SERIALIZER,
                     argsrepr="()",
-                    kwargsrepr=_kwargsrepr(batch_id, len(events)),
+                    kwargsrepr=_kwargsrepr(batch_id, message.count),
                 )
         except Exception:
             self._close()
             raise
         logger.debug(
             "collector.published",
-            extra={"batch_id": batch_id, "events": len(events), "ms": round((time.perf_counter() - started) * 1e3, 2)},
+            extra={
+                "batch_id": batch_id,
+                "events": message.count,
+                "ms": round((time.perf_counter() - started) * 1e3, 2),
+            },
         )
 
     def _close(self) -> None:
@@ -390,9 +403,8 @@ class Publisher:
 
     async def stop(self) -> None:
         """Publish what is pending, wait for it, and close the connection."""
-        self._flush()
-        while self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+        while self._publishing is not None:
+            await asyncio.gather(self._publishing, return_exceptions=True)
         await self._drop_connections(asyncio.get_running_loop())
 
 

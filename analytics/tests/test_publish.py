@@ -21,7 +21,7 @@ from accounts.apikeys import create_api_key
 from analytics import rollups
 from analytics.models import Event
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.publish import Publisher, PublishError, RedisListSender
+from analytics.publish import Publisher, PublishError, RedisListSender, encode_events
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,
     consume,
@@ -175,45 +175,6 @@ def sample_event(site_id: int) -> Any:
     return {**SAMPLE_EVENTS[0], "site_id": site_id, "event_id": str(uuid.uuid4())}
 
 
-def test_a_batch_that_reaches_its_target_size_goes_out_without_waiting_out_the_linger() -> None:
-    purge_events_queue()
-    site_id = 900_000 + uuid.uuid4().int % 100_000
-    publisher = Publisher(linger=30, max_linger=30, target_events=4)
-
-    async def scenario() -> int:
-        await publisher.start()
-        try:
-            # Four requests of one event each: the fourth fills the batch long before 30 s.
-            await asyncio.wait_for(asyncio.gather(*(publisher.submit([sample_event(site_id)]) for _ in range(4))), 10)
-            return publisher.messages
-        finally:
-            await publisher.stop()
-
-    assert asyncio.run(scenario()) == 1
-    messages = consume(lambda got: len(events_of(got, site_id)) >= 4)
-    assert [len(events_of([message], site_id)) for message in messages] == [4]
-
-
-def test_a_batch_short_of_its_target_size_waits_for_the_linger() -> None:
-    purge_events_queue()
-    site_id = 900_000 + uuid.uuid4().int % 100_000
-    publisher = Publisher(linger=30, max_linger=30, target_events=4)
-
-    async def scenario() -> tuple[list[bool], int, int]:
-        await publisher.start()
-        waiting = [asyncio.ensure_future(publisher.submit([sample_event(site_id)])) for _ in range(3)]
-        await asyncio.sleep(0.5)
-        early = [future.done() for future in waiting]
-        published_early = publisher.messages
-        await publisher.stop()  # publishes what is pending
-        await asyncio.gather(*waiting)
-        return early, published_early, publisher.messages
-
-    assert asyncio.run(scenario()) == ([False, False, False], 0, 1)
-    messages = consume(lambda got: len(events_of(got, site_id)) >= 3)
-    assert [len(events_of([message], site_id)) for message in messages] == [3]
-
-
 @pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the direct LPUSH is for Redis brokers only")
 def test_the_pushed_message_is_the_one_celery_send_task_writes() -> None:
     from spinnakr.celery import app
@@ -225,7 +186,7 @@ def test_the_pushed_message_is_the_one_celery_send_task_writes() -> None:
         bound = queue(connection.default_channel)
         bound.declare()
         try:
-            RedisListSender(app, connection, queue.name).send(ours, SAMPLE_EVENTS)
+            RedisListSender(app, connection, queue.name).send(ours, [encode_events(SAMPLE_EVENTS)], 1)
             app.send_task(
                 INGEST_TASK,
                 kwargs={"batch_id": theirs, "events": SAMPLE_EVENTS},
@@ -267,7 +228,7 @@ def test_the_direct_push_is_only_for_a_redis_transport_without_a_key_prefix() ->
     assert not RedisListSender.applies(Connection("amqp://guest:guest@127.0.0.1:1//"))
 
 
-def _throwaway_valkey(socket_path: str) -> subprocess.Popen[bytes]:
+def throwaway_valkey(socket_path: str) -> subprocess.Popen[bytes]:
     from spinnakr import embedded
 
     Path(socket_path).unlink(missing_ok=True)  # a killed server leaves its socket file behind
@@ -291,13 +252,13 @@ def test_the_event_loop_pushes_itself_and_reconnects_after_the_broker_restarts(
 
     socket_path = str(tmp_path / "broker.sock")
     monkeypatch.setattr(app.conf, "broker_write_url", f"redis+socket://{socket_path}")
-    publisher = Publisher(linger=0.001)
+    publisher = Publisher()
 
     def no_thread_send(*args: object) -> None:
         raise AssertionError("a Redis broker's messages are pushed from the event loop")
 
     monkeypatch.setattr(publisher, "_send", no_thread_send)
-    server = _throwaway_valkey(socket_path)
+    server = throwaway_valkey(socket_path)
     try:
 
         async def scenario() -> list[str]:
@@ -311,7 +272,7 @@ def test_the_event_loop_pushes_itself_and_reconnects_after_the_broker_restarts(
                 outcomes.append("pushed")
             except PublishError:
                 outcomes.append("refused")
-            restarted = _throwaway_valkey(socket_path)
+            restarted = throwaway_valkey(socket_path)
             try:
                 await publisher.submit(SAMPLE_EVENTS)
                 outcomes.append("pushed")

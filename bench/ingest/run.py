@@ -2,16 +2,18 @@
 
 Usage (bounded: a few runs of ``--duration`` seconds on loopback):
 
-    .venv/bin/python -m bench.ingest.run --duration 10 --connections 64
+    .venv/bin/python -m bench.ingest.run --duration 10 --connections 1,16,64
 
 Both apps run under uvicorn with 2 workers (uvloop, httptools, ``--no-proxy-headers`` as
-``make run``); wrk (2 threads) varies the client address per request. The collector
+``make run``); wrk (2 threads, 1 for a single connection) varies the client address per
+request. Each app is measured at every connection count of ``--connections``: 1 is a lone
+sequential sender, whose latency is the collector's own per request. The collector
 publishes to its own queue ``bench.events`` on the embedded servers, so a running
 ``make run`` is left alone; after each collector run the queue is drained and its
 events counted, so "accepted" (2xx answers) can be checked against "queued".
 
-``--with-worker`` adds the collector with a real Celery worker draining its queue at the
-same time, and, as that run's baseline, the bare app while the same worker drains a backlog
+``--with-worker`` adds, at the largest connection count, the collector with a real Celery
+worker draining its queue at the same time, and, as that run's baseline, the bare app while the same worker drains a backlog
 of the collector's events.
 """
 
@@ -88,7 +90,8 @@ def wrk(
     subprocess.run(warm, capture_output=True, env=env, check=True)
     if drain:  # the warm-up's events are not part of the count
         drain_queue()
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / script)]
+    threads = min(2, connections)  # wrk wants at least one connection a thread
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / script)]
     command.append(f"http://127.0.0.1:{port}")
     before = cpu_seconds(server)
     output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
@@ -168,10 +171,19 @@ def prepare() -> tuple[str, str]:
     return site.domain, key
 
 
+def connection_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("connections: positive integers separated by commas")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--connections", type=connection_counts, default=[1, 16, 64], help="wrk connections, e.g. 1,16,64"
+    )
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--batch-connections", type=int, default=16, help="connections of the /api/events run")
     parser.add_argument("--with-worker", action="store_true", help="also measure with a Celery worker draining")
@@ -179,67 +191,66 @@ def main() -> None:
     domain, key = prepare()
     env = {**os.environ, "BENCH_DOMAIN": domain, "BENCH_KEY": key, "BENCH_BATCH": str(options.batch)}
     drain_queue()
-    rows: list[tuple[str, dict[str, Any], int | None, int]] = []
+    # (name, connections, wrk's result, events queued or None, events a request, the bare app's rate beside it)
+    rows: list[tuple[str, int, dict[str, Any], int | None, int, float]] = []
+    widest = max(options.connections)
 
     bare_port = free_port()
     bare = serve("bench.ingest.bare:app", bare_port, env)
     port = free_port()
     collector = serve("spinnakr.asgi:application", port, env)
     try:
-        rows.append(
-            (
-                "bare ASGI app, single POST",
-                wrk(bare_port, "event.lua", options.duration, options.connections, env, bare),
-                None,
-                1,
-            )
-        )
-        result = wrk(port, "event.lua", options.duration, options.connections, env, collector, drain=True)
-        rows.append(("collector /api/event, worker stopped", result, drain_queue(), 1))
+        for connections in options.connections:
+            base = wrk(bare_port, "event.lua", options.duration, connections, env, bare)
+            rows.append(("bare ASGI app, single POST", connections, base, None, 1, base["rps"]))
+            result = wrk(port, "event.lua", options.duration, connections, env, collector, drain=True)
+            rows.append(("collector /api/event, worker stopped", connections, result, drain_queue(), 1, base["rps"]))
+        widest_base = next(row[2]["rps"] for row in rows if row[1] == widest)
         if options.with_worker:
             with draining_worker(env):
-                result = wrk(port, "event.lua", options.duration, options.connections, env, collector)
-            rows.append(("collector /api/event, worker draining", result, None, 1))
+                draining = wrk(port, "event.lua", options.duration, widest, env, collector)
             # What the worker took off the queue meanwhile: the accepted events not left in it.
-            result["drained"] = result["requests"] - result["non2xx"] - drain_queue()
+            draining["drained"] = draining["requests"] - draining["non2xx"] - drain_queue()
             # The baseline of that run: the bare app while the same worker drains a backlog
             # (the collector's events of a run twice as long, enough to keep the worker busy
             # through the measurement), so both share the box with a draining worker alike.
-            wrk(port, "event.lua", 2 * options.duration, options.connections, env, collector)
+            wrk(port, "event.lua", 2 * options.duration, widest, env, collector)
             with draining_worker(env):
-                result = wrk(bare_port, "event.lua", options.duration, options.connections, env, bare)
-            rows.append(("bare ASGI app, worker draining a backlog", result, None, 1))
-            result["left"] = drain_queue()
+                draining_base = wrk(bare_port, "event.lua", options.duration, widest, env, bare)
+            draining_base["left"] = drain_queue()
+            rows.append(("collector /api/event, worker draining", widest, draining, None, 1, widest_base))
+            rows.append(("bare ASGI app, worker draining a backlog", widest, draining_base, None, 1, widest_base))
         result = wrk(port, "batch.lua", options.duration, options.batch_connections, env, collector, drain=True)
-        rows.append((f"collector /api/events, {options.batch}-event batches", result, drain_queue(), options.batch))
+        name = f"collector /api/events, {options.batch}-event batches"
+        rows.append((name, options.batch_connections, result, drain_queue(), options.batch, widest_base))
     finally:
         for server in (collector, bare):
             server.terminate()
             server.wait()
 
-    base = rows[0][1]["rps"]
-    draining_base = next((r[1]["rps"] for r in rows if r[0].startswith("bare ASGI app, worker")), None)
     print(f"\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-    print("| run | requests/s | events/s | p50 ms | p99 ms | non-2xx | queued events | server CPU µs/event | vs bare |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, result, queued, per_request in rows:
+    print(
+        "| run | connections | requests/s | events/s | p50 ms | p99 ms | non-2xx | queued events "
+        "| server CPU µs/event | vs bare |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, connections, result, queued, per_request, base_rps in rows:
         events = result["rps"] * per_request
         accepted = (result["requests"] - result["non2xx"]) * per_request
         queued_text = "" if queued is None else f"{queued} of {accepted}"
         print(
-            f"| {name} | {result['rps']:,.0f} | {events:,.0f} | {result['p50']:.2f} | {result['p99']:.2f} "
-            f"| {result['non2xx']} | {queued_text} | {result['cpu'] / (result['requests'] * per_request) * 1e6:.0f} "
-            f"| {events / base:.0%} |"
+            f"| {name} | {connections} | {result['rps']:,.0f} | {events:,.0f} | {result['p50']:.2f} "
+            f"| {result['p99']:.2f} | {result['non2xx']} | {queued_text} "
+            f"| {result['cpu'] / (result['requests'] * per_request) * 1e6:.0f} | {events / base_rps:.0%} |"
         )
-    if draining_base:
-        draining = next(r[1]["rps"] for r in rows if r[0] == "collector /api/event, worker draining")
-        left = next(r[1]["left"] for r in rows if r[0].startswith("bare ASGI app, worker"))
-        drained = next(r[1]["drained"] for r in rows if r[0] == "collector /api/event, worker draining")
+    print(f"\n(vs bare: against the bare app at the same connection count; the batch run against {widest})")
+    if options.with_worker:
+        draining_rps, base_rps = draining["rps"], draining_base["rps"]
         print(
-            f"\nworker draining: collector {draining:,.0f}/s = {draining / draining_base:.0%} of the bare app "
-            f"with the worker draining a backlog ({draining_base:,.0f}/s; {left} events of the backlog left after it); "
-            f"the worker took {drained:,} events ({drained / options.duration:,.0f}/s) off the queue while "
-            "the collector was measured"
+            f"\nworker draining: collector {draining_rps:,.0f}/s = {draining_rps / base_rps:.0%} of the bare app "
+            f"with the worker draining a backlog ({base_rps:,.0f}/s; {draining_base['left']} events of the backlog "
+            f"left after it); the worker took {draining['drained']:,} events "
+            f"({draining['drained'] / options.duration:,.0f}/s) off the queue while the collector was measured"
         )
 
 
