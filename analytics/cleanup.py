@@ -5,20 +5,15 @@ transaction commits) queue a task on the default queue that deletes the raw even
 (``DELETE … WHERE site_id`` across all partitions), every Redis key of the site
 (``SCAN {s:<id>}:*`` + ``UNLINK``) and the account's quota counters (``{a:<id>}:*``). The tasks
 are idempotent; deleting twice finds nothing the second time. The receivers live in
-``analytics.receivers``, the tasks in ``analytics.tasks``.
+``analytics.receivers``, the tasks in ``analytics.tasks``; both queue them by name
+(``analytics.jobs``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from analytics import quota, rollups, siteinfo, store
-
-if TYPE_CHECKING:
-    from analytics.tasks import delete_account_data, delete_site_data, rebuild_rollups
-
-__all__ = ["delete_account_data", "delete_site_data", "purge_account", "purge_site", "rebuild_rollups"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +47,3 @@ def purge_account(account_id: int, site_ids: list[int]) -> None:
     keys = _unlink_pattern(f"{{a:{account_id}}}:*")
     rollups.client().srem(quota.OVER_SET, str(account_id))
     logger.info("cleanup.account_purged", extra={"account_id": account_id, "sites": site_ids, "keys": keys})
-
-
-def __getattr__(name: str) -> object:
-    # ``analytics.cleanup.rebuild_rollups`` and friends, without importing the task module (and
-    # registering shared tasks) whenever this module is imported.
-    if name in {"rebuild_rollups", "delete_site_data", "delete_account_data"}:
-        from analytics import tasks
-
-        return getattr(tasks, name)
-    raise AttributeError(name)

@@ -26,6 +26,9 @@ INGEST_TASK = "analytics.ingest_batch"
 # The task's messages: JSON written and read by orjson (registered in spinnakr.celery).
 EVENTS_SERIALIZER = "orjson"
 EVENTS_CONTENT_TYPE = "application/x-orjson"
+# The task's time limits, which its messages carry in their headers (spinnakr.queue.wire).
+INGEST_SOFT_TIME_LIMIT = 240
+INGEST_TIME_LIMIT = 300
 
 
 class EnrichedEvent(TypedDict):

@@ -1,8 +1,8 @@
 """Signal receivers of the analytics app, connected in ``AnalyticsConfig.ready``.
 
-They import the task module only when they fire: importing it registers its shared tasks with
-every Celery app of the process, which a foreign app set up by Django (a test probe) must not
-get.
+They queue tasks by name (``analytics.jobs``): importing the task module would register its
+shared tasks with every Celery app of the process, which a foreign app set up by Django (a test
+probe) must not get.
 """
 
 from __future__ import annotations
@@ -15,21 +15,17 @@ from django.db.models.signals import post_init, post_save
 
 from accounts.models import Site
 from accounts.signals import account_deleted, site_deleted
-from analytics import siteinfo
+from analytics import jobs, siteinfo
 
 logger = logging.getLogger(__name__)
 
 
 def _on_site_deleted(sender: Any, site_id: int, **kwargs: Any) -> None:
-    from analytics.tasks import delete_site_data
-
-    delete_site_data.delay(site_id)
+    jobs.delete_site_data(site_id)
 
 
 def _on_account_deleted(sender: Any, account_id: int, site_ids: list[int] | None = None, **kwargs: Any) -> None:
-    from analytics.tasks import delete_account_data
-
-    delete_account_data.delay(account_id, list(site_ids or []))
+    jobs.delete_account_data(account_id, list(site_ids or []))
 
 
 def _remember_timezone(sender: Any, instance: Site, **kwargs: Any) -> None:
@@ -47,9 +43,7 @@ def _on_site_saved(sender: Any, instance: Site, created: bool, **kwargs: Any) ->
     site_id = instance.id
 
     def queue() -> None:
-        from analytics.tasks import rebuild_rollups
-
-        rebuild_rollups.delay(site_id)
+        jobs.rebuild_rollups(site_id)
 
     transaction.on_commit(queue)
 

@@ -43,14 +43,22 @@ import redis
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from kombu.serialization import prepare_accept_content
 
-from analytics import livepush, quota, rollups, screen, store
-from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
-from analytics.publish import RedisListSender
+from accounts.models import Account, Site
+from analytics import cleanup, jobs, livepush, quota, rollups, screen, store
+from analytics.payloads import (
+    EVENTS_SERIALIZER,
+    INGEST_SOFT_TIME_LIMIT,
+    INGEST_TASK,
+    INGEST_TIME_LIMIT,
+    EnrichedEvent,
+)
+from analytics.rebuild import RebuildRunning, rebuild_site
 from analytics.sessions import visit_id
 from analytics.siteinfo import SiteInfo, load_sites
-from spinnakr import broker
+from spinnakr.celery import app
+from spinnakr.queue.take import RedisTake
+from spinnakr.queue.wire import RedisListSender
 
 logger = logging.getLogger(__name__)
 
@@ -225,101 +233,19 @@ def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: S
 # all with ``ingest_many``, and acknowledges them after; Celery acknowledges the message it
 # delivered (acks_late). A process lost meanwhile leaves them unacknowledged: the broker
 # delivers them again (RabbitMQ at once, Redis once the process's lease has expired: see
-# spinnakr/broker.py), and the batch markers make that harmless.
+# spinnakr/queue/leases.py), and the batch markers make that harmless.
 #
-# On a Redis broker kombu's basic_get costs three round trips a message (RPOP, then the
-# unacknowledged hash and index, then their removal on ack) and is not atomic (a process lost
-# between the RPOP and the bookkeeping loses the message). ``_RedisTake`` takes up to
-# TAKE_CHUNK messages per call of one script that pops them and enters them in kombu's
-# unacknowledged hash and index at once, in the format kombu's own restore reads, with this
-# process as their owner (spinnakr.broker), and acknowledges a group with one pipeline.
+# On a Redis broker the waiting messages come TAKE_CHUNK at a time through one script
+# (``spinnakr.queue.take.RedisTake``), which keeps kombu's bookkeeping and names this process
+# as their owner.
 #
 # A message that carries an ETA (a batch deferred or retried with a countdown) is left to
 # Celery's own consumer, which holds it until it is due: taken here it was applied at once, and
 # a batch deferred for PostgreSQL's outage came back five times in under two seconds.
 # An acknowledgement or a hand-back that fails for want of the broker is left to this process's
-# lease (spinnakr.broker), which retries it until the broker answers.
+# lease (spinnakr.queue.leases), which retries it until the broker answers.
 
 TAKE_CHUNK = 25
-_TAKE_SCRIPT = """
--- KEYS[1] the queue's list   KEYS[2] kombu's unacked hash   KEYS[3] kombu's unacked index
--- KEYS[4] the owner hash   KEYS[5] this process's lease (spinnakr.broker)
--- ARGV[1] most messages   ARGV[2] now (epoch seconds)   ARGV[3] the ingest task's name
--- ARGV[4] this process's owner name   ARGV[5] the lease's seconds
-redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
-local taken = {}
-for n = 1, tonumber(ARGV[1]) do
-  local raw = redis.call('RPOP', KEYS[1])
-  if not raw then break end
-  local ok, message = pcall(cjson.decode, raw)
-  local headers = ok and type(message) == 'table' and message.headers
-  local props = ok and type(message) == 'table' and message.properties
-  if type(headers) ~= 'table' or headers.task ~= ARGV[3] or type(headers.eta) == 'string'
-      or type(props) ~= 'table' or type(props.delivery_tag) ~= 'string' or type(props.delivery_info) ~= 'table' then
-    -- Not an ingest batch, or one with an ETA: back where it was, next in line for Celery's own
-    -- consumer (which holds a message until its ETA).
-    redis.call('RPUSH', KEYS[1], raw)
-    break
-  end
-  local info = props.delivery_info
-  redis.call('ZADD', KEYS[3], ARGV[2], props.delivery_tag)
-  redis.call('HSET', KEYS[2], props.delivery_tag,
-    '[' .. raw .. ',' .. cjson.encode(info.exchange or '') .. ',' .. cjson.encode(info.routing_key or '') .. ']')
-  redis.call('HSET', KEYS[4], props.delivery_tag, ARGV[4])
-  taken[#taken + 1] = raw
-end
-return taken
-"""
-
-
-class _RedisTake:
-    """Bulk take and acknowledgement on a Redis broker, keeping kombu's bookkeeping."""
-
-    def __init__(self, channel: Any, queue: str) -> None:
-        self.channel = channel
-        self.queue = queue
-        with channel.conn_or_acquire() as client:
-            self.client = client
-        self.script = self.client.register_script(_TAKE_SCRIPT)
-        self.lease = broker.lease(channel)  # a _RedisTake lives in one process (see _Drainer)
-
-    def take(self, count: int) -> list[Any]:
-        """Up to ``count`` waiting ingest messages as kombu messages, each unacknowledged."""
-        raws = self.script(
-            keys=[
-                self.queue,
-                self.channel.unacked_key,
-                self.channel.unacked_index_key,
-                broker.OWNER_KEY,
-                self.lease.key,
-            ],
-            args=[count, time.time(), INGEST_TASK, self.lease.owner, self.lease.seconds],
-        )
-        accept = prepare_accept_content(settings.CELERY_ACCEPT_CONTENT)
-        messages = []
-        for raw in raws:
-            message = self.channel.message_to_python(json.loads(raw))
-            message.accept = accept
-            messages.append(message)
-        return messages
-
-    def ack(self, tags: Sequence[str]) -> None:
-        if not tags:
-            return
-        pipe = self.client.pipeline()
-        pipe.zrem(self.channel.unacked_index_key, *tags)
-        pipe.hdel(self.channel.unacked_key, *tags)
-        pipe.hdel(broker.OWNER_KEY, *tags)
-        try:
-            pipe.execute()
-        except self.channel.connection_errors as exc:
-            self.lease.settle_later(tags, "ack", exc)
-
-    def requeue(self, tag: str) -> None:
-        try:
-            self.channel.qos.restore_by_tag(tag, leftmost=True)
-        except self.channel.connection_errors as exc:
-            self.lease.settle_later([tag], "release", exc)
 
 
 @dataclass
@@ -328,7 +254,7 @@ class _Taken:
     batch_id: str
     events: list[EnrichedEvent]
     retries: int
-    bulk: _RedisTake | None = None  # taken by the bulk path: settled through it
+    bulk: RedisTake | None = None  # taken by the bulk path: settled through it
 
 
 class _Drainer:
@@ -338,11 +264,9 @@ class _Drainer:
         self.pid = os.getpid()
         self.connection: Any = None
         self.queue: Any = None
-        self.bulk: _RedisTake | None = None
+        self.bulk: RedisTake | None = None
 
     def take(self, max_events: int, max_messages: int) -> list[_Taken]:
-        from spinnakr.celery import app
-
         taken: list[_Taken] = []
         events = 0
         try:
@@ -350,7 +274,7 @@ class _Drainer:
                 self.connection = app.connection_for_read()
                 self.queue = app.amqp.queues[settings.EVENTS_QUEUE].bind(self.connection.default_channel)
                 if RedisListSender.applies(self.connection):
-                    self.bulk = _RedisTake(self.connection.default_channel, settings.EVENTS_QUEUE)
+                    self.bulk = RedisTake(self.connection.default_channel, settings.EVENTS_QUEUE, INGEST_TASK)
             while self.bulk is not None and len(taken) < max_messages and events < max_events:
                 # One message first, then as many as the events still wanted fill at the size
                 # seen so far (at most TAKE_CHUNK), so a group ends near max_events.
@@ -437,7 +361,7 @@ def _settle(item: _Taken, action: str) -> None:
 
 def _ack_all(taken: Sequence[_Taken]) -> None:
     """Acknowledge taken messages: those of the bulk path with one round trip."""
-    by_take: dict[_RedisTake, list[_Taken]] = defaultdict(list)
+    by_take: dict[RedisTake, list[_Taken]] = defaultdict(list)
     for item in taken:
         if item.bulk is None:
             _settle(item, "ack")
@@ -446,7 +370,7 @@ def _ack_all(taken: Sequence[_Taken]) -> None:
     for take, items in by_take.items():
         try:
             take.ack([item.message.delivery_tag for item in items])
-        except Exception as exc:  # noqa: BLE001 - redelivered (spinnakr.broker): harmless
+        except Exception as exc:  # noqa: BLE001 - redelivered (spinnakr.queue.leases): harmless
             logger.warning("ingest.settle_failed", extra={"batch_id": items[0].batch_id, "error": repr(exc)})
 
 
@@ -465,8 +389,6 @@ def _defer(item: _Taken, exc: BaseException) -> None:
     """A transient failure: publish the batch again later, as Celery's autoretry does."""
     countdown = min(RETRY_BACKOFF_MAX, 2 ** min(item.retries + 1, 8))
     try:
-        from spinnakr.celery import app
-
         app.send_task(
             INGEST_TASK,
             kwargs={"batch_id": item.batch_id, "events": item.events},
@@ -508,8 +430,8 @@ def _ingest_alone(item: _Taken) -> None:
     retry_jitter=False,
     # However long the outage: the batch is durable in the queue, and given up it would be lost.
     max_retries=None,
-    soft_time_limit=240,
-    time_limit=300,
+    soft_time_limit=INGEST_SOFT_TIME_LIMIT,
+    time_limit=INGEST_TIME_LIMIT,
 )
 def ingest_batch(self: Any, batch_id: str, events: list[EnrichedEvent]) -> None:
     delivered = not (self.request.called_directly or self.request.is_eager)
@@ -577,8 +499,6 @@ def apply_retention() -> None:
 
     Day rollups expire by themselves (their TTL is the retention when written).
     """
-    from accounts.models import Account, Site
-
     now = datetime.now(UTC)
     longest = 0
     for account_id, days in Account.objects.values_list("id", "retention_days"):
@@ -604,9 +524,7 @@ def refresh_quota_flags() -> None:
 )
 def delete_site_data(site_id: int) -> None:
     """A deleted site's raw events and Redis keys (``analytics.cleanup``)."""
-    from analytics.cleanup import purge_site
-
-    purge_site(site_id)
+    cleanup.purge_site(site_id)
 
 
 @shared_task(
@@ -618,9 +536,7 @@ def delete_site_data(site_id: int) -> None:
 )
 def delete_account_data(account_id: int, site_ids: list[int]) -> None:
     """A deleted account's sites' data and its quota counters (``analytics.cleanup``)."""
-    from analytics.cleanup import purge_account
-
-    purge_account(account_id, site_ids)
+    cleanup.purge_account(account_id, site_ids)
 
 
 @shared_task(
@@ -632,11 +548,6 @@ def delete_account_data(account_id: int, site_ids: list[int]) -> None:
 )
 def rebuild_rollups(site_id: int, since: str | None = None) -> None:
     """Recompute a site's rollups from PostgreSQL (``analytics.rebuild``)."""
-    from datetime import date
-
-    from accounts.models import Site
-    from analytics.rebuild import RebuildRunning, rebuild_site
-
     site = Site.objects.select_related("account").filter(id=site_id).first()
     if site is None:
         return
@@ -644,4 +555,4 @@ def rebuild_rollups(site_id: int, since: str | None = None) -> None:
         rebuild_site(site, date.fromisoformat(since) if since else None)
     except RebuildRunning:
         # The running rebuild may have started before this request's change: go again later.
-        rebuild_rollups.apply_async((site_id, since), countdown=60)
+        jobs.rebuild_rollups(site_id, since, countdown=60)

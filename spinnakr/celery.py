@@ -11,7 +11,7 @@ from celery.signals import beat_init, worker_init
 from kombu.serialization import register
 
 from analytics.payloads import EVENTS_CONTENT_TYPE, EVENTS_SERIALIZER
-from spinnakr import broker
+from spinnakr.queue import leases
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spinnakr.settings")
 
@@ -29,8 +29,8 @@ def _encode_events(value: object) -> Any:
 register(EVENTS_SERIALIZER, _encode_events, orjson.loads, content_type=EVENTS_CONTENT_TYPE, content_encoding="binary")
 
 # A Redis broker hands a lost worker's messages back within seconds, not after the visibility
-# timeout (spinnakr/broker.py).
-broker.register()
+# timeout (spinnakr/queue/leases.py).
+leases.register()
 
 app = Celery("spinnakr")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -224,7 +224,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH", 1, minimum=1)
 # was given (analytics.tasks, "Coalescing"); 0 applies every message alone.
 INGEST_COALESCE_EVENTS = env_int("INGEST_COALESCE_EVENTS", 5000, minimum=0)
 # On a Redis broker the collector pushes its messages onto the queue's list itself instead of
-# through Celery's send_task (analytics.publish.RedisListSender): the same message, a fifth of
+# through Celery's send_task (spinnakr.queue.wire.RedisListSender): the same message, a fifth of
 # the CPU. Off: send_task, as on RabbitMQ.
 PUBLISH_REDIS_LIST = env_bool("PUBLISH_REDIS_LIST", True)
 # `make run` starts the worker this much lower in CPU priority than the web process
@@ -254,7 +254,7 @@ else:
         CELERY_BROKER_TRANSPORT_OPTIONS |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
 # With a Redis broker each consuming process holds a lease this long (renewed every third of it);
 # the messages of a process whose lease has expired go back to their queue at once
-# (spinnakr/broker.py), so a lost worker's batches come back within about this time, not after
+# (spinnakr/queue/leases.py), so a lost worker's batches come back within about this time, not after
 # the visibility timeout.
 BROKER_LEASE_SECONDS = env_int("BROKER_LEASE_SECONDS", 30, minimum=3, maximum=3600)
 CELERY_TIMEZONE = "UTC"

@@ -18,7 +18,7 @@ import redis
 from django.utils import timezone
 
 from accounts.models import Site
-from analytics import rollups
+from analytics import jobs, rollups
 from analytics.query import redis_path
 from analytics.query.model import Query
 
@@ -50,9 +50,7 @@ def schedule_rebuild(site_id: int) -> bool:
     marker = f"{rollups.prefix(site_id)}rebuild_requested"
     if not client.set(marker, "1", nx=True, ex=REBUILD_DEBOUNCE):
         return False
-    from analytics.cleanup import rebuild_rollups
-
-    rebuild_rollups.delay(site_id)
+    jobs.rebuild_rollups(site_id)
     logger.warning("planner.rebuild_scheduled", extra={"site_id": site_id})
     return True
 

@@ -11,8 +11,9 @@ from django.conf import settings
 from kombu import Queue
 
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.tasks import _ack_all, _Drainer, _RedisTake
+from analytics.tasks import _ack_all, _Drainer
 from spinnakr.celery import app
+from spinnakr.queue.take import RedisTake
 
 pytestmark = pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the bulk take is for Redis brokers only")
 
@@ -40,7 +41,7 @@ def indexed(channel: Any) -> set[str]:
 def test_it_takes_waiting_batches_in_order_and_enters_each_as_unacknowledged(broker_queue: tuple[Any, str]) -> None:
     channel, name = broker_queue
     ids = [batch(name, n) for n in range(3)]
-    take = _RedisTake(channel, name)
+    take = RedisTake(channel, name, INGEST_TASK)
 
     messages = take.take(10)
 
@@ -63,7 +64,7 @@ def test_it_stops_at_a_message_of_another_task_and_leaves_it_first_in_line(broke
     first = batch(name, 0)
     other = send(name, task="analytics.refresh_quota_flags")
     batch(name, 1)
-    take = _RedisTake(channel, name)
+    take = RedisTake(channel, name, INGEST_TASK)
 
     messages = take.take(10)
 
@@ -77,7 +78,7 @@ def test_it_stops_at_a_message_of_another_task_and_leaves_it_first_in_line(broke
 def test_a_taken_batch_handed_back_or_restored_by_kombu_is_delivered_again(broker_queue: tuple[Any, str]) -> None:
     channel, name = broker_queue
     ids = [batch(name, n) for n in range(2)]
-    take = _RedisTake(channel, name)
+    take = RedisTake(channel, name, INGEST_TASK)
     first, second = take.take(10)
 
     take.requeue(first.delivery_tag)  # the worker hands it back
@@ -94,7 +95,7 @@ def test_a_message_that_is_not_json_is_left_in_the_queue(broker_queue: tuple[Any
     channel, name = broker_queue
     with channel.conn_or_acquire() as client:
         client.lpush(name, b"not json")
-    take = _RedisTake(channel, name)
+    take = RedisTake(channel, name, INGEST_TASK)
 
     assert take.take(10) == []
     with channel.conn_or_acquire() as client:

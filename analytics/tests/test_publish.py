@@ -21,7 +21,8 @@ from accounts.apikeys import create_api_key
 from analytics import rollups
 from analytics.models import Event
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.publish import Publisher, PublishError, RedisListSender, encode_events
+from analytics.publish import INGEST_TASK_SPEC, Publisher, PublishError, encode_events
+from analytics.tasks import ingest_batch
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,
     consume,
@@ -32,6 +33,7 @@ from analytics.tests.collector_fixtures import (
     stop_server,
 )
 from analytics.tests.conftest import wait_for
+from spinnakr.queue.wire import RedisListSender
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -175,8 +177,18 @@ def sample_event(site_id: int) -> Any:
     return {**SAMPLE_EVENTS[0], "site_id": site_id, "event_id": str(uuid.uuid4())}
 
 
+def test_the_pushed_messages_carry_the_ingest_tasks_own_limits() -> None:
+    # The sender gets them as arguments (it does not import the tasks): they must stay the task's.
+    assert (INGEST_TASK_SPEC.name, INGEST_TASK_SPEC.serializer) == (ingest_batch.name, ingest_batch.serializer)
+    assert (INGEST_TASK_SPEC.time_limit, INGEST_TASK_SPEC.soft_time_limit) == (
+        ingest_batch.time_limit,
+        ingest_batch.soft_time_limit,
+    )
+
+
 @pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the direct LPUSH is for Redis brokers only")
 def test_the_pushed_message_is_the_one_celery_send_task_writes() -> None:
+    # send_task writes the limits of a task registered in the process: ingest_batch is (imported above).
     from spinnakr.celery import app
 
     queue = Queue(f"{settings.EVENTS_QUEUE}.compare-{uuid.uuid4().hex[:8]}", routing_key="unused")
@@ -186,7 +198,7 @@ def test_the_pushed_message_is_the_one_celery_send_task_writes() -> None:
         bound = queue(connection.default_channel)
         bound.declare()
         try:
-            RedisListSender(app, connection, queue.name).send(ours, [encode_events(SAMPLE_EVENTS)], 1)
+            RedisListSender(app, connection, queue.name, INGEST_TASK_SPEC).send(ours, [encode_events(SAMPLE_EVENTS)], 1)
             app.send_task(
                 INGEST_TASK,
                 kwargs={"batch_id": theirs, "events": SAMPLE_EVENTS},

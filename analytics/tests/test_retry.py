@@ -11,9 +11,10 @@ from django.conf import settings
 from kombu import Queue
 
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.publish import RedisListSender
-from analytics.tasks import RETRY_BACKOFF_MAX, _defer, _Drainer, _RedisTake, _Taken, ingest_batch
+from analytics.tasks import RETRY_BACKOFF_MAX, _defer, _Drainer, _Taken, ingest_batch
 from spinnakr.celery import app
+from spinnakr.queue.take import RedisTake
+from spinnakr.queue.wire import RedisListSender
 
 
 def send(queue: str, n: int, **options: Any) -> str:
@@ -38,7 +39,7 @@ def test_the_bulk_take_leaves_a_batch_with_an_eta_to_celerys_consumer(broker_que
     channel, name = broker_queue
     deferred = send(name, 0, countdown=60)
     send(name, 1)
-    take = _RedisTake(channel, name)
+    take = RedisTake(channel, name, INGEST_TASK)
 
     assert take.take(10) == []
 

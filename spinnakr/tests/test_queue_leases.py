@@ -18,11 +18,11 @@ from django.conf import settings
 from kombu import Queue
 
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.tasks import _RedisTake
 from analytics.tests.conftest import wait_for
 from analytics.tests.outage_servers import ThrowawayValkey, throwaway_valkey
-from spinnakr import broker
 from spinnakr.celery import app
+from spinnakr.queue import leases
+from spinnakr.queue.take import RedisTake
 
 pytestmark = pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="owner leases are for Redis brokers only")
 
@@ -41,7 +41,7 @@ def send(queue: str, n: int) -> str:
 
 def owners(channel: Any) -> dict[str, str]:
     with channel.conn_or_acquire() as client:
-        return {tag.decode(): owner.decode() for tag, owner in client.hgetall(broker.OWNER_KEY).items()}
+        return {tag.decode(): owner.decode() for tag, owner in client.hgetall(leases.OWNER_KEY).items()}
 
 
 def waiting(channel: Any, name: str) -> int:
@@ -52,8 +52,8 @@ def waiting(channel: Any, name: str) -> int:
 def test_the_redis_names_load_the_leasing_transport(broker_queue: tuple[Any, str]) -> None:
     channel, _name = broker_queue
 
-    assert isinstance(channel.connection, broker.Transport)
-    assert isinstance(channel.qos, broker.QoS)
+    assert isinstance(channel.connection, leases.Transport)
+    assert isinstance(channel.qos, leases.QoS)
 
 
 def test_a_taken_message_names_its_live_owner_until_it_is_acknowledged(broker_queue: tuple[Any, str]) -> None:
@@ -64,7 +64,7 @@ def test_a_taken_message_names_its_live_owner_until_it_is_acknowledged(broker_qu
     message = bound.get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)
 
     assert message is not None and message.delivery_tag is not None
-    held = broker.lease(channel)
+    held = leases.lease(channel)
     assert owners(channel)[message.delivery_tag] == held.owner
     with channel.conn_or_acquire() as client:
         assert 0 < client.ttl(held.key) <= settings.BROKER_LEASE_SECONDS
@@ -80,13 +80,13 @@ def test_the_bulk_take_names_its_owner_and_its_ack_forgets_it(broker_queue: tupl
     channel, name = broker_queue
     for n in range(3):
         send(name, n)
-    take = _RedisTake(channel, name)
+    take = RedisTake(channel, name, INGEST_TASK)
 
     messages = take.take(10)
 
     tags = [m.delivery_tag for m in messages]
     assert len(tags) == 3
-    assert {owners(channel)[tag] for tag in tags} == {broker.lease(channel).owner}
+    assert {owners(channel)[tag] for tag in tags} == {leases.lease(channel).owner}
     take.ack(tags)
     assert not set(tags) & set(owners(channel))
 
@@ -98,7 +98,7 @@ taken = 0
 while bound.get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT) is not None:
     taken += 1
 """
-BULK_TAKE = "taken = len(_RedisTake(channel, name).take(100))"
+BULK_TAKE = "taken = len(RedisTake(channel, name, INGEST_TASK).take(100))"
 
 
 def _take_and_hang(name: str, take: str) -> subprocess.Popen[bytes]:
@@ -109,7 +109,8 @@ def _take_and_hang(name: str, take: str) -> subprocess.Popen[bytes]:
             "django.setup()",
             "from django.conf import settings",
             "from kombu import Queue",
-            "from analytics.tasks import _RedisTake",
+            "from analytics.payloads import INGEST_TASK",
+            "from spinnakr.queue.take import RedisTake",
             "from spinnakr.celery import app",
             "channel = app.connection_for_read().default_channel",
             f"name = {name!r}",
@@ -182,7 +183,7 @@ def own_channel(own_broker: ThrowawayValkey) -> Iterator[tuple[Any, Any, str]]:
                 producer=app.amqp.Producer(writer),
             )
     yield connection, channel, name
-    broker.lease(channel).stop()  # its thread would renew it on a server that is gone
+    leases.lease(channel).stop()  # its thread would renew it on a server that is gone
 
 
 def test_a_message_of_a_connection_celery_dropped_in_an_outage_is_acknowledged_once_the_broker_is_back(
@@ -202,14 +203,14 @@ def test_a_message_of_a_connection_celery_dropped_in_an_outage_is_acknowledged_o
 
     client = own_broker.client()
     assert not client.hexists("unacked", str(message.delivery_tag))
-    assert not client.hexists(broker.OWNER_KEY, str(message.delivery_tag))
+    assert not client.hexists(leases.OWNER_KEY, str(message.delivery_tag))
 
 
 def test_an_acknowledgement_or_hand_back_that_fails_for_want_of_the_broker_is_done_once_it_is_back(
     own_broker: ThrowawayValkey, own_channel: tuple[Any, Any, str]
 ) -> None:
     _connection, channel, name = own_channel
-    take = _RedisTake(channel, name)
+    take = RedisTake(channel, name, INGEST_TASK)
     applied, returned = take.take(10)
     own_broker.stop()
 
@@ -222,7 +223,7 @@ def test_an_acknowledgement_or_hand_back_that_fails_for_want_of_the_broker_is_do
     assert channel.qos.restore_orphans() == [returned.delivery_tag]  # the next sweep puts it back
     client = own_broker.client()
     assert client.hlen("unacked") == 0
-    assert client.hlen(broker.OWNER_KEY) == 0
+    assert client.hlen(leases.OWNER_KEY) == 0
     again = Queue(name, routing_key=name)(channel).get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT)
     assert again is not None and again.decode()[1]["batch_id"] == "b1"
 
@@ -233,7 +234,7 @@ def test_a_channel_closed_in_an_outage_hands_its_messages_back_once_the_broker_i
     connection, channel, name = own_channel
     message = Queue(name, routing_key=name)(channel).get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)
     assert message is not None
-    held = broker.lease(channel)
+    held = leases.lease(channel)
     own_broker.stop()
 
     connection.collect()  # the channel's restore of what it holds fails
