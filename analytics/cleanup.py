@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 
+import redis
+
 from analytics import quota, rollups, siteinfo, store
+from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)
 
 
-def _unlink_pattern(pattern: str) -> int:
-    client = rollups.client()
+def _unlink_pattern(client: redis.Redis, pattern: str) -> int:
     removed = 0
     batch: list[str] = []
     for key in client.scan_iter(match=pattern, count=1000):
@@ -35,7 +37,7 @@ def _unlink_pattern(pattern: str) -> int:
 def purge_site(site_id: int) -> tuple[int, int]:
     """Delete a site's raw events and Redis keys; answers (events, keys) removed."""
     events = store.delete_site_events(site_id)
-    keys = _unlink_pattern(f"{rollups.prefix(site_id)}*")
+    keys = _unlink_pattern(redis_clients.for_site(site_id), f"{rollups.prefix(site_id)}*")
     siteinfo.forget(site_id)
     logger.info("cleanup.site_purged", extra={"site_id": site_id, "events": events, "keys": keys})
     return events, keys
@@ -44,6 +46,6 @@ def purge_site(site_id: int) -> tuple[int, int]:
 def purge_account(account_id: int, site_ids: list[int]) -> None:
     for site_id in site_ids:
         purge_site(site_id)
-    keys = _unlink_pattern(f"{{a:{account_id}}}:*")
-    rollups.client().srem(quota.OVER_SET, str(account_id))
+    keys = _unlink_pattern(redis_clients.data(), f"{{a:{account_id}}}:*")
+    redis_clients.data().srem(quota.OVER_SET, str(account_id))
     logger.info("cleanup.account_purged", extra={"account_id": account_id, "sites": site_ids, "keys": keys})

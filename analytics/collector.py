@@ -56,6 +56,7 @@ from analytics.payloads import (
 from analytics.publish import PUBLISHER, PublishError
 from analytics.ratelimit import TokenBuckets, retry_after
 from analytics.sitecache import CACHE, SiteInfo
+from spinnakr import redis_clients
 from spinnakr.aio import cancel_all
 
 logger = logging.getLogger(__name__)
@@ -670,7 +671,7 @@ _id_client: aioredis.Redis | None = None
 def _ids_redis() -> aioredis.Redis:
     global _id_client
     if _id_client is None:
-        _id_client = aioredis.Redis.from_url(settings.REDIS_DATA_URL, socket_timeout=5)
+        _id_client = redis_clients.data_async(timeout=5)
     return _id_client
 
 
@@ -756,7 +757,7 @@ async def flush_bot_drops(client: aioredis.Redis) -> None:
 
 
 async def _bot_loop() -> None:
-    client = aioredis.Redis.from_url(settings.REDIS_DATA_URL)
+    client = redis_clients.data_async()
     try:
         while True:
             await asyncio.sleep(settings.COLLECTOR_FLUSH_SECONDS)

@@ -28,6 +28,7 @@ from celery import shared_task
 from django.conf import settings
 
 from analytics.payloads import unstorable
+from spinnakr import redis_clients
 
 SALTS_KEY = "salts"
 MAX_URL_LENGTH = 2000
@@ -471,16 +472,12 @@ def _day(days: int) -> dt.date:
 _EPOCH_DAY = dt.date(1970, 1, 1)
 
 
-_redis_lock = threading.Lock()
-_redis_client: redis.Redis | None = None
+# Salts are read on the collector's request path: a Redis that does not answer fails it quickly.
+SALTS_TIMEOUT = 5.0
 
 
 def data_redis() -> redis.Redis:
-    global _redis_client
-    with _redis_lock:
-        if _redis_client is None:
-            _redis_client = redis.Redis.from_url(settings.REDIS_DATA_URL, socket_timeout=5, socket_connect_timeout=2)
-        return _redis_client
+    return redis_clients.data(timeout=SALTS_TIMEOUT)
 
 
 def _str(value: bytes | str | None) -> str:

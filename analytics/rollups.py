@@ -72,10 +72,10 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 import redis
-from django.conf import settings
 
 from analytics.payloads import EnrichedEvent
 from analytics.siteinfo import SiteInfo
+from spinnakr import redis_clients
 
 MARKER_TTL = 48 * 3600
 # Events of one script call at most (a single larger batch still goes whole; see apply_batches).
@@ -149,9 +149,8 @@ def rebuild_prefix(site_id: int) -> str:
     return f"{{s:{site_id}}}:rb:"
 
 
-@cache
 def client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_DATA_URL, decode_responses=True)
+    return redis_clients.data()
 
 
 @cache

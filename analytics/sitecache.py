@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from accounts.domains import lookup_name
+from spinnakr import redis_clients
 from spinnakr.aio import cancel_all
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ _tasks: list[asyncio.Task[None]] = []
 
 async def _subscribe() -> None:
     while True:
-        client = aioredis.Redis.from_url(settings.REDIS_DATA_URL)
+        client = redis_clients.data_async()
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(invalidation_channel())
@@ -263,7 +264,7 @@ async def refresh_quota(client: aioredis.Redis) -> None:
 
 
 async def _refresh_quota_loop() -> None:
-    client = aioredis.Redis.from_url(settings.REDIS_DATA_URL)
+    client = redis_clients.data_async()
     try:
         while True:
             try:
@@ -277,7 +278,7 @@ async def _refresh_quota_loop() -> None:
 
 
 async def start() -> None:
-    client = aioredis.Redis.from_url(settings.REDIS_DATA_URL)
+    client = redis_clients.data_async()
     try:
         await refresh_quota(client)
     except Exception:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from kombu import Connection
+
+from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 2.0
@@ -22,13 +23,7 @@ def check_database() -> None:
 
 
 def check_redis() -> None:
-    client = redis.Redis.from_url(
-        settings.REDIS_DATA_URL, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS
-    )
-    try:
-        client.ping()
-    finally:
-        client.close()
+    redis_clients.data(timeout=TIMEOUT_SECONDS).ping()
 
 
 def check_broker() -> None:

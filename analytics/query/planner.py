@@ -21,6 +21,7 @@ from accounts.models import Site
 from analytics import jobs, rollups
 from analytics.query import redis_path
 from analytics.query.model import Query
+from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def rollups_ready(site_id: int, first_day: dt.date) -> bool:
 
 def schedule_rebuild(site_id: int) -> bool:
     """Queue the worker's ``analytics.rebuild_rollups`` for the site unless one was queued recently."""
-    client = rollups.client()
+    client = redis_clients.for_site(site_id)
     marker = f"{rollups.prefix(site_id)}rebuild_requested"
     if not client.set(marker, "1", nx=True, ex=REBUILD_DEBOUNCE):
         return False
