@@ -56,7 +56,7 @@ from analytics.payloads import (
 from analytics.publish import PUBLISHER, PublishError
 from analytics.ratelimit import TokenBuckets, retry_after
 from analytics.sitecache import CACHE, SiteInfo
-from spinnakr import redis_clients
+from spinnakr import redis_clients, staticfiles
 from spinnakr.aio import cancel_all
 
 logger = logging.getLogger(__name__)
@@ -715,15 +715,11 @@ SNIPPET_PATH = "build/script.js"
 
 def snippet_version() -> str:
     """The version of the built snippet, for tags: ``/js/script.js?v=<version>``."""
-    from spinnakr import staticfiles
-
     static = staticfiles.load(SNIPPET_PATH)
     return "" if static is None else static.etag.strip('"')[:12]
 
 
 async def script_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    from spinnakr import staticfiles
-
     static = staticfiles.load(SNIPPET_PATH)
     extra = [(b"access-control-allow-origin", b"*"), (b"cross-origin-resource-policy", b"cross-origin")]
     if static is not None:

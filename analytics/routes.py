@@ -13,7 +13,7 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver, path
 
-from analytics import live
+from analytics import collector, live
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -29,13 +29,7 @@ STARTUP: list[Callable[[], Awaitable[None]]] = []
 SHUTDOWN: list[Callable[[], Awaitable[None]]] = []
 
 
-def _register_collector() -> None:
-    from analytics import collector
-
-    HTTP_ROUTES.update(collector.HTTP_ROUTES)
-    HTTP_PREFIX_ROUTES.update(collector.HTTP_PREFIX_ROUTES)
-    STARTUP.extend(collector.STARTUP)
-    SHUTDOWN.extend(collector.SHUTDOWN)
-
-
-_register_collector()
+HTTP_ROUTES.update(collector.HTTP_ROUTES)
+HTTP_PREFIX_ROUTES.update(collector.HTTP_PREFIX_ROUTES)
+STARTUP.extend(collector.STARTUP)
+SHUTDOWN.extend(collector.SHUTDOWN)

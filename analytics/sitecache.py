@@ -34,8 +34,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.signals import post_delete, post_save
 
 from accounts.domains import lookup_name
+from accounts.models import Account, Site
+from analytics.quota import OVER_SET
 from spinnakr import redis_clients
 from spinnakr.aio import cancel_all
 
@@ -94,8 +97,6 @@ def _info(site: Any) -> SiteInfo:
 
 
 def _fetch(field: str, value: str) -> SiteInfo | None:
-    from accounts.models import Site
-
     try:
         site = Site.objects.select_related("account").filter(**{field: value}).first()
         return None if site is None else _info(site)
@@ -192,12 +193,10 @@ CACHE = SiteCache()
 
 
 def _publish(kind: str, ident: int, names: tuple[str, ...] = ()) -> None:
-    from analytics.enrich import data_redis
-
     CACHE.invalidate(kind, ident, names)
     try:
         message = json.dumps({"kind": kind, "id": ident, "names": list(names)})
-        data_redis().publish(invalidation_channel(), message)
+        redis_clients.data().publish(invalidation_channel(), message)
     except Exception:
         logger.exception("sitecache.publish_failed", extra={"kind": kind, "id": ident})
 
@@ -214,10 +213,6 @@ def account_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 def connect_signals() -> None:
-    from django.db.models.signals import post_delete, post_save
-
-    from accounts.models import Account, Site
-
     post_save.connect(site_changed, sender=Site, dispatch_uid="sitecache.site_saved")
     post_delete.connect(site_changed, sender=Site, dispatch_uid="sitecache.site_deleted")
     post_save.connect(account_changed, sender=Account, dispatch_uid="sitecache.account_saved")
@@ -257,8 +252,6 @@ async def _subscribe() -> None:
 
 
 async def refresh_quota(client: aioredis.Redis) -> None:
-    from analytics.quota import OVER_SET
-
     members = await client.smembers(OVER_SET)
     CACHE.over_quota = frozenset(int(member) for member in members if member.isdigit())
 

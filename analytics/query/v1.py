@@ -16,6 +16,7 @@ from typing import Any
 from analytics.models import page_pattern_regex
 from analytics.query.dates import check_day
 from analytics.query.errors import QueryError
+from analytics.query.format import metric_value
 
 PERIODS = ("day", "24h", "7d", "28d", "30d", "91d", "month", "6mo", "12mo", "year", "all", "custom")
 V1_METRICS = (
@@ -176,8 +177,6 @@ def timeseries_body(params: Mapping[str, str]) -> tuple[dict[str, Any], dt.date 
 
 
 def timeseries_result(body: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-    from analytics.query.format import metric_value
-
     by_label = {row["dimensions"][0]: row for row in answer["results"]}
     out = []
     for label in answer["meta"].get("time_labels", []):
