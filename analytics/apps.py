@@ -13,7 +13,7 @@ class AnalyticsConfig(AppConfig):
 
         receivers.connect()
 
-        from analytics import sitecache
+        from analytics.collector import sitecache
 
         # Site and account changes reach every collector process's cache.
         sitecache.connect_signals()

@@ -13,7 +13,8 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver, path
 
-from analytics import collector, live
+from analytics import live
+from analytics.collector import app as collector
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 

@@ -266,7 +266,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "analytics-refresh-quota-flags": {"task": "analytics.refresh_quota_flags", "schedule": 60.0},
 }
 # Tasks outside the apps' tasks modules (autodiscovery only finds those).
-CELERY_IMPORTS = ["analytics.enrich"]
+CELERY_IMPORTS = ["analytics.collector.enrich"]
 # The collector's daily visitor-id salt: create today's, delete those older than yesterday.
 CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "schedule": 600.0}
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from analytics.collector import Networks, client_address
+from analytics.collector.address import Networks, client_address
 
 BALANCERS: Networks = [ipaddress.ip_network("10.0.0.0/8")]
 

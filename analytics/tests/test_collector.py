@@ -16,10 +16,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import Site
-from analytics import collector as collector_app
+from analytics.collector import endpoints as collector_app
+from analytics.collector.ratelimit import TokenBuckets
+from analytics.collector.sitecache import SiteInfo
 from analytics.payloads import parse_event
-from analytics.ratelimit import TokenBuckets
-from analytics.sitecache import SiteInfo
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,
     consume,

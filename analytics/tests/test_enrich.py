@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from analytics import enrich
-from analytics.enrich import acquisition, parse_page, parse_user_agent, screen_class
+from analytics.collector import enrich
+from analytics.collector.enrich import acquisition, parse_page, parse_user_agent, screen_class
 
 CHROME_MAC = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -19,9 +19,9 @@ from kombu import Connection, Queue
 
 from accounts.apikeys import create_api_key
 from analytics import rollups
+from analytics.collector.publish import INGEST_TASK_SPEC, Publisher, PublishError, encode_events
 from analytics.models import Event
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.publish import INGEST_TASK_SPEC, Publisher, PublishError, encode_events
 from analytics.tasks import ingest_batch
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,

@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 from kombu import Connection
 
-from analytics.publish import Publisher, UnpublishableEvents
+from analytics.collector.publish import Publisher, UnpublishableEvents
 from analytics.tests.collector_fixtures import consume, events_of, events_queue, purge_events_queue
 from analytics.tests.test_publish import sample_event, throwaway_valkey
 

@@ -13,8 +13,8 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.models import Site
-from analytics import sitecache
-from analytics.sitecache import SiteCache
+from analytics.collector import sitecache
+from analytics.collector.sitecache import SiteCache
 from analytics.tests.collector_fixtures import make_site
 
 pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]

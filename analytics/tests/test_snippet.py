@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from analytics.collector import snippet_version
+from analytics.collector.snippet import snippet_version
 from analytics.tests.collector_fixtures import BASE_DIR, BROWSER_UA, consume, events_of, free_port, make_site
 
 SNIPPET = BASE_DIR / "static" / "build" / "script.js"

@@ -150,7 +150,7 @@ async def drive(
 
 
 async def run(options: argparse.Namespace, domain: str, key: str) -> None:
-    from analytics import collector
+    from analytics.collector import app as collector
     from bench.ingest import bare
 
     stub = None
