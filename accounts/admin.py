@@ -39,7 +39,7 @@ from accounts.sites import (
     rotate_site_key,
     update_site,
 )
-from analytics.quota import events_this_month
+from analytics.ingest.quota import events_this_month
 
 
 class MembershipInline(admin.TabularInline):

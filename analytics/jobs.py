@@ -16,15 +16,15 @@ DELETE_ACCOUNT_DATA = "analytics.delete_account_data"
 
 
 def rebuild_rollups(site_id: int, since: str | None = None, *, countdown: float | None = None) -> None:
-    """Recompute a site's rollups from PostgreSQL (``analytics.rebuild``)."""
+    """Recompute a site's rollups from PostgreSQL (``analytics.ingest.rebuild``)."""
     app.send_task(REBUILD_ROLLUPS, args=(site_id, since), countdown=countdown)
 
 
 def delete_site_data(site_id: int) -> None:
-    """Delete a deleted site's raw events and Redis keys (``analytics.cleanup``)."""
+    """Delete a deleted site's raw events and Redis keys (``analytics.ingest.cleanup``)."""
     app.send_task(DELETE_SITE_DATA, args=(site_id,))
 
 
 def delete_account_data(account_id: int, site_ids: list[int]) -> None:
-    """Delete a deleted account's sites' data and its quota counters (``analytics.cleanup``)."""
+    """Delete a deleted account's sites' data and its quota counters (``analytics.ingest.cleanup``)."""
     app.send_task(DELETE_ACCOUNT_DATA, args=(account_id, site_ids))

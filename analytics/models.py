@@ -1,7 +1,7 @@
 """The raw event store: one row per accepted event, kept for the plan's retention.
 
 ``analytics_event`` is a PostgreSQL table partitioned by month on ``timestamp``
-(created by migration 0001, partitions by ``analytics.store``). Its primary key
+(created by migration 0001, partitions by ``analytics.ingest.store``). Its primary key
 ``(site_id, timestamp, event_id)`` contains the partition key, so re-inserting a
 batch with ``ON CONFLICT DO NOTHING`` adds nothing; every index leads with the
 site. Django does not manage the table; this model is for reads and the admin.

@@ -15,7 +15,8 @@ from django.db.models.signals import post_init, post_save
 
 from accounts.models import Site
 from accounts.signals import account_deleted, site_deleted
-from analytics import jobs, siteinfo
+from analytics import jobs
+from analytics.ingest import siteinfo
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from django.db import connection
 
 from accounts.models import Account, APIKey, Site
 from accounts.tests.conftest import PASSWORD
-from analytics.quota import events_this_month, month_stamp, quota_key
-from analytics.rollups import client as redis_client
+from analytics.ingest.quota import events_this_month, month_stamp, quota_key
+from analytics.ingest.rollups import client as redis_client
 
 ADMIN_PAGES = [
     "/admin/",

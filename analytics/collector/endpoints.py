@@ -15,7 +15,7 @@ Every response, errors included, carries CORS headers. Errors are JSON
   NUL or a lone surrogate, in any field, header or decoded query value the event keeps),
   404 unknown domain or key,
   403 origin outside the site's allowed origins, 403 ``account suspended``,
-  403 ``monthly event quota exceeded`` (``analytics.quota``: past 110% of the
+  403 ``monthly event quota exceeded`` (``analytics.ingest.quota``: past 110% of the
   quota), 413 body too large, 429 rate limited (Retry-After), 503 broker or
   Redis unreachable (Retry-After). Bots get 202 and are dropped, counted per
   site in Redis ``{s:<id>}:dropped:bots``.

@@ -16,7 +16,7 @@ changed site within a round trip of that call. Losing the subscription clears
 the whole cache, so a missed message cannot leave a stale entry behind.
 
 Quotas: a background loop reads, every ``QUOTA_REFRESH_SECONDS``, the Redis set
-``analytics.quota.OVER_SET`` (account ids past their monthly quota, kept by
+``analytics.ingest.quota.OVER_SET`` (account ids past their monthly quota, kept by
 the worker's quota accounting) into memory; requests only read memory.
 """
 
@@ -38,7 +38,7 @@ from django.db.models.signals import post_delete, post_save
 
 from accounts.domains import lookup_name
 from accounts.models import Account, Site
-from analytics.quota import OVER_SET
+from analytics.ingest.quota import OVER_SET
 from spinnakr import redis_clients
 from spinnakr.aio import cancel_all
 

@@ -16,7 +16,7 @@ from analytics.query.errors import QueryError
 
 RELATIVE = ("day", "24h", "7d", "28d", "30d", "91d", "month", "6mo", "12mo", "year", "all")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-# The days a query may name: from the Unix epoch (no event is older, see analytics.store.EPOCH)
+# The days a query may name: from the Unix epoch (no event is older, see analytics.ingest.store.EPOCH)
 # to the year 2999. Python's dates end at the years 1 and 9999, where the arithmetic on a range
 # (time zones, the day after its end, a comparison a year back) would overflow.
 FIRST_DAY = dt.date(1970, 1, 1)

@@ -18,7 +18,8 @@ import redis
 from django.utils import timezone
 
 from accounts.models import Site
-from analytics import jobs, rollups
+from analytics import jobs
+from analytics.ingest import rollups
 from analytics.query import redis_path
 from analytics.query.model import Query
 from spinnakr import redis_clients

@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Site
-from analytics import rollups
+from analytics.ingest import rollups
 
 NOW_WINDOW = dt.timedelta(minutes=5)
 MINUTES = 30

@@ -1,4 +1,4 @@
-"""The Redis path: the query shapes the rollups of ``analytics.rollups`` hold exactly.
+"""The Redis path: the query shapes the rollups of ``analytics.ingest.rollups`` hold exactly.
 
 ``answer(site, query)`` returns the same rows as the SQL path would, or ``None``
 when the rollups cannot answer this shape (the planner then uses SQL). Shapes:
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from analytics import rollups
+from analytics.ingest import rollups
 from analytics.query.dates import local_midnight
 from analytics.query.model import Query
 from analytics.query.timeline import time_labels

@@ -3,7 +3,7 @@
 Definitions (see README "Querying: Stats API"):
 - a visit is a distinct ``(visitor_id, visit_id)``; its attributes (source, UTM,
   device, country …) and entry page are those of its first event in the range, its
-  exit page that of its last (as the rollups in ``analytics.rollups`` keep them);
+  exit page that of its last (as the rollups in ``analytics.ingest.rollups`` keep them);
 - a bounce is a visit with at most one interactive event (a pageview or an
   interactive custom event), as Plausible counts them;
 - a visit's duration is the time between its first and last event, whole seconds;
@@ -12,7 +12,7 @@ Definitions (see README "Querying: Stats API"):
 Every statement starts from ``site_id = %s`` and the range on ``timestamp``, so
 it reads one site's rows of the month partitions the range touches. The visits come
 from ``analytics_visit`` (one row per stored visit, kept with the events by
-``analytics.store``) for those wholly inside the range, and from their events for the
+``analytics.ingest.store``) for those wholly inside the range, and from their events for the
 few that cross an end of it. Values are always bound parameters; only identifiers
 from fixed tables reach the SQL text.
 """

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 from kombu import Connection
 
-from analytics import rollups, siteinfo, store
+from analytics.ingest import rollups, siteinfo, store
 from analytics.tests.collector_fixtures import collector, strict_collector
 
 __all__ = ["collector", "strict_collector"]

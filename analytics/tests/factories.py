@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from accounts.models import Account, Site
+from analytics.ingest.store import EPOCH
 from analytics.payloads import EnrichedEvent
-from analytics.store import EPOCH
 
 
 def make_site(domain: str = "example.com", timezone: str = "UTC", **account: Any) -> Site:

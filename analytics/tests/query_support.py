@@ -1,6 +1,6 @@
 """Test data for the query engine: a cast (owner, teammate, outsider) and events in ``analytics_event``.
 
-``add_events`` ingests events through the worker's real pipeline (``analytics.tasks.ingest``
+``add_events`` ingests events through the worker's real pipeline (``analytics.ingest.pipeline.ingest``
 called in process), so both the raw events and the Redis rollups hold them.
 """
 
@@ -11,9 +11,9 @@ import uuid
 from typing import Any, cast
 
 from accounts.models import Account, Membership, Role, Site, User
+from analytics.ingest.pipeline import ingest
+from analytics.ingest.store import EPOCH
 from analytics.payloads import EnrichedEvent
-from analytics.store import EPOCH
-from analytics.tasks import ingest
 
 COLUMNS = (
     "hostname",

@@ -9,10 +9,10 @@ import pytest
 import time_machine
 
 from accounts.signals import account_deleted, site_deleted
-from analytics import quota, rollups
-from analytics.cleanup import purge_account, purge_site
+from analytics.ingest import quota, rollups
+from analytics.ingest.cleanup import purge_account, purge_site
+from analytics.ingest.pipeline import ingest
 from analytics.models import Event
-from analytics.tasks import ingest
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 

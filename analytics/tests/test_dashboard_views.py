@@ -13,7 +13,8 @@ from django.http import Http404
 from django.test import Client
 from django.utils import timezone
 
-from analytics import sharing, tasks
+from analytics import sharing
+from analytics.ingest import pipeline
 from analytics.models import SharedLink
 from analytics.tests.dashboard_fixtures import Cast, cast
 from analytics.tests.factories import make_event
@@ -283,7 +284,7 @@ def ingested(cast: Cast, data_redis: Any, clean_events: None) -> Cast:
             cast.site, now + dt.timedelta(seconds=12), visitor=2, name="Signup", pathname="/blog", props={"plan": "pro"}
         ),
     ]
-    tasks.ingest(uuid.uuid4().hex, events)
+    pipeline.ingest(uuid.uuid4().hex, events)
     return cast
 
 

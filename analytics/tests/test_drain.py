@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 from kombu import Queue
 
+from analytics.ingest.coalesce import _ack_all, _Drainer
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.tasks import _ack_all, _Drainer
 from spinnakr.celery import app
 from spinnakr.queue.take import RedisTake
 

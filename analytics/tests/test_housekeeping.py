@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
-from analytics import store
+from analytics.ingest import store
 from analytics.models import Event
 from analytics.tasks import apply_retention, ensure_partitions
 from analytics.tests.factories import make_event, make_site

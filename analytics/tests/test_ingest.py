@@ -1,4 +1,4 @@
-"""``analytics.tasks.ingest`` in process: several sites per message, unknown sites, live deltas."""
+"""``analytics.ingest.pipeline.ingest`` in process: several sites per message, unknown sites, live deltas."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import time_machine
 from channels.layers import get_channel_layer
 from django.db import models
 
-from analytics import rollups
+from analytics.ingest import rollups
+from analytics.ingest.pipeline import FAILED_BATCHES, ingest, ingest_many
+from analytics.ingest.siteinfo import load_sites
 from analytics.livepush import group_name
 from analytics.models import Event
-from analytics.siteinfo import load_sites
-from analytics.tasks import FAILED_BATCHES, ingest, ingest_many
 from analytics.tests.factories import make_event, make_site
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]

@@ -20,10 +20,10 @@ import pytest
 from django.conf import settings
 
 from accounts.models import Site
-from analytics import rollups
+from analytics.ingest import rollups
+from analytics.ingest.pipeline import PAUSE_ENV
 from analytics.models import Event
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
-from analytics.tasks import PAUSE_ENV
 from analytics.tests.conftest import WorkerProcess, wait_for
 from analytics.tests.factories import make_event, make_site
 from analytics.tests.outage_servers import ThrowawayPostgres, ThrowawayValkey, throwaway_valkey

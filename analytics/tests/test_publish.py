@@ -18,8 +18,8 @@ from django.conf import settings
 from kombu import Connection, Queue
 
 from accounts.apikeys import create_api_key
-from analytics import rollups
 from analytics.collector.publish import INGEST_TASK_SPEC, Publisher, PublishError, encode_events
+from analytics.ingest import rollups
 from analytics.models import Event
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
 from analytics.tasks import ingest_batch

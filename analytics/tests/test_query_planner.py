@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from accounts.models import Site
-from analytics import rollups
+from analytics.ingest import rollups
 from analytics.query import run_query
 from analytics.tests.conftest import wait_for
 from analytics.tests.query_support import add_events, make_cast

@@ -9,8 +9,8 @@ import pytest
 import time_machine
 
 from accounts.models import Account
-from analytics import quota
-from analytics.tasks import ingest
+from analytics.ingest import quota
+from analytics.ingest.pipeline import ingest
 from analytics.tests.factories import make_event, make_site
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]

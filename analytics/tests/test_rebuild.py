@@ -13,9 +13,9 @@ import time_machine
 from django.core.management import call_command
 from django.db import connection
 
-from analytics import rollups
-from analytics.rebuild import rebuild_site
-from analytics.tasks import ingest
+from analytics.ingest import rollups
+from analytics.ingest.pipeline import ingest
+from analytics.ingest.rebuild import rebuild_site
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 

@@ -10,8 +10,9 @@ import pytest
 from django.conf import settings
 from kombu import Queue
 
+from analytics.ingest.coalesce import RETRY_BACKOFF_MAX, _defer, _Drainer, _Taken
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.tasks import RETRY_BACKOFF_MAX, _defer, _Drainer, _Taken, ingest_batch
+from analytics.tasks import ingest_batch
 from spinnakr.celery import app
 from spinnakr.queue.take import RedisTake
 from spinnakr.queue.wire import RedisListSender

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
-from analytics import rollups
+from analytics.ingest import rollups
+from analytics.ingest.pipeline import ingest
+from analytics.ingest.visits import visit_id
 from analytics.models import Event
-from analytics.sessions import visit_id
-from analytics.tasks import ingest
 from analytics.tests.factories import make_event, make_site
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]

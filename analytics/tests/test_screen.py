@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from analytics import rollups, screen
+from analytics.ingest import rollups, screen
 from analytics.payloads import EnrichedEvent
 from analytics.tests.factories import make_event, make_site
 

@@ -11,10 +11,10 @@ import time_machine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics import rollups
+from analytics.ingest import rollups
+from analytics.ingest.pipeline import ingest
+from analytics.ingest.visits import VISIT_GAP_MS, visit_id
 from analytics.models import Event
-from analytics.sessions import VISIT_GAP_MS, visit_id
-from analytics.tasks import ingest
 from analytics.tests.factories import make_event, make_site
 
 NOW = datetime(2026, 3, 10, 18, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from analytics import store
+from analytics.ingest import store
 from analytics.models import Event
 from analytics.tests.factories import make_event, make_site
 

@@ -14,11 +14,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import call_command
 
-from analytics import quota, rollups
+from analytics.ingest import quota, rollups
+from analytics.ingest.pipeline import FAILED_BATCHES, park_failed_batch
+from analytics.ingest.siteinfo import load_sites
 from analytics.livepush import group_name
 from analytics.models import Event
-from analytics.siteinfo import load_sites
-from analytics.tasks import FAILED_BATCHES, park_failed_batch
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 from spinnakr.celery import app

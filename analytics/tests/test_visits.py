@@ -1,6 +1,6 @@
 """``analytics_visit``: one row per stored visit, always what its stored events say.
 
-The rows are kept by ``analytics.store`` as events are inserted, visits renamed and events
+The rows are kept by ``analytics.ingest.store`` as events are inserted, visits renamed and events
 deleted; every test compares them with the same row recomputed from the events.
 """
 
@@ -16,8 +16,8 @@ from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics import store
-from analytics.tasks import ingest
+from analytics.ingest import store
+from analytics.ingest.pipeline import ingest
 from analytics.tests.factories import make_event, make_site
 from analytics.tests.query_support import enriched
 

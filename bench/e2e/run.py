@@ -157,7 +157,7 @@ class Counts:
     def __init__(self, site_id: int, timezone: str, since: dt.datetime) -> None:
         from django.db import connection
 
-        from analytics import rollups
+        from analytics.ingest import rollups
 
         self.site_id = site_id
         self.cursor = connection.cursor()
@@ -259,7 +259,7 @@ def setup_site() -> Any:
 
 def delete_site() -> None:
     from accounts.models import Site
-    from analytics.cleanup import purge_site
+    from analytics.ingest.cleanup import purge_site
 
     for site in Site.objects.filter(domain=DOMAIN).select_related("account"):
         purge_site(site.id)

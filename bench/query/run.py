@@ -5,7 +5,7 @@
 
 Loads into the development database and Redis (``make run``'s embedded servers, or
 DATABASE_URL / REDIS_URL), on a site of its own (``bench-query-<n>.test``), calling
-``analytics.tasks.ingest`` in process with historical timestamps, ``--batch`` events a call, day
+``analytics.ingest.pipeline.ingest`` in process with historical timestamps, ``--batch`` events a call, day
 after day in time order (``--workers`` processes on disjoint visitors if wanted; the loader's
 own database session commits with ``synchronous_commit = off``). Then runs each query
 ``--runs`` times through ``run_query`` (the planner picks Redis or SQL) and reports p50/p95,
@@ -37,15 +37,15 @@ embedded.acquire()
 django.setup()
 
 from accounts.models import Account, Site  # noqa: E402
-from analytics import rollups  # noqa: E402
+from analytics.ingest import rollups  # noqa: E402
+from analytics.ingest.pipeline import ingest  # noqa: E402
+from analytics.ingest.store import EPOCH  # noqa: E402
 from analytics.payloads import EnrichedEvent  # noqa: E402
 from analytics.query import run_query  # noqa: E402
 from analytics.query import sql as sql_path  # noqa: E402
 from analytics.query.engine import site_goals  # noqa: E402
 from analytics.query.errors import QueryError  # noqa: E402
 from analytics.query.model import parse_query  # noqa: E402
-from analytics.store import EPOCH  # noqa: E402
-from analytics.tasks import ingest  # noqa: E402
 
 PAGES = ["/", "/pricing", "/docs", "/blog", "/about", "/signup", "/login"] + [f"/blog/post-{i}" for i in range(200)]
 SOURCES = (

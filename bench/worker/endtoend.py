@@ -41,8 +41,8 @@ from django.db import connection  # noqa: E402
 
 from accounts.apikeys import create_api_key  # noqa: E402
 from accounts.models import Account, Site  # noqa: E402
-from analytics import rollups  # noqa: E402
-from analytics.cleanup import purge_site  # noqa: E402
+from analytics.ingest import rollups  # noqa: E402
+from analytics.ingest.cleanup import purge_site  # noqa: E402
 from spinnakr import embedded  # noqa: E402
 
 DOMAIN = "bench-e2e.example"

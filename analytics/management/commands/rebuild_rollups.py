@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Site
-from analytics.rebuild import RebuildRunning, rebuild_site
+from analytics.ingest.rebuild import RebuildRunning, rebuild_site
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """``manage.py replay_failed_batches``: queue again the batches the worker could not ingest.
 
-A batch parked before the worker screened its events (``analytics.screen``) may hold text
+A batch parked before the worker screened its events (``analytics.ingest.screen``) may hold text
 PostgreSQL cannot store (a NUL, a lone surrogate). Its rollups were applied, and its batch
 marker keeps each event's visit start in event order, so the replay must store every event of
 it: each such character is replaced by U+FFFD, the event is kept, and Redis and PostgreSQL
@@ -15,8 +15,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from analytics import rollups, screen
-from analytics.tasks import FAILED_BATCHES, ingest_batch
+from analytics.ingest import rollups, screen
+from analytics.ingest.pipeline import FAILED_BATCHES
+from analytics.tasks import ingest_batch
 
 
 class Command(BaseCommand):

@@ -33,7 +33,7 @@ from functools import cache
 from operator import itemgetter
 from typing import Any, get_type_hints
 
-from analytics import rollups
+from analytics.ingest import rollups
 from analytics.payloads import UNSTORABLE_CHARACTERS, EnrichedEvent, unstorable
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any
 
 from accounts.models import Account
-from analytics.rollups import client
+from analytics.ingest.rollups import client
 
 GRACE = 1.10
 OVER_SET = "quota:over"

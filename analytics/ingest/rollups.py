@@ -50,7 +50,7 @@ Visits and state:
                                 ``rebuilding`` ("1" while a rebuild runs)
     rollups:epoch               (no site tag) epoch ms since when this Redis saw every batch:
                                 0 on a fresh installation, the moment of recovery after a loss
-    {s:<id>}:rb:…               the rebuild's namespace (see analytics/rebuild.py)
+    {s:<id>}:rb:…               the rebuild's namespace (see analytics/ingest/rebuild.py)
 
 Readers: ``counters``, ``visitors``, ``top``, ``member_values``, ``member_visitors``,
 ``visitors_now``, ``meta``.
@@ -73,8 +73,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 import orjson
 import redis
 
+from analytics.ingest.siteinfo import SiteInfo
 from analytics.payloads import EnrichedEvent
-from analytics.siteinfo import SiteInfo
 from spinnakr import redis_clients
 
 MARKER_TTL = 48 * 3600

@@ -15,7 +15,7 @@ import logging
 
 import redis
 
-from analytics import quota, rollups, siteinfo, store
+from analytics.ingest import quota, rollups, siteinfo, store
 from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)

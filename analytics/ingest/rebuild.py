@@ -33,10 +33,10 @@ from typing import Any
 from django.db import connection
 
 from accounts.models import Site
-from analytics import rollups
+from analytics.ingest import rollups
+from analytics.ingest.siteinfo import SiteInfo, site_info
+from analytics.ingest.store import COLUMNS, EPOCH
 from analytics.payloads import EnrichedEvent
-from analytics.siteinfo import SiteInfo, site_info
-from analytics.store import COLUMNS, EPOCH
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _live_rollup_keys(site_id: int) -> list[str]:
     keys = []
     for key in _scan(f"{base}*"):
         rest = key[len(base) :]
-        # rejected…: events the store never took (analytics.screen), which no rebuild recomputes.
+        # rejected…: events the store never took (analytics.ingest.screen), which no rebuild recomputes.
         if rest in _KEPT_SUFFIXES or rest.startswith(("batch:", "rb:", "rejected")):
             continue
         keys.append(key)

@@ -1,11 +1,11 @@
 """Visit ids: a stable function of the visitor and the start of the visit.
 
-Sessionisation itself runs inside the rollup script (``analytics/lua/apply_batch.lua``): a gap
+Sessionisation itself runs inside the rollup script (``analytics/ingest/lua/apply_batch.lua``): a gap
 of more than 30 minutes between two events of a visitor, in event time, starts a new visit, so
 late events, replays and rebuilds find the same visits. The script answers each event's visit
 start; the id is derived from it here. When a late event moves a visit's start earlier, or
 bridges two visits into one, the script reports the change and the stored rows are renamed
-(``analytics.store.rename_visits``), so every raw event keeps the id of the visit it is in.
+(``analytics.ingest.store.rename_visits``), so every raw event keeps the id of the visit it is in.
 """
 
 from __future__ import annotations
