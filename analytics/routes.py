@@ -13,8 +13,8 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver, path
 
-from analytics import live
 from analytics.collector import app as collector
+from analytics.live import consumers as live
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, include, path
 
-from analytics import views
+from analytics.dashboard import views
 
 # A site's domain may carry a path prefix ("example.com/blog"), hence <path:>;
 # the more specific routes come first.

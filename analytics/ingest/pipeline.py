@@ -40,10 +40,10 @@ import redis
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from analytics import livepush
 from analytics.ingest import quota, rollups, screen, store
 from analytics.ingest.siteinfo import SiteInfo, load_sites
 from analytics.ingest.visits import visit_id
+from analytics.live import push as livepush
 from analytics.payloads import EnrichedEvent
 
 logger = logging.getLogger(__name__)

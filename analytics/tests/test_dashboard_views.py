@@ -13,7 +13,7 @@ from django.http import Http404
 from django.test import Client
 from django.utils import timezone
 
-from analytics import sharing
+from analytics.dashboard import sharing
 from analytics.ingest import pipeline
 from analytics.models import SharedLink
 from analytics.tests.dashboard_fixtures import Cast, cast

@@ -15,7 +15,7 @@ from django.db import models
 from analytics.ingest import rollups
 from analytics.ingest.pipeline import FAILED_BATCHES, ingest, ingest_many
 from analytics.ingest.siteinfo import load_sites
-from analytics.livepush import group_name
+from analytics.live.push import group_name
 from analytics.models import Event
 from analytics.tests.factories import make_event, make_site
 

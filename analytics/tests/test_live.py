@@ -18,7 +18,9 @@ from django.db import connections
 from accounts.access import SESSION_ACCOUNT_KEY
 from accounts.apikeys import create_api_key, revoke_api_key
 from accounts.models import Membership, Scope
-from analytics import live, routes, sharing
+from analytics import routes
+from analytics.dashboard import sharing
+from analytics.live import consumers as live
 from analytics.models import SharedLink
 from analytics.tests.dashboard_fixtures import Cast, cast, session_cookie
 

@@ -9,7 +9,7 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
-from analytics import sharing
+from analytics.dashboard import sharing
 from analytics.tests.conftest import wait_for
 from analytics.tests.dashboard_fixtures import Cast, cast
 

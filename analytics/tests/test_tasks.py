@@ -17,7 +17,7 @@ from django.core.management import call_command
 from analytics.ingest import quota, rollups
 from analytics.ingest.pipeline import FAILED_BATCHES, park_failed_batch
 from analytics.ingest.siteinfo import load_sites
-from analytics.livepush import group_name
+from analytics.live.push import group_name
 from analytics.models import Event
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site

@@ -2,7 +2,7 @@
 
 - ``ws/sites/<domain>/``: one site's dashboard. The viewer is authorised by the
   session (``scope["user"]`` and ``scope["session"]``) through
-  ``analytics.sharing.dashboard_access`` — members via ``accounts.access``,
+  ``analytics.dashboard.sharing.dashboard_access`` — members via ``accounts.access``,
   public sites and unlocked shared links read-only. Anyone else is refused
   with close code 4404 before the handshake completes (the HTTP upgrade fails).
 - ``ws/sites/``: the sites overview, one socket for every site of the user's
@@ -15,7 +15,7 @@
   not an export.
 
 The worker sends one ``live.delta`` per site per batch to the channel-layer
-group ``site.<id>`` (contract 2, ``analytics.livepush``, after the batch is
+group ``site.<id>`` (contract 2, ``analytics.live.push``, after the batch is
 committed). Each web process subscribes once per site it has viewers for (the
 ``Hub``): one channel in the group, whatever the number of open dashboards,
 and each delta is encoded to JSON once and written to every socket of that
@@ -44,7 +44,7 @@ from django.http import Http404
 from accounts.access import SESSION_ACCOUNT_KEY, accounts_for_user, sites_for_user
 from accounts.apikeys import authenticate_key
 from accounts.models import APIKey, Scope, Site
-from analytics.sharing import DashboardAccess, dashboard_access
+from analytics.dashboard.sharing import DashboardAccess, dashboard_access
 from spinnakr.untrusted import unstorable
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """Dashboard pages: the sites overview, a site's live dashboard, its data endpoint and sharing.
 
-Views stay thin: they authorise through ``analytics.sharing.dashboard_access``
+Views stay thin: they authorise through ``analytics.dashboard.sharing.dashboard_access``
 (members via ``accounts.access``; public sites and unlocked shared links
-read-only), then render or call ``analytics.dashboard``. Every number comes
+read-only), then render or call ``analytics.dashboard.queries``. Every number comes
 from the query engine; the pages themselves carry no figures, the client
 fetches them in one batch and then follows the live WebSocket.
 """
@@ -20,7 +20,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.access import current_account, get_site_for_user, has_role, sites_for_user, user_role
 from accounts.models import Role, Site
-from analytics import dashboard, sharing
+from analytics.dashboard import queries as dashboard
+from analytics.dashboard import sharing
 from analytics.query import QueryError
 from analytics.query.goals import create_goal, delete_goal
 from spinnakr.untrusted import UntrustedInputError, loads_json
@@ -116,7 +117,7 @@ def site_dashboard(request: HttpRequest, domain: str) -> HttpResponse:
 
 @require_POST
 def site_query(request: HttpRequest, domain: str) -> JsonResponse:
-    """The dashboard's data endpoint: a batch of v2 queries (see ``analytics.dashboard``)."""
+    """The dashboard's data endpoint: a batch of v2 queries (see ``analytics.dashboard.queries``)."""
     try:
         access = sharing.dashboard_access(request.user, request.session, domain)
     except Http404:
