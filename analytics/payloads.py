@@ -62,11 +62,6 @@ class EnrichedEvent(TypedDict):
     engagement_ms: int | None  # engagement events only
 
 
-class IngestBatchKwargs(TypedDict):
-    batch_id: str  # uuid4 hex
-    events: list[EnrichedEvent]
-
-
 # Incoming events (Plausible's Events API, long or short field names) ----------
 
 MAX_NAME_LENGTH = 120

@@ -265,8 +265,6 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "analytics-apply-retention": {"task": "analytics.apply_retention", "schedule": 24 * 3600.0},
     "analytics-refresh-quota-flags": {"task": "analytics.refresh_quota_flags", "schedule": 60.0},
 }
-# Tasks outside the apps' tasks modules (autodiscovery only finds those).
-CELERY_IMPORTS = ["analytics.collector.enrich"]
 # The collector's daily visitor-id salt: create today's, delete those older than yesterday.
 CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "schedule": 600.0}
 

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from analytics.collector import enrich
-from analytics.collector.http import SERVICE_RETRY_AFTER, Reject
-from analytics.collector.ratelimit import TokenBuckets, retry_after
+from analytics.collector.http import Reject, rate_limited, unavailable
+from analytics.collector.ratelimit import TokenBuckets
 from analytics.collector.sitecache import CACHE, SiteInfo
 from analytics.payloads import (
     IncomingEvent,
@@ -36,9 +36,7 @@ async def ensure_salts(now: float) -> None:
         await asyncio.get_running_loop().run_in_executor(None, enrich.SALTS.load, today)
     except Exception:
         logger.warning("collector.salts_unavailable", exc_info=True)
-        raise Reject(
-            503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())]
-        ) from None
+        raise unavailable() from None
 
 
 def cached_sites(event: IncomingEvent) -> list[SiteInfo] | None:
@@ -58,9 +56,7 @@ async def lookup_site(field: str, value: str) -> SiteInfo | None:
         return await CACHE.get(field, value)
     except (OperationalError, InterfaceError):
         logger.warning("collector.sites_unavailable", extra={"field": field}, exc_info=True)
-        raise Reject(
-            503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())]
-        ) from None
+        raise unavailable() from None
 
 
 async def find_sites(event: IncomingEvent) -> list[SiteInfo]:
@@ -90,4 +86,4 @@ def admit(site: SiteInfo, origin: str | None, count: int, now: float) -> None:
     rate, burst = site.rate
     wait = SITE_BUCKETS.take(site.site_id, count, rate=rate, burst=burst, now=now)
     if wait:
-        raise Reject(429, f"rate limit exceeded for {site.domain}", [(b"retry-after", retry_after(wait).encode())])
+        raise rate_limited(f"rate limit exceeded for {site.domain}", wait)

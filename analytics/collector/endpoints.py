@@ -44,17 +44,18 @@ from analytics.collector.admission import (
     lookup_site,
 )
 from analytics.collector.http import (
-    SERVICE_RETRY_AFTER,
     Receive,
     Reject,
     Scope,
     Send,
     parse_json,
+    rate_limited,
     read_body,
     request_headers,
     respond,
     respond_accepted,
     respond_error,
+    unavailable,
 )
 from analytics.collector.ids import claim_client_ids, release_client_ids
 from analytics.collector.keys import KeyGrant, authorize
@@ -143,7 +144,7 @@ async def publish(events: list[EnrichedEvent]) -> None:
     try:
         await PUBLISHER.submit(events)
     except PublishError:
-        raise Reject(503, "queue unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())]) from None
+        raise unavailable("queue unavailable, retry later") from None
 
 
 # POST /api/event ----------------------------------------------------------------
@@ -175,7 +176,7 @@ async def record(
         await ensure_salts(now)
     salt = enrich.SALTS.for_day(today)
     if salt is None:  # the day turned between the two calls: next request reloads
-        raise Reject(503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())])
+        raise unavailable()
     ts_us = int(now * 1_000_000)
     events = [
         build_event(
@@ -206,7 +207,7 @@ async def event_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         address = client_address(scope)
         wait = IP_BUCKETS.take(address)
         if wait:
-            raise Reject(429, "rate limit exceeded for this address", [(b"retry-after", retry_after(wait).encode())])
+            raise rate_limited("rate limit exceeded for this address", wait)
         raw = await read_body(scope, receive, headers, MAX_EVENT_BODY)
         event, page = parse(parse_json(raw))
         user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
@@ -236,7 +237,7 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         address = client_address(scope)
         wait = IP_BUCKETS.take(address)
         if wait:
-            raise Reject(429, "rate limit exceeded for this address", [(b"retry-after", retry_after(wait).encode())])
+            raise rate_limited("rate limit exceeded for this address", wait)
         site = await lookup_site("site_key", key)
         if site is None:
             raise Reject(404, "unknown site key")
@@ -337,7 +338,7 @@ async def ingest_batch(
             ts_us = event.timestamp_us
             salt = enrich.SALTS.for_day(enrich.utc_day_us(ts_us)) or today_salt
         if salt is None:
-            raise Reject(503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())])
+            raise unavailable()
         for site in sites:
             if event.visitor_id:
                 visitor = enrich.client_visitor_id(site.site_id, event.visitor_id)

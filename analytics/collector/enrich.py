@@ -4,7 +4,7 @@ Everything here is pure computation except the daily salts, which live in
 Redis (hash ``salts``: UTC date → hex salt) and are cached in process memory
 with their date, so a request never waits on Redis: the cache is refreshed
 only when the UTC day changes (``ensure_salts``), and the beat task
-``analytics.rotate_salts`` creates the day's salt and deletes those older than
+``analytics.rotate_salts`` (``rotate``) creates the day's salt and deletes those older than
 yesterday, so yesterday's visitor ids can no longer be recomputed. The client
 address and the raw user agent never leave this module: only the visitor id
 (a keyed BLAKE2b hash), the country and the parsed browser, OS and device do.
@@ -24,7 +24,6 @@ from urllib.parse import parse_qsl, urlsplit
 import iptocc
 import redis
 import ua_parser
-from celery import shared_task
 from django.conf import settings
 
 from analytics.payloads import unstorable
@@ -536,8 +535,3 @@ def rotate(today: dt.date | None = None) -> list[str]:
     if old:
         client.hdel(SALTS_KEY, *old)
     return old
-
-
-@shared_task(name="analytics.rotate_salts", ignore_result=True)
-def rotate_salts() -> None:
-    rotate()

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from analytics.collector.ratelimit import retry_after
+
 logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
@@ -23,6 +25,16 @@ class Reject(Exception):
         self.status = status
         self.message = message
         self.headers = headers or []
+
+
+def unavailable(message: str = "service unavailable, retry later") -> Reject:
+    """503 with Retry-After: a server the collector needs (Redis, the broker) did not answer."""
+    return Reject(503, message, [(b"retry-after", SERVICE_RETRY_AFTER.encode())])
+
+
+def rate_limited(message: str, wait: float) -> Reject:
+    """429 with Retry-After: the bucket refills after ``wait`` seconds."""
+    return Reject(429, message, [(b"retry-after", retry_after(wait).encode())])
 
 
 # Responses --------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from analytics.collector.http import SERVICE_RETRY_AFTER, Reject
+from analytics.collector.http import unavailable
 from analytics.payloads import (
     EnrichedEvent,
 )
@@ -42,9 +42,7 @@ async def claim_client_ids(
             answers = await pipe.execute()
     except Exception:
         logger.warning("collector.client_ids_unavailable", exc_info=True)
-        raise Reject(
-            503, "service unavailable, retry later", [(b"retry-after", SERVICE_RETRY_AFTER.encode())]
-        ) from None
+        raise unavailable() from None
     duplicates = {position for (_, position, _), fresh in zip(claims, answers, strict=True) if not fresh}
     for (_, _, index), fresh in zip(claims, answers, strict=True):
         if not fresh:

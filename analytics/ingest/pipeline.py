@@ -41,7 +41,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from analytics.ingest import quota, rollups, screen, store
-from analytics.ingest.siteinfo import SiteInfo, load_sites
+from analytics.ingest.siteinfo import SiteSettings, load_sites
 from analytics.ingest.visits import visit_id
 from analytics.live import push as livepush
 from analytics.payloads import EnrichedEvent
@@ -162,7 +162,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
     return dict(answer)
 
 
-def _count_quota(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], sites: dict[int, SiteInfo]) -> None:
+def _count_quota(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], sites: dict[int, SiteSettings]) -> None:
     per_batch: dict[tuple[str, int], dict[date, int]] = defaultdict(lambda: defaultdict(int))
     quotas: dict[int, int] = {}
     for batch_id, site_id, site_events in parts:

@@ -34,7 +34,7 @@ from django.db import connection
 
 from accounts.models import Site
 from analytics.ingest import rollups
-from analytics.ingest.siteinfo import SiteInfo, site_info
+from analytics.ingest.siteinfo import SiteSettings, site_info
 from analytics.ingest.store import COLUMNS, EPOCH
 from analytics.payloads import EnrichedEvent
 
@@ -184,7 +184,7 @@ def _finalise_sessions(site_id: int) -> None:
         pipe.execute()
 
 
-def _since_moment(info: SiteInfo, since: date | None) -> datetime | None:
+def _since_moment(info: SiteSettings, since: date | None) -> datetime | None:
     if since is None:
         return None
     return datetime(since.year, since.month, since.day, tzinfo=info.tz).astimezone(UTC)

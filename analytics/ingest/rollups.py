@@ -64,7 +64,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -73,7 +73,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 import orjson
 import redis
 
-from analytics.ingest.siteinfo import SiteInfo
+from analytics.ingest.siteinfo import SiteSettings
 from analytics.payloads import EnrichedEvent
 from spinnakr import redis_clients
 
@@ -138,7 +138,6 @@ class BatchResult:
     new_visits: int
     visitors_now: int
     duplicate: bool
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def prefix(site_id: int) -> str:
@@ -162,7 +161,7 @@ def _script(name: str) -> Any:
 class _Buckets:
     """Minute, hour and day bucket names and expiry times of a site, cached per UTC minute."""
 
-    def __init__(self, info: SiteInfo) -> None:
+    def __init__(self, info: SiteSettings) -> None:
         self.info = info
         self.day_ttl = (info.retention_days + 1) * 86400
         self._cache: dict[int, tuple[str, str, str, int, int, int]] = {}
@@ -192,7 +191,7 @@ def event_order(event: EnrichedEvent) -> tuple[int, str]:
     return (event["ts"] // 1000, event["event_id"])
 
 
-def prepare(info: SiteInfo, events: Iterable[EnrichedEvent]) -> list[PreparedEvent]:
+def prepare(info: SiteSettings, events: Iterable[EnrichedEvent]) -> list[PreparedEvent]:
     """The script's view of a site's events, in the order given (sort them by ``event_order``)."""
     buckets = _Buckets(info)
     prepared: list[PreparedEvent] = []
@@ -263,7 +262,7 @@ def rollups_epoch(now_ms: int) -> int:
     return int(str(raw or 0))
 
 
-def _first_complete_day(info: SiteInfo, epoch_ms: int) -> str:
+def _first_complete_day(info: SiteSettings, epoch_ms: int) -> str:
     """``complete_since`` for a site whose meta hash has none, or "" to leave it unset.
 
     Only a site created after ``rollups:epoch`` can trust its first batch: for an older site a
@@ -276,7 +275,7 @@ def _first_complete_day(info: SiteInfo, epoch_ms: int) -> str:
 
 
 def apply_batches(
-    parts: Sequence[tuple[SiteInfo, str, Sequence[PreparedEvent]]], now_ms: int | None = None
+    parts: Sequence[tuple[SiteSettings, str, Sequence[PreparedEvent]]], now_ms: int | None = None
 ) -> list[BatchResult]:
     """Apply several (site, batch) parts, each once; answers their results in order.
 
@@ -338,7 +337,7 @@ def apply_batches(
     return [result for result in results if result is not None]
 
 
-def replay(info: SiteInfo, prepared: Sequence[PreparedEvent], seen_cutoff_ms: int) -> None:
+def replay(info: SiteSettings, prepared: Sequence[PreparedEvent], seen_cutoff_ms: int) -> None:
     """Apply stored events to the rebuild namespace (no marker, no live set)."""
     site = info.site_id
     _script("apply_batch")(

@@ -19,7 +19,7 @@ TTL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
-class SiteInfo:
+class SiteSettings:
     site_id: int
     domain: str
     tz: zoneinfo.ZoneInfo
@@ -33,7 +33,7 @@ class SiteInfo:
         return self.created.astimezone(self.tz).date()
 
 
-_cache: dict[int, tuple[float, SiteInfo]] = {}
+_cache: dict[int, tuple[float, SiteSettings]] = {}
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
@@ -43,11 +43,11 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo("UTC")
 
 
-def load_sites(site_ids: Iterable[int]) -> dict[int, SiteInfo]:
+def load_sites(site_ids: Iterable[int]) -> dict[int, SiteSettings]:
     """The sites among ``site_ids`` that exist (deleted ones are absent)."""
     now = time.monotonic()
     wanted = set(site_ids)
-    found: dict[int, SiteInfo] = {}
+    found: dict[int, SiteSettings] = {}
     missing: list[int] = []
     for site_id in wanted:
         cached = _cache.get(site_id)
@@ -66,7 +66,7 @@ def load_sites(site_ids: Iterable[int]) -> dict[int, SiteInfo]:
             "created",
         )
         for site_id, domain, tz, account_id, retention, quota, created in rows:
-            info = SiteInfo(site_id, domain, _zone(tz), account_id, retention, quota, created)
+            info = SiteSettings(site_id, domain, _zone(tz), account_id, retention, quota, created)
             _cache[site_id] = (now, info)
             found[site_id] = info
     return found
@@ -77,9 +77,9 @@ def forget(site_id: int) -> None:
     _cache.pop(site_id, None)
 
 
-def site_info(site: Site) -> SiteInfo:
-    """A fresh ``SiteInfo`` for a site at hand (rebuilds and tests)."""
-    return SiteInfo(
+def site_info(site: Site) -> SiteSettings:
+    """A fresh ``SiteSettings`` for a site at hand (rebuilds and tests)."""
+    return SiteSettings(
         site.id,
         site.domain,
         _zone(site.timezone),
