@@ -14,7 +14,7 @@ from typing import Any
 from django.urls import URLPattern, URLResolver, path
 
 from analytics.collector import app as collector
-from analytics.live import consumers as live
+from analytics.live import consumers
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -22,9 +22,9 @@ HTTP_ROUTES: dict[str, ASGIApp] = {}
 # Path prefixes → lean handlers, tried in order when no exact route matches.
 HTTP_PREFIX_ROUTES: dict[str, ASGIApp] = {}
 websocket_urlpatterns: list[URLPattern | URLResolver] = [
-    path("ws/sites/", live.OverviewLiveConsumer.as_asgi()),
-    path("ws/sites/<path:domain>/", live.SiteLiveConsumer.as_asgi()),
-    path("ws/feed/<path:domain>/", live.FeedConsumer.as_asgi()),
+    path("ws/sites/", consumers.OverviewLiveConsumer.as_asgi()),
+    path("ws/sites/<path:domain>/", consumers.SiteLiveConsumer.as_asgi()),
+    path("ws/feed/<path:domain>/", consumers.FeedConsumer.as_asgi()),
 ]
 STARTUP: list[Callable[[], Awaitable[None]]] = []
 SHUTDOWN: list[Callable[[], Awaitable[None]]] = []

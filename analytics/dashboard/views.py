@@ -20,8 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.access import current_account, get_site_for_user, has_role, sites_for_user, user_role
 from accounts.models import Role, Site
-from analytics.dashboard import queries as dashboard
-from analytics.dashboard import sharing
+from analytics.dashboard import queries, sharing
 from analytics.query import QueryError
 from analytics.query.goals import create_goal, delete_goal
 from spinnakr.untrusted import UntrustedInputError, loads_json
@@ -92,7 +91,7 @@ def sites_overview(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def sites_overview_data(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"sites": dashboard.overview(_account_sites(request))})
+    return JsonResponse({"sites": queries.overview(_account_sites(request))})
 
 
 def _dashboard_context(access: sharing.DashboardAccess, shared_link: str = "") -> dict[str, Any]:
@@ -131,8 +130,8 @@ def site_query(request: HttpRequest, domain: str) -> JsonResponse:
     except (ValueError, UnicodeDecodeError):
         return _json_error("the body is not valid JSON", 400)
     try:
-        answer = dashboard.run_batch(access.site, payload)
-    except (dashboard.DashboardError, QueryError) as exc:
+        answer = queries.run_batch(access.site, payload)
+    except (queries.DashboardError, QueryError) as exc:
         return _json_error(str(exc), 400)
     return JsonResponse(answer)
 

@@ -43,7 +43,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from analytics.ingest import quota, rollups, screen, store
 from analytics.ingest.siteinfo import SiteSettings, load_sites
 from analytics.ingest.visits import visit_id
-from analytics.live import push as livepush
+from analytics.live import push
 from analytics.payloads import EnrichedEvent
 
 logger = logging.getLogger(__name__)
@@ -202,9 +202,9 @@ def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: S
         site_results.append(result)
     for site_id, (ids, events, site_results) in [*fresh.items(), *applied_before]:
         group_id = ids[0] if len(ids) == 1 else "g" + hashlib.sha1("".join(sorted(ids)).encode()).hexdigest()[:31]  # noqa: S324 - an id, not a secret
-        livepush.send(
+        push.send(
             site_id,
-            livepush.build_delta(
+            push.build_delta(
                 site_id,
                 group_id,
                 events,
