@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -106,6 +107,21 @@ V1_COMMON = [
 ]
 
 
+class V1StatsView(APIBaseView):
+    """The Stats API v1 queries' one path: parameters, the v2 body they make, its answer in v1's shape."""
+
+    def v1_answer(
+        self,
+        request: Request,
+        build: Callable[[Mapping[str, str]], tuple[dict[str, Any], Any]],
+        shape: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        params = _params(request)
+        site = self.site_for_request(request, params.get("site_id"))
+        body, anchor = build(params)
+        return body, shape(body, run_query(site, body, today=anchor))
+
+
 class RealtimeVisitorsView(APIBaseView):
     @extend_schema(
         operation_id="stats_v1_realtime_visitors",
@@ -121,7 +137,7 @@ class RealtimeVisitorsView(APIBaseView):
         return csv_response(count, ["visitors"], [[count]])
 
 
-class AggregateView(APIBaseView):
+class AggregateView(V1StatsView):
     @extend_schema(
         operation_id="stats_v1_aggregate",
         summary="Aggregate (Stats API v1)",
@@ -137,15 +153,12 @@ class AggregateView(APIBaseView):
         tags=["Stats API v1"],
     )
     def get(self, request: Request) -> Response:
-        params = _params(request)
-        site = self.site_for_request(request, params.get("site_id"))
-        body, anchor = v1.aggregate_body(params)
-        data = v1.aggregate_result(body, run_query(site, body, today=anchor))
+        _body, data = self.v1_answer(request, v1.aggregate_body, v1.aggregate_result)
         rows = [[metric, csv_cell(entry["value"])] for metric, entry in data["results"].items()]
         return csv_response(data, ["metric", "value"], rows)
 
 
-class TimeseriesView(APIBaseView):
+class TimeseriesView(V1StatsView):
     @extend_schema(
         operation_id="stats_v1_timeseries",
         summary="Timeseries (Stats API v1)",
@@ -161,16 +174,13 @@ class TimeseriesView(APIBaseView):
         tags=["Stats API v1"],
     )
     def get(self, request: Request) -> Response:
-        params = _params(request)
-        site = self.site_for_request(request, params.get("site_id"))
-        body, anchor = v1.timeseries_body(params)
-        data = v1.timeseries_result(body, run_query(site, body, today=anchor))
+        body, data = self.v1_answer(request, v1.timeseries_body, v1.timeseries_result)
         header = ["date", *body["metrics"]]
         rows = [[r["date"], *(csv_cell(r[m]) for m in body["metrics"])] for r in data["results"]]
         return csv_response(data, header, rows)
 
 
-class BreakdownView(APIBaseView):
+class BreakdownView(V1StatsView):
     @extend_schema(
         operation_id="stats_v1_breakdown",
         summary="Breakdown (Stats API v1)",
@@ -193,10 +203,7 @@ class BreakdownView(APIBaseView):
         tags=["Stats API v1"],
     )
     def get(self, request: Request) -> Response:
-        params = _params(request)
-        site = self.site_for_request(request, params.get("site_id"))
-        body, anchor = v1.breakdown_body(params)
-        data = v1.breakdown_result(body, run_query(site, body, today=anchor))
+        body, data = self.v1_answer(request, v1.breakdown_body, v1.breakdown_result)
         key = v1.breakdown_key(body["dimensions"][0])
         header = [key, *body["metrics"]]
         rows = [[r[key], *(csv_cell(r[m]) for m in body["metrics"])] for r in data["results"]]
