@@ -1,6 +1,6 @@
 """The enriched event: what the collector publishes and the worker consumes.
 
-Interface 1 of the contracts between the work streams. The collector
+The first contract of docs/interfaces.md. The collector
 publishes the Celery task ``analytics.ingest_batch`` on
 ``settings.EVENTS_QUEUE`` with kwargs ``{"batch_id": "<uuid4 hex>",
 "events": [EnrichedEvent, ...]}``. Every value is JSON-serialisable; the
