@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypedDict
 
-from spinnakr.untrusted import UNSTORABLE_CHARACTERS
+from spinnakr.text import UNSTORABLE_CHARACTERS
 
 INGEST_TASK = "analytics.ingest_batch"
 # The task's messages: JSON written and read by orjson (registered in spinnakr.celery).
