@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from accounts.apikeys import authenticate_key
+from accounts import access
 from accounts.models import Account, APIKey, Site
 
 if TYPE_CHECKING:
@@ -59,12 +58,13 @@ class APIKeyAuthentication(BaseAuthentication):
             raw = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("invalid API key") from None
-        key = authenticate_key(raw)
-        if key is None:
+        try:
+            key = access.key_for_bearer(raw)
+        except access.BadKey:
             logger.info("api.auth_failed", extra={"path": request.path})
-            raise exceptions.AuthenticationFailed("invalid API key")
-        if key.account.suspended:
-            raise exceptions.PermissionDenied("this account is suspended")
+            raise exceptions.AuthenticationFailed("invalid API key") from None
+        except access.AccountSuspended:
+            raise exceptions.PermissionDenied("this account is suspended") from None
         return APIKeyUser(key), key
 
     def authenticate_header(self, request: Request) -> str:
@@ -112,7 +112,7 @@ def site_for_key(request: Request, domain: str) -> Site:
     key = request_key(request)
     if key is None:
         raise exceptions.NotAuthenticated("an API key is required")
-    site = Site.objects.select_related("account").filter(account_id=key.account_id, domain=domain.lower()).first()
-    if site is None:
-        raise Http404("site not found")
-    return site
+    try:
+        return access.site_for_key(key, domain)
+    except access.AccountSuspended:
+        raise exceptions.PermissionDenied("this account is suspended") from None

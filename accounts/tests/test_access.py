@@ -10,8 +10,8 @@ from django.test import RequestFactory
 
 from accounts.access import (
     current_account,
+    dashboard_access,
     get_account_for_user,
-    get_site_for_reader,
     get_site_for_user,
     set_current_account,
     sites_for_user,
@@ -123,19 +123,29 @@ def test_it_has_no_current_account_for_anonymous_users(db, client):
     assert current_account(request) is None
 
 
-def test_a_public_site_is_readable_by_anyone_without_a_role(site, outsider):
+def test_a_public_site_is_readable_by_anyone_read_only(site, outsider):
     site.public = True
     site.save()
-    assert get_site_for_reader(AnonymousUser(), "shop.example") == (site, None)
-    assert get_site_for_reader(outsider, "shop.example") == (site, None)
+    readers = [dashboard_access(AnonymousUser(), {}, "shop.example"), dashboard_access(outsider, {}, "shop.example")]
+    assert [(access.site, access.via, access.read_only) for access in readers] == [(site, "public", True)] * 2
 
 
 def test_a_private_site_is_readable_only_by_members(site, viewer, outsider):
-    assert get_site_for_reader(viewer, "shop.example") == (site, Role.VIEWER)
+    assert dashboard_access(viewer, {}, "shop.example").via == "member"
     with pytest.raises(Http404):
-        get_site_for_reader(outsider, "shop.example")
+        dashboard_access(outsider, {}, "shop.example")
     with pytest.raises(Http404):
-        get_site_for_reader(AnonymousUser(), "shop.example")
+        dashboard_access(AnonymousUser(), {}, "shop.example")
+
+
+def test_a_suspended_account_hides_its_public_site_from_outsiders_but_not_from_members(site, viewer, outsider):
+    site.public = True
+    site.save()
+    site.account.suspended = True
+    site.account.save()
+    assert dashboard_access(viewer, {}, "shop.example").via == "member"
+    with pytest.raises(Http404):
+        dashboard_access(outsider, {}, "shop.example")
 
 
 def test_it_looks_a_site_up_in_one_query(site, viewer, django_assert_num_queries):
