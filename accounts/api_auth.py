@@ -1,27 +1,21 @@
-"""API authentication: ``Authorization: Bearer <key>`` and scope checks for DRF views.
+"""API authentication for DRF views: ``Authorization: Bearer <key>``, decided by ``accounts.access``.
 
 A missing, malformed, unknown, revoked or expired key answers 401 with
-``WWW-Authenticate: Bearer``; a valid key without the scope a view needs
-answers 403; a site outside the key's account answers 404. Errors are JSON
-``{"error": "…"}`` (see ``accounts.api_errors``).
+``WWW-Authenticate: Bearer``; a key of a suspended account 403; a site outside
+the key's account 404. Scopes are checked by ``analytics.api.base.ScopedAccess``.
+Errors are JSON ``{"error": "…"}`` (see ``accounts.api_errors``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from accounts import access
 from accounts.models import Account, APIKey, Site
-
-if TYPE_CHECKING:
-    # Only for annotations: DRF imports this module while rest_framework.views is loading.
-    from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 
@@ -74,37 +68,6 @@ class APIKeyAuthentication(BaseAuthentication):
 def request_key(request: Request) -> APIKey | None:
     auth = getattr(request, "auth", None)
     return auth if isinstance(auth, APIKey) else None
-
-
-def require_scope(scope: str) -> type[BasePermission]:
-    """A permission class: the request's key must carry ``scope``.
-
-    Without a key DRF answers 401 (the authenticator names the scheme);
-    with a key lacking the scope, 403.
-    """
-
-    class HasScope(BasePermission):
-        message = f"this API key lacks the scope {scope}"
-
-        def has_permission(self, request: Request, view: APIView) -> bool:
-            key = request_key(request)
-            return key is not None and scope in key.scopes
-
-    HasScope.__name__ = f"HasScope_{scope.replace(':', '_')}"
-    return HasScope
-
-
-def require_any_scope(*scopes: str) -> type[BasePermission]:
-    """Like ``require_scope`` but any one of ``scopes`` suffices."""
-
-    class HasAnyScope(BasePermission):
-        message = f"this API key lacks one of the scopes {', '.join(scopes)}"
-
-        def has_permission(self, request: Request, view: APIView) -> bool:
-            key = request_key(request)
-            return key is not None and any(scope in key.scopes for scope in scopes)
-
-    return HasAnyScope
 
 
 def site_for_key(request: Request, domain: str) -> Site:
