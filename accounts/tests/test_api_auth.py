@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from rest_framework.request import Request
@@ -15,8 +15,8 @@ from analytics.api.base import APIBaseView
 class SiteProbe(APIBaseView):
     """A minimal endpoint on the base of every API view, with API keys only."""
 
-    authentication_classes = [APIKeyAuthentication]
-    scopes = {"GET": ("stats:read",)}
+    authentication_classes: ClassVar[list[Any]] = [APIKeyAuthentication]  # type: ignore[misc]
+    scopes: ClassVar[dict[str, tuple[str, ...]]] = {"GET": ("stats:read",)}
 
     def get(self, request: Request, domain: str) -> Response:
         return Response({"domain": self.site_for_request(request, domain).domain})
