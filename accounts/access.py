@@ -236,14 +236,6 @@ def _has_unlocked_link(session: Mapping[str, Any] | None, site: Site) -> bool:
     return any(unlocked.get(slug) == unlock_token(slug, password_hash) for slug, password_hash in links)
 
 
-def site_for_public_viewer(domain: str) -> Site:
-    """A site anyone may read: public, of an account that is not suspended; ``Http404`` otherwise."""
-    site = _site_for_non_member(domain)
-    if not site.public:
-        raise Http404("not found")
-    return site
-
-
 def _site_for_non_member(domain: str) -> Site:
     if unstorable(domain):
         raise Http404("not found")

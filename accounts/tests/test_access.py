@@ -210,18 +210,6 @@ def test_a_shared_link_of_a_suspended_account_is_not_found(account, site):
         access.link_for_slug(link.slug)
 
 
-def test_a_public_viewer_reads_only_a_public_site_of_an_active_account(account, site):
-    with pytest.raises(Http404):
-        access.site_for_public_viewer(site.domain)
-    site.public = True
-    site.save()
-    assert access.site_for_public_viewer(site.domain) == site
-    account.suspended = True
-    account.save()
-    with pytest.raises(Http404):
-        access.site_for_public_viewer(site.domain)
-
-
 def test_an_api_view_cannot_override_how_it_finds_its_sites():
     with pytest.raises(TypeError, match="scoped_sites"):
         type("Unscoped", (APIBaseView,), {"scoped_sites": lambda self: Site.objects.all()})
