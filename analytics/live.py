@@ -12,17 +12,16 @@
   (``accounts.access.feed_site``)
   (close 4401 without a valid key, 4403 without the scope, 4404 for a site
   outside the key's account). It carries the same deltas; a delta lists at
-  most the batch's 50 newest events (contract 2), so the feed is a live view,
+  most the batch's 50 newest events (docs/interfaces.md), so the feed is a live view,
   not an export.
 
 The worker sends one ``live.delta`` per site per batch to the channel-layer
-group ``site.<id>`` (contract 2, ``analytics.livepush``, after the batch is
+group ``site.<id>`` (docs/interfaces.md, ``analytics.livepush``, after the batch is
 committed). Each web process subscribes once per site it has viewers for (the
 ``Hub``): one channel in the group, whatever the number of open dashboards,
 and each delta is encoded to JSON once and written to every socket of that
-site. Subscribing every socket to the group instead made Redis carry one copy
-per socket and the process decode each copy (bench/live: p95 over 13 s with
-1,000 sockets). Access is checked again
+site: a socket of its own in the group would make Redis carry, and the process
+decode, one copy per socket (bench/README.md, bench/live). Access is checked again
 at most once a minute while deltas flow, so a revoked member or a deleted
 shared link stops receiving within a minute. The socket never polls anything.
 """

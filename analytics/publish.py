@@ -25,14 +25,14 @@ never interleave on the connection.
 
 On a Redis broker the message goes onto the queue's list with one LPUSH of the
 envelope kombu's Redis transport would write (``RedisListSender``): Celery's
-``send_task`` and kombu's ``publish`` around it cost about 1.1 ms of CPU a
-message on the slow VM of bench/HISTORY.md, the LPUSH about 0.2 ms. The headers are
+``send_task`` and kombu's ``publish`` around it cost about five times the CPU of
+the LPUSH (bench/HISTORY.md). The headers are
 Celery's own (made by ``app.amqp.as_task_v2`` once and copied per message), the
 body joins the requests' events as ``submit`` encoded them (orjson, the events'
 serializer in kombu's registry) and is encoded by the channel, so the worker
 sees the message ``send_task`` would have sent. The event loop pushes it
-with a ``redis.asyncio`` client of the same server and database (no hand-off to
-the thread: about 12 µs of CPU an event less); the thread still connects kombu, which
+with a ``redis.asyncio`` client of the same server and database (a hand-off to
+the thread costs CPU on every message); the thread still connects kombu, which
 decides whether the push applies. RabbitMQ keeps kombu's publish with publisher
 confirms.
 """

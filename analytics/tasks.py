@@ -22,7 +22,7 @@ batch keeping its own markers.
 
 Redis comes before PostgreSQL (ARCHITECTURE.md orders them the other way) because the visit id
 each raw row keeps is the sessionisation's answer, and only the script can give it atomically
-with the counters; see README, "Ingestion pipeline".
+with the counters; see docs/ingestion.md, "Ingestion pipeline".
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def _push_live(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], results: S
 # Coalescing ---------------------------------------------------------------------
 #
 # The collector publishes a message every few milliseconds per web process, so under load the
-# queue holds many small messages, and a message costs the worker a fixed ~5 ms (script call,
-# COPY, commit, quota, live push) whatever its size. A pool process that starts a message
+# queue holds many small messages, and a message costs the worker a fixed price (script call,
+# COPY, commit, quota, live push) whatever its size (bench/HISTORY.md). A pool process that starts a message
 # therefore first takes up to INGEST_COALESCE_EVENTS more events' worth of waiting messages
 # from the events queue on a connection of its own (basic_get, unacknowledged), applies them
 # all with ``ingest_many``, and acknowledges them after; Celery acknowledges the message it
