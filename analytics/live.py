@@ -8,9 +8,8 @@
 - ``ws/sites/``: the sites overview, one socket for every site of the user's
   current account (as the page shows).
 - ``ws/feed/<domain>/``: the live feed for customers' own code, authenticated by
-  an API key with the ``feed:read`` scope in ``Authorization: Bearer <key>``
-  (``accounts.access.feed_site``)
-  (close 4401 without a valid key, 4403 without the scope, 4404 for a site
+  an API key with the ``feed:read`` scope in ``Authorization: Bearer <key>``,
+  decided by ``accounts.access.feed_site`` (close 4401 without a valid key, 4403 without the scope, 4404 for a site
   outside the key's account). It carries the same deltas; a delta lists at
   most the batch's 50 newest events (docs/interfaces.md), so the feed is a live view,
   not an export.
