@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 from kombu import Connection, Queue
 
@@ -20,6 +21,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     embedded.release()
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> Iterator[None]:
+    """Each test gets its own channel layer object: channels_redis binds a layer's receive lock
+    to the event loop of its first receiver and lets it go only when the last one returns, so a
+    receive left pending when an earlier test's loop closed would break every later one."""
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture

@@ -9,30 +9,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, ClassVar
 
-from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.api_auth import APIKeyAuthentication, request_key, require_any_scope, require_scope, site_for_key
+from accounts.api_auth import APIKeyAuthentication, request_key
 from accounts.models import APIKey, Scope, Site
 from accounts.sites import SiteError, create_site, delete_site, update_site
-from analytics.api import ratelimit
-from spinnakr.untrusted import BoundedJSONParser, unstorable
+from analytics.api.base import APIBaseView
+from spinnakr.untrusted import unstorable
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
-_READ = require_any_scope(Scope.STATS_READ, Scope.SITES_WRITE)
-_WRITE = require_scope(Scope.SITES_WRITE)
+_READ: tuple[str, ...] = (Scope.STATS_READ, Scope.SITES_WRITE)
+_WRITE: tuple[str, ...] = (Scope.SITES_WRITE,)
 
 SiteSchema = inline_serializer(
     "Site",
@@ -122,26 +119,19 @@ def _key(request: Request) -> APIKey:
     return key
 
 
-class _SitesBase(APIView):
-    authentication_classes = [APIKeyAuthentication]
-    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
-
-    def get_permissions(self) -> list[BasePermission]:
-        permission = _READ if self.request.method in {"GET", "HEAD", "OPTIONS"} else _WRITE
-        return [permission()]
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        ratelimit.count_request(request)
-
-    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        ratelimit.add_headers(request, response)
-        return response
-
-    def scoped_sites(self) -> QuerySet[Site]:
-        """The key's account's sites: the only queryset these views read."""
-        return Site.objects.filter(account_id=_key(self.request).account_id)
+class _SitesBase(APIBaseView):
+    # Plausible's Sites API takes API keys only, answers JSON only, and shows each 404's own message.
+    authentication_classes: ClassVar[list[Any]] = [APIKeyAuthentication]  # type: ignore[misc]
+    renderer_classes: ClassVar[list[Any]] = [JSONRenderer]  # type: ignore[misc]
+    scopes: ClassVar[dict[str, tuple[str, ...]]] = {
+        "GET": _READ,
+        "HEAD": _READ,
+        "OPTIONS": _READ,
+        "POST": _WRITE,
+        "PUT": _WRITE,
+        "DELETE": _WRITE,
+    }
+    not_found_error = None
 
 
 class SiteListView(_SitesBase):
@@ -205,11 +195,11 @@ class SiteListView(_SitesBase):
 class SiteDetailView(_SitesBase):
     @extend_schema(operation_id="sites_retrieve", responses={200: SiteSchema})
     def get(self, request: Request, domain: str) -> Response:
-        return Response(site_json(site_for_key(request, domain)))
+        return Response(site_json(self.site_for_request(request, domain)))
 
     @extend_schema(operation_id="sites_update", request=SiteInput, responses={200: SiteSchema})
     def put(self, request: Request, domain: str) -> Response:
-        site = site_for_key(request, domain)
+        site = self.site_for_request(request, domain)
         body = _body(request)
         changes = {name: body[name] for name in ("domain", "timezone", "allowed_origins", "public") if name in body}
         if not changes:
@@ -227,7 +217,7 @@ class SiteDetailView(_SitesBase):
         responses={200: inline_serializer("Deleted", {"deleted": serializers.CharField()})},
     )
     def delete(self, request: Request, domain: str) -> Response:
-        delete_site(site_for_key(request, domain))
+        delete_site(self.site_for_request(request, domain))
         return Response({"deleted": "true"})
 
 

@@ -1,28 +1,21 @@
-"""API authentication: ``Authorization: Bearer <key>`` and scope checks for DRF views.
+"""API authentication for DRF views: ``Authorization: Bearer <key>``, decided by ``accounts.access``.
 
 A missing, malformed, unknown, revoked or expired key answers 401 with
-``WWW-Authenticate: Bearer``; a valid key without the scope a view needs
-answers 403; a site outside the key's account answers 404. Errors are JSON
-``{"error": "…"}`` (see ``accounts.api_errors``).
+``WWW-Authenticate: Bearer``; a key of a suspended account 403; a site outside
+the key's account 404. Scopes are checked by ``analytics.api.base.ScopedAccess``.
+Errors are JSON ``{"error": "…"}`` (see ``accounts.api_errors``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from accounts.apikeys import authenticate_key
+from accounts import access
 from accounts.models import Account, APIKey, Site
-
-if TYPE_CHECKING:
-    # Only for annotations: DRF imports this module while rest_framework.views is loading.
-    from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +52,13 @@ class APIKeyAuthentication(BaseAuthentication):
             raw = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("invalid API key") from None
-        key = authenticate_key(raw)
-        if key is None:
+        try:
+            key = access.key_for_bearer(raw)
+        except access.BadKey:
             logger.info("api.auth_failed", extra={"path": request.path})
-            raise exceptions.AuthenticationFailed("invalid API key")
-        if key.account.suspended:
-            raise exceptions.PermissionDenied("this account is suspended")
+            raise exceptions.AuthenticationFailed("invalid API key") from None
+        except access.AccountSuspended:
+            raise exceptions.PermissionDenied("this account is suspended") from None
         return APIKeyUser(key), key
 
     def authenticate_header(self, request: Request) -> str:
@@ -76,43 +70,12 @@ def request_key(request: Request) -> APIKey | None:
     return auth if isinstance(auth, APIKey) else None
 
 
-def require_scope(scope: str) -> type[BasePermission]:
-    """A permission class: the request's key must carry ``scope``.
-
-    Without a key DRF answers 401 (the authenticator names the scheme);
-    with a key lacking the scope, 403.
-    """
-
-    class HasScope(BasePermission):
-        message = f"this API key lacks the scope {scope}"
-
-        def has_permission(self, request: Request, view: APIView) -> bool:
-            key = request_key(request)
-            return key is not None and scope in key.scopes
-
-    HasScope.__name__ = f"HasScope_{scope.replace(':', '_')}"
-    return HasScope
-
-
-def require_any_scope(*scopes: str) -> type[BasePermission]:
-    """Like ``require_scope`` but any one of ``scopes`` suffices."""
-
-    class HasAnyScope(BasePermission):
-        message = f"this API key lacks one of the scopes {', '.join(scopes)}"
-
-        def has_permission(self, request: Request, view: APIView) -> bool:
-            key = request_key(request)
-            return key is not None and any(scope in key.scopes for scope in scopes)
-
-    return HasAnyScope
-
-
 def site_for_key(request: Request, domain: str) -> Site:
     """The site ``domain`` if it belongs to the key's account; ``Http404`` otherwise."""
     key = request_key(request)
     if key is None:
         raise exceptions.NotAuthenticated("an API key is required")
-    site = Site.objects.select_related("account").filter(account_id=key.account_id, domain=domain.lower()).first()
-    if site is None:
-        raise Http404("site not found")
-    return site
+    try:
+        return access.site_for_key(key, domain)
+    except access.AccountSuspended:
+        raise exceptions.PermissionDenied("this account is suspended") from None

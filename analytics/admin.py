@@ -1,4 +1,4 @@
-"""Admin for the query stream's models: goals and per-account API rate limits."""
+"""Admin for goals and per-account API rate limits."""
 
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ def new_share_slug() -> str:
 
 
 class Event(models.Model):
-    # Django needs a single-column primary key; the table's real key is
-    # (site_id, timestamp, event_id). event_id is unique per site in practice.
+    # The table's key (site_id, timestamp, event_id) holds the partition key, which PostgreSQL
+    # requires of a partitioned table's primary key; Django 5.2 maps it as a composite key.
     pk = models.CompositePrimaryKey("site_id", "timestamp", "event_id")
     site_id = models.BigIntegerField()
     timestamp = models.DateTimeField()

@@ -1,6 +1,6 @@
 """The enriched event: what the collector publishes and the worker consumes.
 
-Interface 1 of the contracts between the work streams. The collector
+The first contract of docs/interfaces.md. The collector
 publishes the Celery task ``analytics.ingest_batch`` on
 ``settings.EVENTS_QUEUE`` with kwargs ``{"batch_id": "<uuid4 hex>",
 "events": [EnrichedEvent, ...]}``. Every value is JSON-serialisable; the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypedDict
 
-from spinnakr.untrusted import UNSTORABLE_CHARACTERS
+from spinnakr.text import UNSTORABLE_CHARACTERS
 
 INGEST_TASK = "analytics.ingest_batch"
 # The task's messages: JSON written and read by orjson (registered in spinnakr.celery).

@@ -7,7 +7,7 @@ from analytics.dashboard import views
 # A site's domain may carry a path prefix ("example.com/blog"), hence <path:>;
 # the more specific routes come first.
 urlpatterns: list[URLPattern | URLResolver] = [
-    # The Stats API, goals, realtime, exports and the API schema (query stream).
+    # The Stats API, goals, realtime, exports and the API schema.
     path("", include("analytics.api.urls")),
     path("sites/", views.sites_overview, name="sites-overview"),
     path("sites/summary.json", views.sites_overview_data, name="sites-overview-data"),

@@ -260,8 +260,8 @@ def _stop_postgres() -> None:
 #
 # Two Valkey servers: "redis" holds the rollups, the cache and the channel layer;
 # "broker" holds Celery's queues. On one server a rollup script of the worker holds
-# the single thread for milliseconds, and every publish of the collector waited
-# behind it (README, "The embedded servers").
+# the single thread for milliseconds, and every publish of the collector would wait
+# behind it (docs/operations.md, "The embedded servers").
 
 
 @dataclass(frozen=True)
@@ -271,9 +271,9 @@ class Valkey:
     # rollups also take an RDB snapshot now and then; the queue needs none.
     save: str
     # The AOF is rewritten (a forked child writes the whole dataset) when it has grown by
-    # this many percent since the last rewrite. The rollup scripts append ~1 KB an event:
-    # at Valkey's default (100) a 140 MB dataset was rewritten every 40-70 s under 1,000
-    # events/s, 3-6 s of a core each time (README, "The embedded servers").
+    # this many percent since the last rewrite. The rollup scripts append ~1 KB an event, so
+    # Valkey's default (100) rewrites the rollups every minute or so under load
+    # (docs/operations.md, "The embedded servers").
     aof_rewrite_percentage: int = 100
 
 

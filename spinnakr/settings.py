@@ -1,6 +1,6 @@
 """Spinnakr settings: one module, read from the environment.
 
-Every variable is listed with its default in README.md. Unset server URLs mean
+Every variable is listed with its default in docs/configuration.md. Unset server URLs mean
 the embedded default (``spinnakr.embedded``): a PostgreSQL and a Redis started
 from Python packages under ``var/``.
 """
@@ -229,7 +229,7 @@ INGEST_COALESCE_EVENTS = env_int("INGEST_COALESCE_EVENTS", 5000, minimum=0)
 PUBLISH_REDIS_LIST = env_bool("PUBLISH_REDIS_LIST", True)
 # `make run` starts the worker this much lower in CPU priority than the web process
 # (a `nice` increment): on a shared box a backlog drains with the CPU the collector
-# leaves instead of slowing its answers (README, "Configuration").
+# leaves instead of slowing its answers (docs/operations.md, "The embedded servers").
 WORKER_NICE = env_int("WORKER_NICE", 10, minimum=0, maximum=19)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

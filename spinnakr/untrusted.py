@@ -10,17 +10,16 @@ would make any code that walks the value do so.
 from __future__ import annotations
 
 import json
-import re
 from typing import IO, Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
+from spinnakr.text import UNSTORABLE_CHARACTERS
+
 # Far above any request the API or the dashboard sends (a v2 body with filters at the
 # engine's deepest nesting is ~25 levels), far below the recursion limit.
 MAX_JSON_DEPTH = 64
-# What PostgreSQL text cannot hold: a NUL, or a surrogate (no UTF-8 form).
-UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 
 
 class UntrustedInputError(ValueError):

@@ -8,17 +8,20 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.test import RequestFactory
 
+from accounts import access
 from accounts.access import (
     current_account,
+    dashboard_access,
     get_account_for_user,
-    get_site_for_reader,
     get_site_for_user,
     set_current_account,
     sites_for_user,
     user_role,
 )
 from accounts.api_auth import APIKeyUser
-from accounts.models import Membership, Role
+from accounts.models import Membership, Role, Site
+from analytics.api.base import APIBaseView
+from analytics.models import SharedLink
 
 
 def test_it_returns_the_site_to_a_viewer(site, viewer):
@@ -123,19 +126,29 @@ def test_it_has_no_current_account_for_anonymous_users(db, client):
     assert current_account(request) is None
 
 
-def test_a_public_site_is_readable_by_anyone_without_a_role(site, outsider):
+def test_a_public_site_is_readable_by_anyone_read_only(site, outsider):
     site.public = True
     site.save()
-    assert get_site_for_reader(AnonymousUser(), "shop.example") == (site, None)
-    assert get_site_for_reader(outsider, "shop.example") == (site, None)
+    readers = [dashboard_access(AnonymousUser(), {}, "shop.example"), dashboard_access(outsider, {}, "shop.example")]
+    assert [(access.site, access.via, access.read_only) for access in readers] == [(site, "public", True)] * 2
 
 
 def test_a_private_site_is_readable_only_by_members(site, viewer, outsider):
-    assert get_site_for_reader(viewer, "shop.example") == (site, Role.VIEWER)
+    assert dashboard_access(viewer, {}, "shop.example").via == "member"
     with pytest.raises(Http404):
-        get_site_for_reader(outsider, "shop.example")
+        dashboard_access(outsider, {}, "shop.example")
     with pytest.raises(Http404):
-        get_site_for_reader(AnonymousUser(), "shop.example")
+        dashboard_access(AnonymousUser(), {}, "shop.example")
+
+
+def test_a_suspended_account_hides_its_public_site_from_outsiders_but_not_from_members(site, viewer, outsider):
+    site.public = True
+    site.save()
+    site.account.suspended = True
+    site.account.save()
+    assert dashboard_access(viewer, {}, "shop.example").via == "member"
+    with pytest.raises(Http404):
+        dashboard_access(outsider, {}, "shop.example")
 
 
 def test_it_looks_a_site_up_in_one_query(site, viewer, django_assert_num_queries):
@@ -155,3 +168,48 @@ def test_the_api_docs_render_for_a_request_with_an_api_key(client, write_key):
     # The docs page's navigation asks for the current account of DRF's user, here the key's principal.
     response = client.get("/api/docs/", headers={"Authorization": f"Bearer {write_key[1]}"})
     assert response.status_code == 200
+
+
+def test_a_key_is_refused_as_bad_then_suspended_then_short_of_scope(account, read_key):
+    _, raw = read_key
+    with pytest.raises(access.BadKey):
+        access.key_for_bearer(raw[:-2] + "xx", "stats:read")
+    with pytest.raises(access.ScopeMissing):
+        access.key_for_bearer(raw, "sites:write")
+    account.suspended = True
+    account.save()
+    with pytest.raises(access.AccountSuspended):
+        access.key_for_bearer(raw, "sites:write")
+
+
+def test_a_key_reaches_its_own_accounts_sites_only(site, other_site, read_key):
+    key = access.key_for_bearer(read_key[1], "stats:read")
+    assert access.site_for_key(key, "Shop.Example") == site
+    assert list(access.sites_for_key(key)) == [site]
+    with pytest.raises(Http404):
+        access.site_for_key(key, other_site.domain)
+
+
+def test_a_suspended_accounts_key_reaches_none_of_its_sites(account, site, read_key):
+    key = access.key_for_bearer(read_key[1])
+    account.suspended = True
+    account.save()
+    key.account.refresh_from_db()
+    with pytest.raises(access.AccountSuspended):
+        access.site_for_key(key, site.domain)
+
+
+def test_a_shared_link_of_a_suspended_account_is_not_found(account, site):
+    link = SharedLink(site=site, name="press")
+    link.set_password(None)
+    link.save()
+    assert access.link_for_slug(link.slug) == link
+    account.suspended = True
+    account.save()
+    with pytest.raises(Http404):
+        access.link_for_slug(link.slug)
+
+
+def test_an_api_view_cannot_override_how_it_finds_its_sites():
+    with pytest.raises(TypeError, match="scoped_sites"):
+        type("Unscoped", (APIBaseView,), {"scoped_sites": lambda self: Site.objects.all()})

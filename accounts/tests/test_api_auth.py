@@ -1,25 +1,25 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
-from rest_framework.views import APIView
 
-from accounts.api_auth import APIKeyAuthentication, require_scope, site_for_key
+from accounts.api_auth import APIKeyAuthentication
 from accounts.apikeys import revoke_api_key
+from analytics.api.base import APIBaseView
 
 
-class SiteProbe(APIView):
-    """A minimal endpoint guarded the way every API view is."""
+class SiteProbe(APIBaseView):
+    """A minimal endpoint on the base of every API view, with API keys only."""
 
-    authentication_classes = [APIKeyAuthentication]
-    permission_classes = [require_scope("stats:read")]
+    authentication_classes: ClassVar[list[Any]] = [APIKeyAuthentication]  # type: ignore[misc]
+    scopes: ClassVar[dict[str, tuple[str, ...]]] = {"GET": ("stats:read",)}
 
     def get(self, request: Request, domain: str) -> Response:
-        return Response({"domain": site_for_key(request, domain).domain})
+        return Response({"domain": self.site_for_request(request, domain).domain})
 
 
 def call(domain: str = "shop.example", authorization: str | None = None):

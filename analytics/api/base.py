@@ -1,9 +1,11 @@
-"""The one base of every API view: authentication, scopes, tenancy, rate limit, errors, CSV.
+"""The one base of every API view, Stats API and Sites API: authentication, scopes, tenancy, rate limit, errors, CSV.
 
 A request authenticates with an API key (``Authorization: Bearer …``) or, for the
 dashboard, with a session. Keys need the view's scope and reach only their
 account's sites; users need a role on the site's account. Every site lookup goes
-through ``site_for_request``, which answers 404 to outsiders.
+through ``site_for_request`` and every list of sites through ``scoped_sites``
+(both decided in ``accounts.access``), which answer 404 to outsiders and cannot
+be overridden; reading across accounts needs a method named ``dangerously_…``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import logging
 from typing import Any, ClassVar
 
+from django.db.models import QuerySet
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
@@ -21,10 +24,11 @@ from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
+from rest_framework.views import APIView
 
-from accounts.access import get_site_for_user
+from accounts import access
 from accounts.api_auth import APIKeyAuthentication, site_for_key
+from accounts.api_errors import exception_handler as plausible_exception_handler
 from accounts.models import APIKey, Role, Site
 from analytics.api import ratelimit
 from analytics.query import QueryError
@@ -80,28 +84,15 @@ class ScopedAccess(BasePermission):
         return bool(user is not None and user.is_authenticated)
 
 
-def _message(data: Any) -> str:
-    if isinstance(data, dict):
-        if "detail" in data:
-            return str(data["detail"])
-        parts = [f"{k}: {_message(v)}" for k, v in data.items()]
-        return "; ".join(parts)
-    if isinstance(data, list):
-        return "; ".join(_message(v) for v in data)
-    return str(data)
-
-
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Plausible's ``{"error": "…"}`` shape for every API view."""
     if isinstance(exc, QueryError):
         return Response({"error": exc.message}, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, Http404):
-        return Response(
-            {"error": "Site or object not found, or not in this account."}, status=status.HTTP_404_NOT_FOUND
-        )
-    response = exception_handler(exc, context)
-    if response is not None:
-        response.data = {"error": _message(response.data)}
-    return response
+    view = context.get("view")
+    not_found = getattr(view, "not_found_error", None)
+    if isinstance(exc, Http404) and not_found:
+        return Response({"error": not_found}, status=status.HTTP_404_NOT_FOUND)
+    return plausible_exception_handler(exc, context)
 
 
 class APIBaseView(APIView):
@@ -114,6 +105,16 @@ class APIBaseView(APIView):
     scopes: ClassVar[dict[str, tuple[str, ...]]] = {}
     # The role a session user needs on the site's account, per HTTP method.
     roles: ClassVar[dict[str, Role]] = {}
+    # The 404 message; ``None`` shows the ``Http404``'s own.
+    not_found_error: ClassVar[str | None] = "Site or object not found, or not in this account."
+    # Tenancy: subclasses narrow with their own querysets built on these, never replace them.
+    _sealed: ClassVar[tuple[str, ...]] = ("site_for_request", "scoped_sites", "get_exception_handler")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls._sealed:
+            if name in cls.__dict__:
+                raise TypeError(f"{cls.__name__} overrides {name}: tenancy is decided in APIBaseView")
 
     def scopes_for(self, request: Request) -> tuple[str, ...]:
         return self.scopes.get(request.method or "GET", ("stats:read",))
@@ -135,12 +136,24 @@ class APIBaseView(APIView):
         return response
 
     def site_for_request(self, request: Request, domain: Any) -> Site:
+        """The site ``domain`` if the request's principal may reach it; ``Http404`` for outsiders."""
         if not isinstance(domain, str) or not domain:
             raise QueryError("site_id: is required (the site's domain)")
         if isinstance(request.auth, APIKey):
             return site_for_key(request, domain)
         role = self.roles.get(request.method or "GET", Role.VIEWER)
-        return get_site_for_user(request.user, domain, role=role)
+        return access.get_site_for_user(request.user, domain, role=role)
+
+    def scoped_sites(self) -> QuerySet[Site]:
+        """Every site the request's principal may reach: the key's account's, or the user's accounts'."""
+        auth = self.request.auth
+        if isinstance(auth, APIKey):
+            return access.sites_for_key(auth)
+        return access.sites_for_user(self.request.user)
+
+    def dangerously_unscoped_sites(self) -> QuerySet[Site]:
+        """Every tenant's sites: only for code that must cross accounts, and says why."""
+        return Site.objects.all()
 
     def wants_csv(self, request: Request) -> bool:
         renderer = getattr(request, "accepted_renderer", None)

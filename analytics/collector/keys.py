@@ -30,10 +30,10 @@ _key_cache: dict[str, tuple[KeyGrant | None, float]] = {}
 def _authenticate(raw: str) -> KeyGrant | None:
     from django.db import connection
 
-    from accounts.apikeys import authenticate_key
+    from accounts.access import authenticate_bearer
 
     try:
-        key = authenticate_key(raw)
+        key = authenticate_bearer(raw)
         return None if key is None else KeyGrant(key.account_id, frozenset(key.scopes))
     finally:
         # Once per key per KEY_CACHE_TTL: no idle connection left in the executor's threads.

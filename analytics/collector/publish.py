@@ -25,8 +25,8 @@ never interleave on the connection.
 
 On a Redis broker the message goes onto the queue's list with one LPUSH of the envelope
 kombu's Redis transport would write (``spinnakr.queue.wire.RedisListSender``), pushed by the
-event loop with a ``redis.asyncio`` client of the same server and database (no hand-off to the
-thread: about 12 µs of CPU an event less); the thread still connects kombu, which decides
+event loop with a ``redis.asyncio`` client of the same server and database (a hand-off to the
+thread costs CPU on every message); the thread still connects kombu, which decides
 whether the push applies. RabbitMQ keeps kombu's publish with publisher confirms.
 """
 

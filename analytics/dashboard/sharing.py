@@ -1,10 +1,9 @@
 """Who may look at a site's dashboard: members, anyone for a public site, holders of a shared link.
 
-Members are checked by ``accounts.access`` (the one tenancy module). A
-non-member may still view read-only when the site is public or when the
-session has unlocked one of the site's shared links; anyone else gets 404,
-exactly like an unknown domain. The same function decides for page views, the
-dashboard's query endpoint and the live WebSocket.
+``accounts.access.dashboard_access`` (the one tenancy module) decides: members,
+then anyone for a public site, then a session that unlocked one of the site's
+shared links; anyone else gets 404, exactly like an unknown domain. This
+module manages links and their passwords.
 
 Password guesses on a shared link are throttled as log-ins are
 (``accounts.throttle``): per link and per client IP, counted in Redis.
@@ -12,41 +11,32 @@ Password guesses on a shared link are throttled as log-ins are
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from django.db import transaction
 from django.http import Http404, HttpRequest
 
 from accounts import throttle
-from accounts.access import get_site_for_user
+from accounts.access import (
+    SHARED_LINKS_SESSION_KEY,
+    DashboardAccess,
+    dashboard_access,
+    link_for_slug,
+    unlock_token,
+)
 from accounts.models import Site, User
 from analytics.models import SharedLink
-from spinnakr.untrusted import unstorable
 
 logger = logging.getLogger(__name__)
 
-SESSION_KEY = "spinnakr_shared_links"
-Via = Literal["member", "public", "link"]
-
-
-@dataclass(frozen=True)
-class DashboardAccess:
-    site: Site
-    via: Via
-
-    @property
-    def read_only(self) -> bool:
-        return self.via != "member"
+SESSION_KEY = SHARED_LINKS_SESSION_KEY
+__all__ = ["DashboardAccess", "dashboard_access", "link_for_slug"]
 
 
 def _unlock_token(link: SharedLink) -> str:
-    # Changing or setting the password changes the token, so sessions that
-    # unlocked the link before lose access.
-    return hashlib.sha256(f"{link.slug}:{link.password_hash}".encode()).hexdigest()[:32]
+    return unlock_token(link.slug, link.password_hash)
 
 
 def unlock(session: MutableMapping[str, Any], link: SharedLink) -> None:
@@ -59,35 +49,6 @@ def unlock(session: MutableMapping[str, Any], link: SharedLink) -> None:
 def is_unlocked(session: Mapping[str, Any] | None, link: SharedLink) -> bool:
     unlocked = (session or {}).get(SESSION_KEY) or {}
     return isinstance(unlocked, dict) and unlocked.get(link.slug) == _unlock_token(link)
-
-
-def _unlocked_link(session: Mapping[str, Any] | None, site: Site) -> SharedLink | None:
-    unlocked = (session or {}).get(SESSION_KEY) or {}
-    if not isinstance(unlocked, dict) or not unlocked:
-        return None
-    for link in SharedLink.objects.filter(site=site, slug__in=list(unlocked)):
-        if unlocked.get(link.slug) == _unlock_token(link):
-            return link
-    return None
-
-
-def dashboard_access(user: Any, session: Mapping[str, Any] | None, domain: str) -> DashboardAccess:
-    """How ``user`` (with ``session``) may view ``domain``'s dashboard; ``Http404`` if not at all."""
-    # The live WebSocket's path reaches here without spinnakr.middleware's check.
-    if unstorable(domain):
-        raise Http404("not found")
-    try:
-        return DashboardAccess(get_site_for_user(user, domain), "member")
-    except Http404:
-        pass
-    site = Site.objects.select_related("account").filter(domain=domain.lower()).first()
-    if site is None or site.account.suspended:
-        raise Http404("not found")
-    if site.public:
-        return DashboardAccess(site, "public")
-    if _unlocked_link(session, site) is not None:
-        return DashboardAccess(site, "link")
-    raise Http404("not found")
 
 
 class PasswordThrottled(Exception):
@@ -117,15 +78,6 @@ def check_link_password(request: HttpRequest, link: SharedLink, password: str) -
         return True
     throttle.SHARED_LINK.record_failure(request, link.slug)
     return False
-
-
-def link_for_slug(slug: str) -> SharedLink:
-    if unstorable(slug):
-        raise Http404("not found")
-    link = SharedLink.objects.select_related("site", "site__account").filter(slug=slug).first()
-    if link is None or link.site.account.suspended:
-        raise Http404("not found")
-    return link
 
 
 @transaction.atomic

@@ -34,8 +34,8 @@ COALESCE_MAX_MESSAGES = 200
 # Coalescing ---------------------------------------------------------------------
 #
 # The collector publishes a message every few milliseconds per web process, so under load the
-# queue holds many small messages, and a message costs the worker a fixed ~5 ms (script call,
-# COPY, commit, quota, live push) whatever its size. A pool process that starts a message
+# queue holds many small messages, and a message costs the worker a fixed price (script call,
+# COPY, commit, quota, live push) whatever its size (bench/HISTORY.md). A pool process that starts a message
 # therefore first takes up to INGEST_COALESCE_EVENTS more events' worth of waiting messages
 # from the events queue on a connection of its own (basic_get, unacknowledged), applies them
 # all with ``ingest_many``, and acknowledges them after; Celery acknowledges the message it

@@ -22,7 +22,7 @@ batch keeping its own markers.
 
 Redis comes before PostgreSQL (ARCHITECTURE.md orders them the other way) because the visit id
 each raw row keeps is the sessionisation's answer, and only the script can give it atomically
-with the counters; see README, "Ingestion pipeline".
+with the counters; see docs/ingestion.md, "Ingestion pipeline".
 """
 
 from __future__ import annotations

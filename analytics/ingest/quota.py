@@ -10,7 +10,7 @@ Over-quota behaviour, like Plausible's grace period: an account keeps being coun
 with 403 ``{"error": "monthly event quota exceeded"}``, polling the set every few seconds.
 The worker adds an account to the set as soon as a batch crosses the line; the beat task
 ``analytics.refresh_quota_flags`` rebuilds the set every minute, so a new month or a raised
-quota lifts the block within a minute. Suspended accounts are the accounts stream's business.
+quota lifts the block within a minute. Suspended accounts are refused elsewhere (the collector).
 """
 
 from __future__ import annotations

@@ -80,10 +80,8 @@ from spinnakr import redis_clients
 MARKER_TTL = 48 * 3600
 # Events of one script call at most (a single larger batch still goes whole; see apply_batches).
 # A long script holds the one Redis thread (the collector's publishes wait behind it when Redis is
-# also the broker), a short one costs the worker more calls. Measured: with 100, the collector
-# beside a draining worker took 4,886/s at p99 69 ms (500: 3,175-4,231/s at p99 174-207 ms), but
-# the end-to-end run at 2,000/s had a lag p95 of 1.17 s (500: 0.41 s), the worker spending 146
-# instead of 119 µs an event. The end-to-end lag is the goal that holds with 500.
+# also the broker), a short one costs the worker more calls; 500 is what keeps the end-to-end
+# lag within its goal (100 and 500 compared in bench/HISTORY.md).
 SCRIPT_EVENTS = 500
 MINUTE_TTL = 48 * 3600
 HOUR_TTL = 90 * 86400

@@ -2,8 +2,8 @@
 
 The collector refuses text PostgreSQL cannot store (``analytics.payloads.unstorable``), but a
 batch can still reach the worker another way: a message queued before that check, a replayed
-batch, another publisher. One such event used to fail the store of its whole group after the
-rollups had counted it. ``screen`` checks each event against ``EnrichedEvent`` (every key, its
+batch, another publisher. Unscreened, one such event would fail the store of its whole group
+after the rollups had counted it. ``screen`` checks each event against ``EnrichedEvent`` (every key, its
 type, the range of its column) and for storable text, and leaves out the events that fail
 before anything is applied, so Redis and PostgreSQL apply the same events.
 

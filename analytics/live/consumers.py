@@ -2,26 +2,25 @@
 
 - ``ws/sites/<domain>/``: one site's dashboard. The viewer is authorised by the
   session (``scope["user"]`` and ``scope["session"]``) through
-  ``analytics.dashboard.sharing.dashboard_access`` — members via ``accounts.access``,
-  public sites and unlocked shared links read-only. Anyone else is refused
+  ``accounts.access.dashboard_access``: members, and read-only public sites
+  and unlocked shared links. Anyone else is refused
   with close code 4404 before the handshake completes (the HTTP upgrade fails).
 - ``ws/sites/``: the sites overview, one socket for every site of the user's
   current account (as the page shows).
 - ``ws/feed/<domain>/``: the live feed for customers' own code, authenticated by
-  an API key with the ``feed:read`` scope in ``Authorization: Bearer <key>``
-  (close 4401 without a valid key, 4403 without the scope, 4404 for a site
+  an API key with the ``feed:read`` scope in ``Authorization: Bearer <key>``,
+  decided by ``accounts.access.feed_site`` (close 4401 without a valid key, 4403 without the scope, 4404 for a site
   outside the key's account). It carries the same deltas; a delta lists at
-  most the batch's 50 newest events (contract 2), so the feed is a live view,
+  most the batch's 50 newest events (docs/interfaces.md), so the feed is a live view,
   not an export.
 
 The worker sends one ``live.delta`` per site per batch to the channel-layer
-group ``site.<id>`` (contract 2, ``analytics.live.push``, after the batch is
+group ``site.<id>`` (docs/interfaces.md, ``analytics.live.push``, after the batch is
 committed). Each web process subscribes once per site it has viewers for (the
 ``Hub``): one channel in the group, whatever the number of open dashboards,
 and each delta is encoded to JSON once and written to every socket of that
-site. Subscribing every socket to the group instead made Redis carry one copy
-per socket and the process decode each copy (bench/live: p95 over 13 s with
-1,000 sockets). Access is checked again
+site: a socket of its own in the group would make Redis carry, and the process
+decode, one copy per socket (bench/README.md, bench/live). Access is checked again
 at most once a minute while deltas flow, so a revoked member or a deleted
 shared link stops receiving within a minute. The socket never polls anything.
 """
@@ -41,11 +40,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.http import Http404
 
-from accounts.access import SESSION_ACCOUNT_KEY, accounts_for_user, sites_for_user
-from accounts.apikeys import authenticate_key
-from accounts.models import APIKey, Scope, Site
-from analytics.dashboard.sharing import DashboardAccess, dashboard_access
-from spinnakr.untrusted import unstorable
+from accounts import access
+from accounts.access import DashboardAccess, dashboard_access, overview_sites
+from accounts.models import APIKey, Site
 
 logger = logging.getLogger(__name__)
 
@@ -244,14 +241,6 @@ class SiteLiveConsumer(AsyncJsonWebsocketConsumer):
             await self.deliver(json.dumps(_delta_message(event, self.access.site.domain)))
 
 
-def overview_sites(user: Any, session: Any) -> dict[int, str]:
-    """The sites of the account the overview shows: the one chosen in the switcher, else the first."""
-    accounts = accounts_for_user(user)
-    chosen = session.get(SESSION_ACCOUNT_KEY) if session is not None else None
-    account = (accounts.filter(public_id=chosen).first() if chosen else None) or accounts.first()
-    return dict(sites_for_user(user).filter(account=account).values_list("pk", "domain"))
-
-
 class OverviewLiveConsumer(AsyncJsonWebsocketConsumer):
     """Every site of the user's current account on one socket (the sites overview)."""
 
@@ -293,15 +282,14 @@ def _bearer(scope: dict[str, Any]) -> str:
 
 def feed_site(raw_key: str, domain: str) -> tuple[APIKey, Site]:
     """The key and the site a feed socket may follow, or ``FeedError`` with its close code."""
-    key = authenticate_key(raw_key)
-    if key is None or key.account.suspended:
-        raise FeedError(CLOSE_UNAUTHORIZED, "a valid API key is required")
-    if Scope.FEED_READ not in key.scopes:
-        raise FeedError(CLOSE_FORBIDDEN, "the key lacks the feed:read scope")
-    site = None if unstorable(domain) else Site.objects.filter(account=key.account, domain=domain.lower()).first()
-    if site is None:
-        raise FeedError(CLOSE_NOT_FOUND, "not found")
-    return key, site
+    try:
+        return access.feed_site(raw_key, domain)
+    except (access.BadKey, access.AccountSuspended):
+        raise FeedError(CLOSE_UNAUTHORIZED, "a valid API key is required") from None
+    except access.ScopeMissing:
+        raise FeedError(CLOSE_FORBIDDEN, "the key lacks the feed:read scope") from None
+    except Http404:
+        raise FeedError(CLOSE_NOT_FOUND, "not found") from None
 
 
 class FeedConsumer(AsyncJsonWebsocketConsumer):

@@ -1,6 +1,6 @@
 """Goals (event name or page path pattern) and per-account API rate limits.
 
-The Event model's state is left to the worker stream's migrations (the table is raw SQL)."""
+The Event model's state is left to migrations 0001 and 0201 (the table is raw SQL)."""
 
 import django.db.models.deletion
 from django.db import migrations, models

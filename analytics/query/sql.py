@@ -1,6 +1,6 @@
 """The SQL path: any query, exactly, over the raw events in ``analytics_event`` and their visits.
 
-Definitions (see README "Querying: Stats API"):
+Definitions (see docs/querying.md):
 - a visit is a distinct ``(visitor_id, visit_id)``; its attributes (source, UTM,
   device, country …) and entry page are those of its first event in the range, its
   exit page that of its last (as the rollups in ``analytics.ingest.rollups`` keep them);
@@ -47,8 +47,7 @@ STATEMENT_TIMEOUT_MS = 30_000
 # workers, so scans, semi-joins and sorts by visit run in parallel. No JIT: a plan that must
 # still nest-loop (the LATERAL index look-ups of a range's edge visits) carries the planner's
 # disable cost (10^10), above every JIT threshold, so a PostgreSQL built with LLVM (Debian's)
-# compiled and optimised every statement, even on a few rows: about a second each (the file
-# test_query_paths_agree hit its 300 s timeout; without JIT it passes in 9.5 s). The embedded
+# compiled and optimised every statement, even on a few rows: about a second each. The embedded
 # server has no JIT provider; the query benchmark's figures are without JIT.
 PLANNER_SETTINGS = {"work_mem": "64MB", "enable_nestloop": "off", "parallel_tuple_cost": "0.01", "jit": "off"}
 

@@ -60,7 +60,7 @@ def make_cast() -> dict[str, Any]:
 
 
 def enriched(site: Site, event: dict[str, Any]) -> EnrichedEvent:
-    """An enriched event (interface 1) from a short test description."""
+    """An enriched event (docs/interfaces.md) from a short test description."""
     fields = {c: str(event.get(c, "")) for c in COLUMNS}
     fields["pathname"] = event.get("pathname") or "/"
     fields["hostname"] = event.get("hostname") or site.domain

@@ -2,8 +2,8 @@
 
 On a Redis broker a batch goes onto the queue's list with one LPUSH of the envelope kombu's
 Redis transport would write (``RedisListSender``): Celery's ``send_task`` and kombu's
-``publish`` around it cost about 1.1 ms of CPU a message on the slow VM of bench/HISTORY.md,
-the LPUSH about 0.2 ms. The headers are Celery's own (made by ``app.amqp.as_task_v2`` once and
+``publish`` around it cost about five times the CPU of the LPUSH (bench/HISTORY.md). The
+headers are Celery's own (made by ``app.amqp.as_task_v2`` once and
 copied per message), the body joins the requests' events as the publisher encoded them (orjson,
 the events' serializer in kombu's registry) and is encoded by the channel, so the worker sees
 the message ``send_task`` would have sent. The task's name, serializer and time limits come as

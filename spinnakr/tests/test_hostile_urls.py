@@ -20,30 +20,21 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from django.contrib.admindocs.views import simplify_regex
 from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from accounts.apikeys import create_api_key
 from accounts.models import Account, Membership, Role, Site, User
 from analytics.models import APIRateLimit, Goal, SharedLink
+from spinnakr.tests.routes import http_routes
 
 pytestmark = [pytest.mark.django_db]
 
 
-def _routes(resolver: URLResolver, prefix: str = "") -> Iterator[str]:
-    for entry in resolver.url_patterns:
-        if isinstance(entry, URLResolver):
-            yield from _routes(entry, prefix + str(entry.pattern))
-        elif isinstance(entry, URLPattern):
-            yield simplify_regex(prefix + str(entry.pattern))
-
-
-ROUTES = sorted(set(_routes(get_resolver())))
+ROUTES = http_routes()
 PLACEHOLDER = re.compile(r"<[^<>]+>")
 
 # Stand-ins for the real objects' ids, swapped in by ``Cast.real``.
