@@ -59,7 +59,7 @@ from analytics.collector.http import (
 )
 from analytics.collector.ids import claim_client_ids, release_client_ids
 from analytics.collector.keys import KeyGrant, authorize
-from analytics.collector.publish import PUBLISHER, PublishError
+from analytics.collector.publish import PUBLISHER, PublishError, UnpublishableEvents
 from analytics.collector.ratelimit import retry_after
 from analytics.collector.sitecache import SiteInfo
 from analytics.payloads import (
@@ -143,6 +143,9 @@ def build_event(
 async def publish(events: list[EnrichedEvent]) -> None:
     try:
         await PUBLISHER.submit(events)
+    except UnpublishableEvents:
+        # Validation refuses such text first; this keeps it the sender's error if one slips past.
+        raise Reject(400, "body: holds text that cannot be encoded (an unpaired surrogate)") from None
     except PublishError:
         raise unavailable("queue unavailable, retry later") from None
 

@@ -648,3 +648,13 @@ def test_the_pixel_refuses_a_nul_in_its_referer_and_user_agent_headers(header: b
 
     assert status == 400
     assert answer["error"].endswith(UNSTORABLE)
+
+
+def test_an_event_the_publisher_cannot_encode_is_the_senders_error_not_an_outage() -> None:
+    # Validation refuses such text first; an event that slipped past it still fails alone, as a 400.
+    event: Any = {"name": "pageview", "pathname": "/\ud800"}
+
+    with pytest.raises(collector_app.Reject) as refused:
+        asyncio.run(collector_app.publish([event]))
+
+    assert (refused.value.status, refused.value.headers) == (400, [])
