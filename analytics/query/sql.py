@@ -26,6 +26,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 
+from analytics.fields import metric_names
 from analytics.query.errors import QueryError
 from analytics.query.model import (
     ENGAGEMENT_METRICS,
@@ -53,9 +54,8 @@ PLANNER_SETTINGS = {"work_mem": "64MB", "enable_nestloop": "off", "parallel_tupl
 
 BOUNCES = "count(*) FILTER (WHERE v_interactions <= 1) AS bounces"
 DURATION = "sum(floor(extract(epoch FROM date_trunc('milliseconds', v_end) - date_trunc('milliseconds', v_start)))) AS duration"
-VISIT_LEVEL_METRICS = frozenset(
-    {"visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit", "percentage"}
-)
+# Counts over visits or their events (no goal, revenue or engagement).
+VISIT_LEVEL_METRICS = metric_names(needs="")
 # Columns of the event rows (``ev``) every statement may read; visit attributes, and ``props``,
 # only when the query uses them.
 EV_COLUMNS = (
