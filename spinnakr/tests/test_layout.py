@@ -17,7 +17,6 @@ OVERSIZE: dict[str, str] = {
     "analytics/collector/enrich.py": "to be split (salts apart from pages, referrers and agents)",
     "analytics/ingest/rollups.py": "to be split (bucket names apart from the scripts' calls)",
     "analytics/query/sql.py": "to be split when analytics/query/ is next changed",
-    "spinnakr/embedded.py": "to be split (PostgreSQL apart from the Valkeys)",
 }
 
 # Imports inside a function that are not there to dodge a cycle, each with its reason.
