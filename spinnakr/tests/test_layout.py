@@ -25,7 +25,6 @@ FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("analytics/apps.py", "analytics.collector.sitecache"): "connected in ready(): needs the app registry",
     ("accounts/apps.py", "accounts.api_schema"): "registers the schema extensions in ready()",
     ("spinnakr/celery.py", "spinnakr.embedded"): "a worker started by hand only: the embedded servers",
-    ("analytics/collector/keys.py", "accounts.access"): "in authorize's key check, which the tenancy work edits now",
 }
 
 # Clients of the broker (kombu's connection parameters), not of the data Redis.
