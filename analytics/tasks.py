@@ -13,7 +13,7 @@ from celery import shared_task
 
 from accounts.models import Site
 from analytics import jobs
-from analytics.collector import enrich
+from analytics.collector import visitors
 from analytics.ingest import cleanup, coalesce, quota, retention, store
 from analytics.ingest.coalesce import RETRY_BACKOFF_MAX
 from analytics.ingest.pipeline import TRANSIENT
@@ -110,4 +110,4 @@ def rebuild_rollups(site_id: int, since: str | None = None) -> None:
 @shared_task(name="analytics.rotate_salts", ignore_result=True)
 def rotate_salts() -> None:
     """Beat: create today's visitor-id salt, delete those older than yesterday (``analytics.collector.enrich``)."""
-    enrich.rotate()
+    visitors.rotate()

@@ -10,7 +10,7 @@ from collections import Counter
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from analytics.collector import enrich
+from analytics.collector import visitors
 from analytics.collector.http import Reject, rate_limited, unavailable
 from analytics.collector.ratelimit import TokenBuckets
 from analytics.collector.sitecache import CACHE, SiteInfo
@@ -29,11 +29,11 @@ BOT_DROPS: Counter[int] = Counter()
 
 
 async def ensure_salts(now: float) -> None:
-    today = enrich.utc_day(now)
-    if enrich.SALTS.fresh(today):
+    today = visitors.utc_day(now)
+    if visitors.SALTS.fresh(today):
         return
     try:
-        await asyncio.get_running_loop().run_in_executor(None, enrich.SALTS.load, today)
+        await asyncio.get_running_loop().run_in_executor(None, visitors.SALTS.load, today)
     except Exception:
         logger.warning("collector.salts_unavailable", exc_info=True)
         raise unavailable() from None

@@ -12,7 +12,7 @@ import time
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from analytics.collector import enrich, sitecache
+from analytics.collector import agents, enrich, sitecache
 from analytics.collector.admission import BOT_DROPS, ensure_salts
 from analytics.collector.endpoints import batch_endpoint, event_endpoint, pixel_endpoint
 from analytics.collector.http import Reject
@@ -56,7 +56,7 @@ async def _bot_loop() -> None:
 
 def warm_up() -> None:
     """Build what the first request would otherwise build on the event loop (ua-parser's matchers: ~0.4 s)."""
-    enrich.parse_user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0")
+    agents.parse_user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0")
     enrich.country("192.0.2.1")
     enrich.acquisition("https://www.google.com/", enrich.parse_page("https://example.com/?utm_source=x"))
 

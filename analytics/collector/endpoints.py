@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 
 import uuid_utils
 
-from analytics.collector import enrich
+from analytics.collector import agents, enrich, visitors
 from analytics.collector.address import client_address
 from analytics.collector.admission import (
     BOT_DROPS,
@@ -104,7 +104,7 @@ def build_event(
     event_id: str,
     address: str,
     user_agent: str,
-    agent: enrich.Agent,
+    agent: agents.Agent,
     visitor: int,
 ) -> EnrichedEvent:
     acquisition = enrich.acquisition(event.referrer, page)
@@ -130,7 +130,7 @@ def build_event(
         "os": agent.os,
         "os_version": agent.os_version,
         "device": agent.device,
-        "screen": enrich.screen_class(event.width),
+        "screen": agents.screen_class(event.width),
         "props": event.props,
         "revenue_amount": event.revenue_amount,
         "revenue_currency": event.revenue_currency,
@@ -169,15 +169,15 @@ async def record(
     monotonic = time.monotonic()
     for site in sites:
         admit(site, origin, 1, monotonic)
-    agent = enrich.parse_user_agent(user_agent)
+    agent = agents.parse_user_agent(user_agent)
     if agent.bot:
         for site in sites:
             BOT_DROPS[site.site_id] += 1
         return
-    today = enrich.utc_day(now)
-    if not enrich.SALTS.fresh(today):
+    today = visitors.utc_day(now)
+    if not visitors.SALTS.fresh(today):
         await ensure_salts(now)
-    salt = enrich.SALTS.for_day(today)
+    salt = visitors.SALTS.for_day(today)
     if salt is None:  # the day turned between the two calls: next request reloads
         raise unavailable()
     ts_us = int(now * 1_000_000)
@@ -191,7 +191,7 @@ async def record(
             address=address,
             user_agent=user_agent,
             agent=agent,
-            visitor=enrich.visitor_id(salt, site.site_id, address, user_agent),
+            visitor=visitors.visitor_id(salt, site.site_id, address, user_agent),
         )
         for site in sites
     ]
@@ -303,7 +303,7 @@ async def ingest_batch(
     now_us = int(now * 1_000_000)
     monotonic = time.monotonic()
     await ensure_salts(now)
-    today_salt = enrich.SALTS.for_day(enrich.utc_day(now))
+    today_salt = visitors.SALTS.for_day(visitors.utc_day(now))
     account_id = grant.account_id
     results: list[dict[str, Any]] = []
     events: list[EnrichedEvent] = []
@@ -328,7 +328,7 @@ async def ingest_batch(
                 retry = max(retry, 1.0)
             results.append({"index": index, "status": reject.status, "error": reject.message})
             continue
-        agent = enrich.parse_user_agent(event.user_agent)
+        agent = agents.parse_user_agent(event.user_agent)
         if agent.bot:
             for site in sites:
                 BOT_DROPS[site.site_id] += 1
@@ -339,14 +339,14 @@ async def ingest_batch(
             salt = today_salt
         else:
             ts_us = event.timestamp_us
-            salt = enrich.SALTS.for_day(enrich.utc_day_us(ts_us)) or today_salt
+            salt = visitors.SALTS.for_day(visitors.utc_day_us(ts_us)) or today_salt
         if salt is None:
             raise unavailable()
         for site in sites:
             if event.visitor_id:
-                visitor = enrich.client_visitor_id(site.site_id, event.visitor_id)
+                visitor = visitors.client_visitor_id(site.site_id, event.visitor_id)
             else:
-                visitor = enrich.visitor_id(salt, site.site_id, event.ip, event.user_agent)
+                visitor = visitors.visitor_id(salt, site.site_id, event.ip, event.user_agent)
             if event.client_id:
                 event_id = str(uuid.uuid5(CLIENT_ID_NAMESPACE, f"{site.site_id}:{event.client_id}"))
                 claims.append((f"{{s:{site.site_id}}}:eid:{event_id}", len(events), index))

@@ -1,35 +1,21 @@
-"""Enrichment in the web process: page URL, referrer, user agent, address, visitor id.
+"""Enrichment in the web process: the page URL, the referrer's source and channel, the country.
 
-Everything here is pure computation except the daily salts, which live in
-Redis (hash ``salts``: UTC date → hex salt) and are cached in process memory
-with their date, so a request never waits on Redis: the cache is refreshed
-only when the UTC day changes (``ensure_salts``), and the beat task
-``analytics.rotate_salts`` (``rotate``) creates the day's salt and deletes those older than
-yesterday, so yesterday's visitor ids can no longer be recomputed. The client
-address and the raw user agent never leave this module: only the visitor id
-(a keyed BLAKE2b hash), the country and the parsed browser, OS and device do.
+Pure computation, cached per process where values repeat. The user agent is parsed in
+``analytics.collector.agents`` and the visitor id keyed in ``analytics.collector.visitors``;
+the client address never leaves the collector: only the country, the visitor id and the
+parsed browser, OS and device do.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
-import hashlib
-import re
-import secrets
-import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 import iptocc
-import redis
-import ua_parser
-from django.conf import settings
 
 from analytics.payloads import unstorable
-from spinnakr import redis_clients
 
-SALTS_KEY = "salts"
 MAX_URL_LENGTH = 2000
 
 # Source tables ----------------------------------------------------------------
@@ -315,102 +301,6 @@ def _acquisition(referrer_url: str, hostname: str, source_param: str, utm_medium
 _cached_acquisition = functools.lru_cache(maxsize=4096)(_acquisition)
 
 
-# User agent -------------------------------------------------------------------
-
-_BOT_PATTERN = re.compile(
-    r"(?<!cu)bot\b|bot/|crawl|spider|slurp|headless|phantomjs|lighthouse|pingdom|uptime|monitor|preview|"
-    r"facebookexternalhit|python-requests|python-urllib|aiohttp|curl/|wget/|go-http-client|okhttp|"
-    r"java/|axios/|node-fetch|undici|scrapy|httpclient|libwww|feedfetcher|mediapartners|apis-google|"
-    r"bingpreview|yahoo! slurp|selenium|puppeteer|playwright",
-    re.IGNORECASE,
-)
-_BROWSER_NAMES = {
-    "Mobile Safari": "Safari",
-    "Mobile Safari UI/WKWebView": "Safari",
-    "Chrome Mobile": "Chrome",
-    "Chrome Mobile iOS": "Chrome",
-    "Chrome Mobile WebView": "Chrome Webview",
-    "Firefox Mobile": "Firefox",
-    "Firefox iOS": "Firefox",
-    "Edge Mobile": "Microsoft Edge",
-    "Edge": "Microsoft Edge",
-    "Opera Mobile": "Opera",
-    "Samsung Internet": "Samsung Internet",
-    "Other": "",
-}
-_OS_NAMES = {
-    "Mac OS X": "Mac",
-    "Linux": "GNU/Linux",
-    "Ubuntu": "GNU/Linux",
-    "Fedora": "GNU/Linux",
-    "Debian": "GNU/Linux",
-    "Other": "",
-}
-_MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Symbian OS", "Firefox OS"})
-
-
-@dataclass(frozen=True)
-class Agent:
-    browser: str
-    browser_version: str
-    os: str
-    os_version: str
-    device: str  # Desktop, Mobile, Tablet or '' when unknown
-    bot: bool
-
-
-def _version(major: str | None, minor: str | None) -> str:
-    if not major:
-        return ""
-    return f"{major}.{minor}" if minor else major
-
-
-@functools.lru_cache(maxsize=8192)
-def parse_user_agent(user_agent: str) -> Agent:
-    if not user_agent:
-        return Agent("", "", "", "", "", bot=False)
-    result = ua_parser.parse(user_agent[:1000])
-    device_family = result.device.family if result.device else ""
-    browser = result.user_agent.family if result.user_agent else ""
-    bot = device_family == "Spider" or bool(_BOT_PATTERN.search(user_agent))
-    os_family = result.os.family if result.os else ""
-    lower = user_agent.lower()
-    if (
-        device_family == "iPad"
-        or "tablet" in device_family.lower()
-        or "kindle" in lower
-        or "silk/" in lower
-        or (os_family == "Android" and "mobile" not in lower)
-    ):
-        device = "Tablet"
-    elif os_family in _MOBILE_OS or "mobi" in lower or device_family in {"iPhone", "iPod"}:
-        device = "Mobile"
-    elif browser or os_family:
-        device = "Desktop"
-    else:
-        device = ""
-    return Agent(
-        browser=_BROWSER_NAMES.get(browser, browser),
-        browser_version=_version(result.user_agent.major, result.user_agent.minor) if result.user_agent else "",
-        os=_OS_NAMES.get(os_family, os_family),
-        os_version=_version(result.os.major, result.os.minor) if result.os else "",
-        device=device,
-        bot=bot,
-    )
-
-
-def screen_class(width: float | None) -> str:
-    if width is None or width <= 0:
-        return ""
-    if width < 576:
-        return "mobile"
-    if width < 992:
-        return "tablet"
-    if width < 1440:
-        return "laptop"
-    return "desktop"
-
-
 def country(address: str) -> str:
     """ISO 3166-1 alpha-2 code of the address, '' when unknown or not an address."""
     if not address:
@@ -419,119 +309,3 @@ def country(address: str) -> str:
         return iptocc.country_code(address) or ""
     except (ValueError, TypeError):
         return ""
-
-
-# Visitor id and daily salts ---------------------------------------------------
-
-
-def visitor_id(salt: bytes, site_id: int, address: str, user_agent: str) -> int:
-    """A signed 64-bit keyed hash: stable for one visitor on one site for one UTC day."""
-    # BLAKE2b(key=salt) of site_id (8 bytes, big-endian, signed) ‖ address ‖ 0x00 ‖ user agent.
-    digest = _site_hasher(salt, site_id).copy()
-    digest.update(f"{address}\x00{user_agent}".encode("utf-8", "replace"))
-    return int.from_bytes(digest.digest(), "big", signed=True)
-
-
-@functools.lru_cache(maxsize=4096)
-def _site_hasher(salt: bytes, site_id: int) -> hashlib.blake2b:
-    """The keyed hash state after the site id, copied per event (keying costs a compression)."""
-    digest = hashlib.blake2b(key=salt, digest_size=8)
-    digest.update(site_id.to_bytes(8, "big", signed=True))
-    return digest
-
-
-def client_visitor_id(site_id: int, client_id: str) -> int:
-    """A server sender's own visitor id, mapped to 64 bits with a key only this service knows."""
-    digest = _client_hasher(settings.SECRET_KEY, site_id).copy()
-    digest.update(client_id.encode("utf-8", "replace"))
-    return int.from_bytes(digest.digest(), "big", signed=True)
-
-
-@functools.lru_cache(maxsize=4096)
-def _client_hasher(secret: str, site_id: int) -> hashlib.blake2b:
-    key = hashlib.blake2b(secret.encode(), digest_size=32, person=b"spinnakr-vid").digest()
-    digest = hashlib.blake2b(key=key, digest_size=8)
-    digest.update(site_id.to_bytes(8, "big", signed=True))
-    return digest
-
-
-def utc_day(epoch_seconds: float) -> dt.date:
-    return _day(int(epoch_seconds // 86_400))
-
-
-def utc_day_us(epoch_us: int) -> dt.date:
-    return _day(epoch_us // 86_400_000_000)
-
-
-@functools.lru_cache(maxsize=64)
-def _day(days: int) -> dt.date:
-    return _EPOCH_DAY + dt.timedelta(days=days)
-
-
-_EPOCH_DAY = dt.date(1970, 1, 1)
-
-
-# Salts are read on the collector's request path: a Redis that does not answer fails it quickly.
-SALTS_TIMEOUT = 5.0
-
-
-def data_redis() -> redis.Redis:
-    return redis_clients.data(timeout=SALTS_TIMEOUT)
-
-
-def _str(value: bytes | str | None) -> str:
-    if value is None:
-        raise LookupError("salt missing")
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class Salts:
-    """The salts of today and yesterday (UTC), cached with the day they were read on."""
-
-    def __init__(self) -> None:
-        self._day: dt.date | None = None
-        self._by_day: dict[dt.date, bytes] = {}
-        self._lock = threading.Lock()
-
-    def fresh(self, today: dt.date) -> bool:
-        return self._day == today
-
-    def load(self, today: dt.date) -> None:
-        """Read (creating when missing) today's salt and yesterday's; blocking: call off the event loop."""
-        yesterday = today - dt.timedelta(days=1)
-        client = data_redis()
-        client.hsetnx(SALTS_KEY, today.isoformat(), secrets.token_hex(32))
-        values = client.hmget(SALTS_KEY, [today.isoformat(), yesterday.isoformat()])
-        by_day = {today: bytes.fromhex(_str(values[0]))}
-        if values[1] is not None:
-            by_day[yesterday] = bytes.fromhex(_str(values[1]))
-        with self._lock:
-            if set(by_day.values()) != set(self._by_day.values()):
-                _site_hasher.cache_clear()  # no state keyed by a deleted salt stays in memory
-            self._by_day = by_day
-            self._day = today
-
-    def for_day(self, day: dt.date) -> bytes | None:
-        """The salt of ``day`` if it is still kept (today or yesterday), else None."""
-        return self._by_day.get(day)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_day = {}
-            self._day = None
-            _site_hasher.cache_clear()
-
-
-SALTS = Salts()
-
-
-def rotate(today: dt.date | None = None) -> list[str]:
-    """Create today's salt and delete every salt older than yesterday; returns the deleted days."""
-    today = today or dt.datetime.now(dt.UTC).date()
-    keep = {today.isoformat(), (today - dt.timedelta(days=1)).isoformat()}
-    client = data_redis()
-    client.hsetnx(SALTS_KEY, today.isoformat(), secrets.token_hex(32))
-    old = [_str(field) for field in client.hkeys(SALTS_KEY) if _str(field) not in keep]
-    if old:
-        client.hdel(SALTS_KEY, *old)
-    return old

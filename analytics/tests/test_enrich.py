@@ -8,8 +8,9 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from analytics.collector import enrich
-from analytics.collector.enrich import acquisition, parse_page, parse_user_agent, screen_class
+from analytics.collector import enrich, visitors
+from analytics.collector.agents import parse_user_agent, screen_class
+from analytics.collector.enrich import acquisition, parse_page
 
 CHROME_MAC = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -148,39 +149,39 @@ def test_it_finds_the_country_of_an_address_offline() -> None:
 
 def test_the_visitor_id_is_a_signed_64_bit_keyed_hash_of_salt_site_address_and_agent() -> None:
     salt = bytes(32)
-    base = enrich.visitor_id(salt, 1, "203.0.113.7", CHROME_MAC)
+    base = visitors.visitor_id(salt, 1, "203.0.113.7", CHROME_MAC)
 
-    assert base == enrich.visitor_id(salt, 1, "203.0.113.7", CHROME_MAC)
+    assert base == visitors.visitor_id(salt, 1, "203.0.113.7", CHROME_MAC)
     assert -(2**63) <= base < 2**63
     others = {
-        enrich.visitor_id(salt, 2, "203.0.113.7", CHROME_MAC),
-        enrich.visitor_id(salt, 1, "203.0.113.8", CHROME_MAC),
-        enrich.visitor_id(salt, 1, "203.0.113.7", IPHONE),
-        enrich.visitor_id(b"\x01" * 32, 1, "203.0.113.7", CHROME_MAC),
+        visitors.visitor_id(salt, 2, "203.0.113.7", CHROME_MAC),
+        visitors.visitor_id(salt, 1, "203.0.113.8", CHROME_MAC),
+        visitors.visitor_id(salt, 1, "203.0.113.7", IPHONE),
+        visitors.visitor_id(b"\x01" * 32, 1, "203.0.113.7", CHROME_MAC),
     }
     assert base not in others
     assert len(others) == 4
 
 
 def test_salts_are_shared_through_redis_and_old_ones_are_deleted() -> None:
-    client = enrich.data_redis()
+    client = visitors.data_redis()
     today = dt.date(2026, 3, 10)
-    client.delete(enrich.SALTS_KEY)
-    client.hset(enrich.SALTS_KEY, "2026-03-07", "00" * 32)
-    client.hset(enrich.SALTS_KEY, "2026-03-09", "11" * 32)
+    client.delete(visitors.SALTS_KEY)
+    client.hset(visitors.SALTS_KEY, "2026-03-07", "00" * 32)
+    client.hset(visitors.SALTS_KEY, "2026-03-09", "11" * 32)
 
-    first, second = enrich.Salts(), enrich.Salts()
+    first, second = visitors.Salts(), visitors.Salts()
     first.load(today)
     second.load(today)
-    deleted = enrich.rotate(today)
+    deleted = visitors.rotate(today)
 
     assert first.for_day(today) == second.for_day(today)
     assert first.for_day(today - dt.timedelta(days=1)) == bytes.fromhex("11" * 32)
     assert first.fresh(today) is True
     assert first.fresh(today + dt.timedelta(days=1)) is False
     assert deleted == ["2026-03-07"]
-    assert sorted(enrich._str(field) for field in client.hkeys(enrich.SALTS_KEY)) == ["2026-03-09", "2026-03-10"]
-    client.delete(enrich.SALTS_KEY)
+    assert sorted(visitors._str(field) for field in client.hkeys(visitors.SALTS_KEY)) == ["2026-03-09", "2026-03-10"]
+    client.delete(visitors.SALTS_KEY)
 
 
 def test_the_visitor_id_is_blake2b_keyed_by_the_salt_of_site_address_nul_and_agent() -> None:
@@ -192,18 +193,18 @@ def test_the_visitor_id_is_blake2b_keyed_by_the_salt_of_site_address_nul_and_age
         digest.update(address.encode("utf-8", "replace") + b"\x00" + agent.encode("utf-8", "replace"))
         expected = int.from_bytes(digest.digest(), "big", signed=True)
 
-        assert enrich.visitor_id(salt, site_id, address, agent) == expected
-        assert enrich.visitor_id(salt, site_id, address, agent) == expected  # from the per-site hasher cache
+        assert visitors.visitor_id(salt, site_id, address, agent) == expected
+        assert visitors.visitor_id(salt, site_id, address, agent) == expected  # from the per-site hasher cache
 
 
 def test_the_utc_day_of_seconds_and_of_microseconds() -> None:
     midnight = dt.datetime(2026, 3, 10, tzinfo=dt.UTC).timestamp()
 
-    assert enrich.utc_day(midnight) == dt.date(2026, 3, 10)
-    assert enrich.utc_day(midnight - 0.5) == dt.date(2026, 3, 9)
-    assert enrich.utc_day_us(int(midnight) * 1_000_000) == dt.date(2026, 3, 10)
-    assert enrich.utc_day_us(int(midnight) * 1_000_000 - 1) == dt.date(2026, 3, 9)
-    assert enrich.utc_day(0) == dt.date(1970, 1, 1)
+    assert visitors.utc_day(midnight) == dt.date(2026, 3, 10)
+    assert visitors.utc_day(midnight - 0.5) == dt.date(2026, 3, 9)
+    assert visitors.utc_day_us(int(midnight) * 1_000_000) == dt.date(2026, 3, 10)
+    assert visitors.utc_day_us(int(midnight) * 1_000_000 - 1) == dt.date(2026, 3, 9)
+    assert visitors.utc_day(0) == dt.date(1970, 1, 1)
 
 
 @pytest.mark.parametrize(

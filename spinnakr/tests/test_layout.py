@@ -12,11 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("accounts", "analytics", "spinnakr")
 MAX_LINES = 420
 
-# Modules still over MAX_LINES, each with what is to be done about it.
-OVERSIZE: dict[str, str] = {
-    "analytics/collector/enrich.py": "to be split (salts apart from pages, referrers and agents)",
-}
-
 # Imports inside a function that are not there to dodge a cycle, each with its reason.
 FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("analytics/apps.py", "analytics.receivers"): "connected in ready(): needs the app registry",
@@ -166,15 +161,9 @@ def test_it_resolves_relative_and_from_imports_to_modules() -> None:
 
 def test_no_production_module_is_over_the_size_limit() -> None:
     over = {rel(path): len(path.read_text().splitlines()) for path in MODULES.values()}
-    over = {path: lines for path, lines in over.items() if lines > MAX_LINES and path not in OVERSIZE}
+    over = {path: lines for path, lines in over.items() if lines > MAX_LINES}
 
     assert over == {}
-
-
-def test_the_size_exceptions_are_all_still_needed() -> None:
-    still = {path for path in OVERSIZE if len((ROOT / path).read_text().splitlines()) > MAX_LINES}
-
-    assert still == set(OVERSIZE)
 
 
 def test_the_project_modules_import_one_another_without_a_cycle() -> None:
