@@ -6,7 +6,7 @@ from django.db import connection
 from accounts.models import Account, APIKey, Site
 from accounts.tests.conftest import PASSWORD
 from analytics.ingest.quota import events_this_month, month_stamp, quota_key
-from analytics.ingest.rollups import client as redis_client
+from spinnakr import redis_clients
 
 ADMIN_PAGES = [
     "/admin/",
@@ -101,13 +101,13 @@ def test_the_revoke_action(staff_client, write_key):
 
 
 def test_accounts_show_their_events_this_month(staff_client, account):
-    redis_client().set(quota_key(account.pk, month_stamp()), 1234)
+    redis_clients.data().set(quota_key(account.pk, month_stamp()), 1234)
     try:
         response = staff_client.get("/admin/accounts/account/")
         assert events_this_month(account.pk) == 1234
         assert "1234" in response.content.decode()
     finally:
-        redis_client().delete(quota_key(account.pk, month_stamp()))
+        redis_clients.data().delete(quota_key(account.pk, month_stamp()))
 
 
 def test_deleting_an_account_in_the_admin_removes_its_sites(staff_client, account, site):

@@ -45,6 +45,7 @@ from analytics.ingest.siteinfo import SiteSettings, load_sites
 from analytics.ingest.visits import visit_id
 from analytics.live import push
 from analytics.payloads import EnrichedEvent
+from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ FAILED_BATCHES_MAX = 100_000
 
 def park_failed_batch(batch_id: str, events: list[EnrichedEvent], exc: BaseException) -> None:
     record = {"batch_id": batch_id, "events": events, "error": repr(exc)[:2000], "at": time.time()}
-    pipe = rollups.client().pipeline(transaction=True)
+    pipe = redis_clients.data().pipeline(transaction=True)
     pipe.lpush(FAILED_BATCHES, json.dumps(record, separators=(",", ":")))
     pipe.ltrim(FAILED_BATCHES, 0, FAILED_BATCHES_MAX - 1)
     pipe.execute()

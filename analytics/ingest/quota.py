@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from accounts.models import Account
-from analytics.ingest.rollups import client
+from spinnakr import redis_clients
 
 GRACE = 1.10
 OVER_SET = "quota:over"
@@ -39,9 +40,7 @@ def quota_key(account_id: int, month: str) -> str:
 
 @cache
 def _script() -> Any:
-    from pathlib import Path
-
-    return client().register_script((Path(__file__).parent / "lua" / "quota.lua").read_text())
+    return redis_clients.data().register_script((Path(__file__).parent / "lua" / "quota.lua").read_text())
 
 
 def limit(quota: int) -> int:
@@ -57,7 +56,7 @@ def record_batches(items: Sequence[tuple[int, int, str, Mapping[str, int]]]) -> 
     another group) is not counted twice. Answers each account's total for the current month.
     """
     current = month_stamp()
-    pipe = client().pipeline(transaction=False)
+    pipe = redis_clients.data().pipeline(transaction=False)
     calls: list[tuple[int, str]] = []
     quotas: dict[int, int] = {}
     for account_id, quota, batch_id, counts in items:
@@ -78,13 +77,13 @@ def record_batches(items: Sequence[tuple[int, int, str, Mapping[str, int]]]) -> 
                 totals[account_id] = max(totals[account_id], int(value))
     over = [str(a) for a, total in totals.items() if total > limit(quotas[a])]
     if over:
-        client().sadd(OVER_SET, *over)
+        redis_clients.data().sadd(OVER_SET, *over)
     return totals
 
 
 def events_this_month(account_id: int) -> int:
     """Events counted for the account in the current calendar month (UTC)."""
-    return int(client().get(quota_key(account_id, month_stamp())) or 0)
+    return int(redis_clients.data().get(quota_key(account_id, month_stamp())) or 0)
 
 
 def over_quota(account: Account) -> bool:
@@ -94,14 +93,14 @@ def over_quota(account: Account) -> bool:
 
 def over_quota_account_ids() -> set[int]:
     """The blocked accounts, as the collector reads them."""
-    return {int(member) for member in client().smembers(OVER_SET)}
+    return {int(member) for member in redis_clients.data().smembers(OVER_SET)}
 
 
 def refresh_flags() -> set[int]:
     """Recompute ``quota:over`` for the current month; answers the blocked account ids."""
     month = month_stamp()
     accounts = list(Account.objects.values_list("id", "monthly_event_quota"))
-    pipe = client().pipeline(transaction=False)
+    pipe = redis_clients.data().pipeline(transaction=False)
     for account_id, _ in accounts:
         pipe.get(quota_key(account_id, month))
     values = pipe.execute()
@@ -110,7 +109,7 @@ def refresh_flags() -> set[int]:
         for (account_id, quota), value in zip(accounts, values, strict=True)
         if int(value or 0) > limit(quota)
     }
-    pipe = client().pipeline(transaction=True)
+    pipe = redis_clients.data().pipeline(transaction=True)
     pipe.delete(OVER_SET)
     if over:
         pipe.sadd(OVER_SET, *[str(a) for a in over])

@@ -38,6 +38,7 @@ from analytics.ingest import rollups
 from analytics.ingest.siteinfo import SiteSettings, site_info
 from analytics.ingest.store import COLUMNS, EPOCH
 from analytics.payloads import EnrichedEvent
+from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +67,13 @@ class RebuildReport:
 
 @cache
 def _swap_script() -> Any:
-    return rollups.client().register_script((Path(__file__).parent / "lua" / "swap_rebuild.lua").read_text())
+    # Called with ``client=``: it runs on the server holding the site.
+    return redis_clients.data().register_script((Path(__file__).parent / "lua" / "swap_rebuild.lua").read_text())
 
 
 def _claim(site_id: int, token: str) -> None:
     meta = f"{rollups.prefix(site_id)}meta"
-    client = rollups.client()
+    client = redis_clients.for_site(site_id)
     if not client.hsetnx(meta, "rebuild_token", token):
         started = float(client.hget(meta, "rebuild_started") or 0)
         if time.time() - started < STALE_CLAIM_SECONDS:
@@ -80,20 +82,20 @@ def _claim(site_id: int, token: str) -> None:
     client.hset(meta, "rebuild_started", str(time.time()))
 
 
-def _scan(pattern: str) -> list[str]:
-    return list(rollups.client().scan_iter(match=pattern, count=1000))
+def _scan(site_id: int, pattern: str) -> list[str]:
+    return list(redis_clients.for_site(site_id).scan_iter(match=pattern, count=1000))
 
 
 def _clear_namespace(site_id: int) -> None:
-    keys = _scan(f"{rollups.rebuild_prefix(site_id)}*")
+    keys = _scan(site_id, f"{rollups.rebuild_prefix(site_id)}*")
     for start in range(0, len(keys), 500):
-        rollups.client().unlink(*keys[start : start + 500])
+        redis_clients.for_site(site_id).unlink(*keys[start : start + 500])
 
 
 def _live_rollup_keys(site_id: int) -> list[str]:
     base = rollups.prefix(site_id)
     keys = []
-    for key in _scan(f"{base}*"):
+    for key in _scan(site_id, f"{base}*"):
         rest = key[len(base) :]
         # rejected…: events the store never took (analytics.ingest.screen), which no rebuild recomputes.
         if rest in _KEPT_SUFFIXES or rest.startswith(("batch:", "rb:", "rejected")):
@@ -143,7 +145,7 @@ def _rows(site_id: int, since: datetime | None) -> Iterator[list[EnrichedEvent]]
 
 def _finalise_sessions(site_id: int) -> None:
     """Give each rebuilt session key the expiry ingestion would have given it."""
-    client = rollups.client()
+    client = redis_clients.for_site(site_id)
     rb = rollups.rebuild_prefix(site_id)
     keys = [str(k) for k in client.smembers(f"{rb}keys") if str(k).startswith(f"{rb}sess:")]
     now_ms = int(time.time() * 1000)
@@ -176,7 +178,7 @@ def rebuild_site(site: Site, since: date | None = None, grace_seconds: float = G
     meta = f"{rollups.prefix(site_id)}meta"
     token = uuid.uuid4().hex
     _claim(site_id, token)
-    client = rollups.client()
+    client = redis_clients.for_site(site_id)
     try:
         _clear_namespace(site_id)
         client.hset(meta, "rebuilding", "1")
@@ -200,6 +202,7 @@ def rebuild_site(site: Site, since: date | None = None, grace_seconds: float = G
                     complete_since,
                     *_live_rollup_keys(site_id),
                 ],
+                client=client,
             )
         )
         if moved < 0:

@@ -71,6 +71,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 import redis
+from django.db import connection
 
 from analytics.fields import COUNTER_FIELDS, ROLLUP_ATTRIBUTES, ROLLUP_SPEC
 from analytics.ingest.siteinfo import SiteSettings
@@ -130,14 +131,11 @@ def rebuild_prefix(site_id: int) -> str:
     return f"{{s:{site_id}}}:rb:"
 
 
-def client() -> redis.Redis:
-    return redis_clients.data()
-
-
 @cache
 def _script(name: str) -> Any:
+    # Called with ``client=``: a script object runs on any server (EVALSHA, loaded on NOSCRIPT).
     source = (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
-    return client().register_script(source)
+    return redis_clients.data().register_script(source)
 
 
 class _Buckets:
@@ -225,22 +223,20 @@ def _result(raw: str) -> BatchResult:
 EPOCH_KEY = "rollups:epoch"
 
 
-def rollups_epoch(now_ms: int) -> int:
-    """Epoch ms since when this Redis has seen every batch (``rollups:epoch``).
+def rollups_epoch(server: redis.Redis, now_ms: int) -> int:
+    """Epoch ms since when the Redis ``server`` has seen every batch (``rollups:epoch``).
 
     Set when the key is missing: to 0 while PostgreSQL holds no event at all (a fresh
     installation: Redis has everything), else to now (Redis was lost or replaced: only sites
     created from now on are complete without a rebuild).
     """
-    raw = client().get(EPOCH_KEY)
+    raw = server.get(EPOCH_KEY)
     if raw is None:
-        from django.db import connection
-
         with connection.cursor() as cursor:
             cursor.execute("SELECT EXISTS (SELECT 1 FROM analytics_event)")
             row = cursor.fetchone()
-        client().set(EPOCH_KEY, now_ms if row is not None and row[0] else 0, nx=True)
-        raw = client().get(EPOCH_KEY)
+        server.set(EPOCH_KEY, now_ms if row is not None and row[0] else 0, nx=True)
+        raw = server.get(EPOCH_KEY)
     return int(str(raw or 0))
 
 
@@ -269,7 +265,6 @@ def apply_batches(
     if not parts:
         return []
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    epoch = rollups_epoch(now)
     script = _script("apply_batch")
     by_site: dict[int, list[int]] = {}
     for n, (info, _, _) in enumerate(parts):
@@ -277,8 +272,11 @@ def apply_batches(
     # A site's batches go to one call up to SCRIPT_EVENTS events, then to the next call: a
     # script blocks the server while it runs, and a short one lets other clients (the
     # collector's publishes, when Redis is also the broker; the dashboards' reads) in between.
-    calls: list[tuple[int, list[int]]] = []
+    # The calls of the sites on one server share one round trip.
+    servers: dict[int, tuple[redis.Redis, list[tuple[int, list[int]]]]] = {}
     for site, indexes in by_site.items():
+        server = redis_clients.for_site(site)
+        calls = servers.setdefault(id(server), (server, []))[1]
         size = 0
         for n in indexes:
             count = len(parts[n][2])
@@ -287,36 +285,37 @@ def apply_batches(
                 size = 0
             calls[-1][1].append(n)
             size += count
-    pipe = client().pipeline(transaction=False)
-    for site, indexes in calls:
-        info = parts[indexes[0]][0]
-        merged: list[PreparedEvent] = []
-        for k, n in enumerate(indexes, 1):
-            for event in parts[n][2]:
-                event["b"] = k
-                merged.append(event)
-        if len(indexes) > 1:
-            merged.sort(key=lambda e: (e["t"], e["id"]))
-        script(
-            keys=[f"{prefix(site)}meta"],
-            args=[
-                prefix(site),
-                json.dumps([parts[n][1] for n in indexes]),
-                MARKER_TTL,
-                now,
-                _first_complete_day(info, epoch),
-                orjson.dumps(merged),
-                "live",
-                rebuild_prefix(site),
-                0,
-                ROLLUP_SPEC,
-            ],
-            client=pipe,
-        )
     results: list[BatchResult | None] = [None] * len(parts)
-    for (_, indexes), raws in zip(calls, pipe.execute(), strict=True):
-        for n, raw in zip(indexes, raws, strict=True):
-            results[n] = _result(raw)
+    for server, calls in servers.values():
+        epoch = rollups_epoch(server, now)
+        pipe = server.pipeline(transaction=False)
+        for site, indexes in calls:
+            merged: list[PreparedEvent] = []
+            for k, n in enumerate(indexes, 1):
+                for event in parts[n][2]:
+                    event["b"] = k
+                    merged.append(event)
+            if len(indexes) > 1:
+                merged.sort(key=lambda e: (e["t"], e["id"]))
+            script(
+                keys=[f"{prefix(site)}meta"],
+                args=[
+                    prefix(site),
+                    json.dumps([parts[n][1] for n in indexes]),
+                    MARKER_TTL,
+                    now,
+                    _first_complete_day(parts[indexes[0]][0], epoch),
+                    orjson.dumps(merged),
+                    "live",
+                    rebuild_prefix(site),
+                    0,
+                    ROLLUP_SPEC,
+                ],
+                client=pipe,
+            )
+        for (_, indexes), raws in zip(calls, pipe.execute(), strict=True):
+            for n, raw in zip(indexes, raws, strict=True):
+                results[n] = _result(raw)
     return [result for result in results if result is not None]
 
 
@@ -337,6 +336,7 @@ def replay(info: SiteSettings, prepared: Sequence[PreparedEvent], seen_cutoff_ms
             seen_cutoff_ms,
             ROLLUP_SPEC,
         ],
+        client=redis_clients.for_site(site),
     )
 
 
@@ -354,7 +354,7 @@ def day_name(day: date) -> str:
 
 def counters(site_id: int, granularity: Granularity, buckets: Sequence[str]) -> list[dict[str, int]]:
     """The counter hash of each bucket (zeros for a bucket with no data)."""
-    pipe = client().pipeline(transaction=False)
+    pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
     for bucket in buckets:
         pipe.hgetall(f"{prefix(site_id)}{granularity}:{bucket}")
     return [{name: int(row.get(name, 0)) for name in COUNTER_FIELDS} for row in pipe.execute()]
@@ -364,13 +364,13 @@ def visitors(site_id: int, granularity: Granularity, buckets: Sequence[str]) -> 
     """Unique visitors over the union of the buckets (HyperLogLog, about 1% error)."""
     if not buckets:
         return 0
-    return int(client().pfcount(*[f"{prefix(site_id)}uv:{granularity}:{b}" for b in buckets]))
+    return int(redis_clients.for_site(site_id).pfcount(*[f"{prefix(site_id)}uv:{granularity}:{b}" for b in buckets]))
 
 
 def top(site_id: int, dimension: str, day: str, metric: str, limit: int = 100) -> list[tuple[str, int]]:
     """Members of a day's breakdown by ``metric``, highest first."""
     key = f"{prefix(site_id)}top:{dimension}:d:{day}:{metric}"
-    rows: list[tuple[str, float]] = client().zrevrange(key, 0, limit - 1, withscores=True)  # type: ignore[assignment]
+    rows: list[tuple[str, float]] = redis_clients.for_site(site_id).zrevrange(key, 0, limit - 1, withscores=True)  # type: ignore[assignment]
     return [(str(member), int(score)) for member, score in rows]
 
 
@@ -378,7 +378,7 @@ def member_values(
     site_id: int, dimension: str, days: Sequence[str], metric: str, members: Sequence[str]
 ) -> dict[str, int]:
     """``metric`` of each member summed over the days."""
-    pipe = client().pipeline(transaction=False)
+    pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
     for day in days:
         pipe.zmscore(f"{prefix(site_id)}top:{dimension}:d:{day}:{metric}", list(members))
     totals = dict.fromkeys(members, 0)
@@ -391,16 +391,16 @@ def member_values(
 def member_visitors(site_id: int, dimension: str, days: Sequence[str], member: str) -> int:
     """Unique visitors of one member of an event dimension over the days."""
     keys = [f"{prefix(site_id)}uvm:{dimension}:d:{day}:{member}" for day in days]
-    return int(client().pfcount(*keys)) if keys else 0
+    return int(redis_clients.for_site(site_id).pfcount(*keys)) if keys else 0
 
 
 def visitors_now(site_id: int, now: float | None = None) -> int:
     moment = int(now if now is not None else time.time())
-    return int(client().zcount(f"{prefix(site_id)}live", moment - LIVE_WINDOW, "+inf"))
+    return int(redis_clients.for_site(site_id).zcount(f"{prefix(site_id)}live", moment - LIVE_WINDOW, "+inf"))
 
 
 def meta(site_id: int) -> dict[str, str]:
-    return {str(k): str(v) for k, v in client().hgetall(f"{prefix(site_id)}meta").items()}
+    return {str(k): str(v) for k, v in redis_clients.for_site(site_id).hgetall(f"{prefix(site_id)}meta").items()}
 
 
 def days_between(first: date, last: date) -> list[str]:

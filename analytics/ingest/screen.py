@@ -36,6 +36,7 @@ from typing import Any
 from analytics.fields import EVENT_FIELDS
 from analytics.ingest import rollups
 from analytics.payloads import UNSTORABLE_CHARACTERS, EnrichedEvent, unstorable
+from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)
 
@@ -139,27 +140,33 @@ def screen(batch_id: str, events: list[Any]) -> tuple[list[EnrichedEvent], list[
     return kept, rejected
 
 
-def _prefix(event: Any) -> str:
+def _site(event: Any) -> int | None:
     site_id = event.get("site_id") if type(event) is dict else None
-    return rollups.prefix(site_id) if type(site_id) is int and 0 < site_id < 2**63 else NO_SITE_PREFIX
+    return site_id if type(site_id) is int and 0 < site_id < 2**63 else None
 
 
 @cache
 def _record_script() -> Any:
-    return rollups.client().register_script(_RECORD_SCRIPT)
+    # Called with ``client=``: it runs on the server holding the site.
+    return redis_clients.data().register_script(_RECORD_SCRIPT)
 
 
 def record(rejected: Sequence[Rejected]) -> None:
     """Count the events set aside per site and reason and keep them for an operator, once per batch."""
     if not rejected:
         return
-    groups: dict[tuple[str, str], list[Rejected]] = defaultdict(list)
+    groups: dict[tuple[int | None, str], list[Rejected]] = defaultdict(list)
     for item in rejected:
-        groups[(_prefix(item.event), item.batch_id)].append(item)
+        groups[(_site(item.event), item.batch_id)].append(item)
     script = _record_script()
-    pipe = rollups.client().pipeline(transaction=False)
+    # One pipeline per server: a site's keys live where its rollups do, events without one on
+    # the data Redis.
+    pipes: dict[int, Any] = {}
     now = time.time()
-    for (prefix, batch_id), items in groups.items():
+    for (site_id, batch_id), items in groups.items():
+        server = redis_clients.data() if site_id is None else redis_clients.for_site(site_id)
+        pipe = pipes.setdefault(id(server), server.pipeline(transaction=False))
+        prefix = NO_SITE_PREFIX if site_id is None else rollups.prefix(site_id)
         records = [
             json.dumps({"batch_id": batch_id, "reason": item.reason, "at": now, "event": item.event}, default=repr)
             for item in items
@@ -169,13 +176,14 @@ def record(rejected: Sequence[Rejected]) -> None:
             args=[rollups.MARKER_TTL, KEEP_EVENTS, json.dumps(Counter(item.reason for item in items)), *records],
             client=pipe,
         )
-    pipe.execute()
-    for (prefix, batch_id), items in groups.items():
+    for pipe in pipes.values():
+        pipe.execute()
+    for (site_id, batch_id), items in groups.items():
         logger.warning(
             "ingest.events_rejected",
             extra={
                 "batch_id": batch_id,
-                "key_prefix": prefix,
+                "site_id": site_id,
                 "events": len(items),
                 "reasons": ",".join(sorted({item.reason for item in items})),
             },

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.models import Site
 from analytics.ingest import rollups
+from spinnakr import redis_clients
 
 NOW_WINDOW = dt.timedelta(minutes=5)
 MINUTES = 30
@@ -88,7 +89,7 @@ def _redis_minutes(site: Site, start: dt.datetime) -> list[dict[str, Any]]:
     moments = [start + dt.timedelta(minutes=i) for i in range(MINUTES)]
     names = [rollups.bucket_name(m.astimezone(tz), "m") for m in moments]
     counters = rollups.counters(site.pk, "m", names)
-    pipe = rollups.client().pipeline(transaction=False)
+    pipe = redis_clients.for_site(site.pk).pipeline(transaction=False)
     for name in names:
         pipe.pfcount(f"{rollups.prefix(site.pk)}uv:m:{name}")
     uniques = pipe.execute()

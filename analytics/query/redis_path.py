@@ -23,6 +23,7 @@ from analytics.ingest import rollups
 from analytics.query.dates import local_midnight
 from analytics.query.model import VISIT_METRICS, Query
 from analytics.query.timeline import time_labels
+from spinnakr import redis_clients
 
 Row = tuple[list[Any], dict[str, Any]]
 
@@ -144,7 +145,7 @@ def _timeseries(query: Query) -> list[Row]:
             label.replace("-", "").replace(" ", "").replace(":", "")[: 12 if letter == "m" else 10] for label in labels
         ]
         counters = rollups.counters(site_id, letter, names)  # type: ignore[arg-type]
-        pipe = rollups.client().pipeline(transaction=False)
+        pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
         for name in names:
             pipe.pfcount(f"{rollups.prefix(site_id)}uv:{letter}:{name}")
         uniques = [int(v) for v in pipe.execute()]
@@ -160,7 +161,7 @@ def _timeseries(query: Query) -> list[Row]:
             elif gran == "month":
                 moment = moment.replace(day=1)
             buckets[moment.isoformat()].append(i)
-        pipe = rollups.client().pipeline(transaction=False)
+        pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
         for label in labels:
             keys = [f"{rollups.prefix(site_id)}uv:d:{days[i]}" for i in buckets.get(label, [])]
             pipe.pfcount(*keys) if keys else pipe.echo("0")
@@ -181,7 +182,7 @@ def _union(site_id: int, dim: str, days: Sequence[str], metric: str) -> dict[str
     keys = [f"{rollups.prefix(site_id)}top:{dim}:d:{day}:{metric}" for day in days]
     if not keys:
         return {}
-    pairs: list[tuple[str, float]] = rollups.client().zunion(keys, withscores=True)  # type: ignore[assignment]
+    pairs: list[tuple[str, float]] = redis_clients.for_site(site_id).zunion(keys, withscores=True)  # type: ignore[assignment]
     return {str(member): int(score) for member, score in pairs}
 
 
@@ -210,7 +211,7 @@ def _breakdown(query: Query) -> list[Row] | None:
     visitors: dict[str, int] = {}
     total = 0
     if metrics & {"visitors", "percentage"}:
-        pipe = rollups.client().pipeline(transaction=False)
+        pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
         ordered = sorted(members)
         for member in ordered:
             pipe.pfcount(*[f"{rollups.prefix(site_id)}uvm:{name}:d:{day}:{member}" for day in days])

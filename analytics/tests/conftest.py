@@ -17,8 +17,9 @@ from django.conf import settings
 from django.db import connection
 from kombu import Connection
 
-from analytics.ingest import rollups, siteinfo, store
+from analytics.ingest import siteinfo, store
 from analytics.tests.collector_fixtures import collector, strict_collector
+from spinnakr import redis_clients
 
 __all__ = ["collector", "strict_collector"]
 
@@ -38,7 +39,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
 @pytest.fixture
 def data_redis() -> Iterator[redis.Redis]:
     """The rollups database (tests use their own, +8), empty before and after the test."""
-    client = rollups.client()
+    client = redis_clients.data()
     client.flushdb()
     siteinfo._cache.clear()
     store.forget_partitions()

@@ -15,12 +15,13 @@ from analytics.ingest.pipeline import ingest
 from analytics.models import Event
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
+from spinnakr import redis_clients
 
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
 
 
 def site_keys(site_id):
-    return list(rollups.client().scan_iter(match=f"{rollups.prefix(site_id)}*"))
+    return list(redis_clients.data().scan_iter(match=f"{rollups.prefix(site_id)}*"))
 
 
 @pytest.mark.django_db

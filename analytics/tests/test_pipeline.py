@@ -18,6 +18,7 @@ from analytics.ingest.siteinfo import load_sites
 from analytics.live.push import group_name
 from analytics.models import Event
 from analytics.tests.factories import make_event, make_site
+from spinnakr import redis_clients
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
@@ -73,7 +74,7 @@ def test_events_of_a_deleted_site_are_dropped_and_the_others_kept():
 
     assert Event.objects.filter(site_id=site.id).count() == 1
     assert not Event.objects.filter(site_id=ghost_id).exists()
-    assert list(rollups.client().scan_iter(match=f"{rollups.prefix(ghost_id)}*")) == []
+    assert list(redis_clients.data().scan_iter(match=f"{rollups.prefix(ghost_id)}*")) == []
 
 
 @time_machine.travel(NOW, tick=False)
@@ -254,7 +255,7 @@ def _stored(site):
 
 
 def _rejected(site):
-    return rollups.client().hgetall(f"{rollups.prefix(site.id)}rejected")
+    return redis_clients.data().hgetall(f"{rollups.prefix(site.id)}rejected")
 
 
 @time_machine.travel(NOW, tick=False)
@@ -276,7 +277,7 @@ def test_an_event_the_store_cannot_take_costs_no_other_event_of_its_group():
     assert (_pageviews(b), _stored(b), rollups.visitors(b.id, "d", ["20260310"])) == (2, 2, 2)
     assert _rejected(a) == {"malformed:ts": "1"}
     assert _rejected(b) == {"unstorable:pathname": "1"}
-    assert rollups.client().llen(FAILED_BATCHES) == 0
+    assert redis_clients.data().llen(FAILED_BATCHES) == 0
 
 
 @time_machine.travel(NOW, tick=False)
@@ -291,4 +292,4 @@ def test_a_batch_with_a_rejected_event_delivered_again_changes_nothing():
     assert again[site.id].starts == first[site.id].starts
     assert (_pageviews(site), _stored(site)) == (1, 1)
     assert _rejected(site) == {"unstorable:referrer": "1"}
-    assert rollups.client().llen(f"{rollups.prefix(site.id)}rejected:events") == 1
+    assert redis_clients.data().llen(f"{rollups.prefix(site.id)}rejected:events") == 1

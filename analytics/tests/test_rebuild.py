@@ -18,6 +18,7 @@ from analytics.ingest.pipeline import ingest
 from analytics.ingest.rebuild import rebuild_site
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
+from spinnakr import redis_clients
 
 NOW = datetime(2026, 3, 10, 23, 30, tzinfo=UTC)  # 00:30 the next day in Berlin
 PAGES = ["/", "/pricing", "/blog/a", "/blog/b", "/signup"]
@@ -26,7 +27,7 @@ SOURCES = [("", "Direct"), ("Google", "Organic Search"), ("Newsletter", "Email")
 
 def snapshot(site_id):
     """Every rollup key of the site with its content and TTL (HyperLogLogs by their count)."""
-    client = rollups.client()
+    client = redis_clients.data()
     base = rollups.prefix(site_id)
     found = {}
     for key in sorted(client.scan_iter(match=f"{base}*", count=1000)):
@@ -174,11 +175,11 @@ def test_a_rebuild_keeps_the_events_the_worker_set_aside():
     prefix = rollups.prefix(site.id)
 
     rebuild_site(site, grace_seconds=0)
-    kept = (rollups.client().hgetall(f"{prefix}rejected"), rollups.client().llen(f"{prefix}rejected:events"))
+    kept = (redis_clients.data().hgetall(f"{prefix}rejected"), redis_clients.data().llen(f"{prefix}rejected:events"))
     ingest("a" * 32, [make_event(site, NOW, pathname="/\x00")])  # delivered again after the rebuild
 
     assert kept == ({"unstorable:pathname": "1"}, 1)
-    assert rollups.client().hgetall(f"{prefix}rejected") == {"unstorable:pathname": "1"}
+    assert redis_clients.data().hgetall(f"{prefix}rejected") == {"unstorable:pathname": "1"}
     assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == 1
 
 

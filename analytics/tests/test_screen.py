@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from analytics.ingest import rollups, screen
+from analytics.ingest import screen
 from analytics.payloads import EnrichedEvent
 from analytics.tests.factories import make_event, make_site
+from spinnakr import redis_clients
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
@@ -94,7 +95,7 @@ def test_it_counts_rejections_per_site_and_reason_once_per_batch_and_keeps_the_e
         "c" * 32, [{**event, "pathname": "/\x00"}, {**event, "name": "\ud800"}, without("ts")(event)]
     )
     _, no_site = screen.screen("c" * 32, [{**event, "site_id": "7"}])
-    client = rollups.client()
+    client = redis_clients.data()
 
     screen.record([*rejected, *no_site])
     screen.record(rejected)  # the batch delivered again
@@ -121,10 +122,10 @@ def test_it_keeps_at_most_the_newest_events_of_a_site(event: dict[str, Any], mon
 
     kept = [
         json.loads(raw)["event"]["pathname"]
-        for raw in rollups.client().lrange(f"{{s:{event['site_id']}}}:rejected:events", 0, -1)
+        for raw in redis_clients.data().lrange(f"{{s:{event['site_id']}}}:rejected:events", 0, -1)
     ]
     assert kept == ["/2\x00", "/1\x00"]
-    assert rollups.client().hget(f"{{s:{event['site_id']}}}:rejected", "unstorable:pathname") == "3"
+    assert redis_clients.data().hget(f"{{s:{event['site_id']}}}:rejected", "unstorable:pathname") == "3"
 
 
 def test_sanitize_replaces_every_unstorable_character_and_keeps_the_rest(event: dict[str, Any]) -> None:

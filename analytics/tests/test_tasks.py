@@ -21,6 +21,7 @@ from analytics.live.push import group_name
 from analytics.models import Event
 from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
+from spinnakr import redis_clients
 from spinnakr.celery import app
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_events"), pytest.mark.slow]
@@ -109,7 +110,7 @@ def test_a_worker_killed_between_rollups_and_store_counts_every_event_once_after
     batch_id = uuid.uuid4().hex
 
     publish(batch_id, events)
-    wait_for(lambda: rollups.client().exists(f"{rollups.prefix(site.id)}batch:{batch_id}"), timeout=30)
+    wait_for(lambda: redis_clients.data().exists(f"{rollups.prefix(site.id)}batch:{batch_id}"), timeout=30)
     assert stored(site) == 0
     paused.kill()
     celery_worker_factory(env={"BROKER_LEASE_SECONDS": "3"})
@@ -125,17 +126,17 @@ def test_a_batch_that_fails_for_good_is_parked_and_can_be_replayed(celery_worker
 
     publish("d" * 32, None)  # no list of events: no event to set aside, the message itself is bad
 
-    wait_for(lambda: rollups.client().llen(FAILED_BATCHES) == 1, timeout=30)
+    wait_for(lambda: redis_clients.data().llen(FAILED_BATCHES) == 1, timeout=30)
     assert "TypeError" in worker.log.read_text()
-    parked = json.loads(str(rollups.client().lindex(FAILED_BATCHES, 0)))
+    parked = json.loads(str(redis_clients.data().lindex(FAILED_BATCHES, 0)))
     assert parked["batch_id"] == "d" * 32
     parked["events"] = [make_event(site, datetime.now(UTC) - timedelta(minutes=1), pathname="/fixed")]
-    rollups.client().lset(FAILED_BATCHES, 0, json.dumps(parked))
+    redis_clients.data().lset(FAILED_BATCHES, 0, json.dumps(parked))
 
     call_command("replay_failed_batches")
 
     wait_for(lambda: stored(site) == 1, timeout=30)
-    assert rollups.client().llen(FAILED_BATCHES) == 0
+    assert redis_clients.data().llen(FAILED_BATCHES) == 0
 
 
 def test_a_worker_killed_after_the_store_before_the_ack_changes_nothing_on_redelivery(celery_worker_factory):
@@ -152,7 +153,7 @@ def test_a_worker_killed_after_the_store_before_the_ack_changes_nothing_on_redel
     assert stored(site) == 12
     assert counters(site, events) == {"pageviews": 12, "events": 12, "visits": 3, "bounces": 0, "duration": 3 * 180}
     month = day_of(events)[:6]
-    assert rollups.client().get(quota.quota_key(site.account_id, month)) == "12"
+    assert redis_clients.data().get(quota.quota_key(site.account_id, month)) == "12"
 
 
 def test_waiting_messages_are_applied_together_each_once(celery_worker_factory):
@@ -174,7 +175,7 @@ def test_waiting_messages_are_applied_together_each_once(celery_worker_factory):
         "bounces": 0,
         "duration": 3 * 180,
     }
-    assert rollups.client().get(quota.quota_key(site.account_id, day_of(batches[0])[:6])) == "12"
+    assert redis_clients.data().get(quota.quota_key(site.account_id, day_of(batches[0])[:6])) == "12"
 
 
 def test_a_bad_batch_among_waiting_messages_is_parked_and_the_others_are_applied(celery_worker_factory):
@@ -186,8 +187,8 @@ def test_a_bad_batch_among_waiting_messages_is_parked_and_the_others_are_applied
 
     celery_worker_factory()
 
-    wait_for(lambda: stored(site) == 6 and rollups.client().llen(FAILED_BATCHES) == 1, timeout=30)
-    assert json.loads(str(rollups.client().lindex(FAILED_BATCHES, 0)))["batch_id"] == "e" * 32
+    wait_for(lambda: stored(site) == 6 and redis_clients.data().llen(FAILED_BATCHES) == 1, timeout=30)
+    assert json.loads(str(redis_clients.data().lindex(FAILED_BATCHES, 0)))["batch_id"] == "e" * 32
     assert counters(site, good)["pageviews"] == 6
 
 
@@ -199,7 +200,7 @@ def test_a_worker_killed_mid_group_counts_every_event_once_after_redelivery(cele
         publish(batch_id, events)
     paused = celery_worker_factory(env={"SPINNAKR_TEST_INGEST_PAUSE": "after_rollups:60", "BROKER_LEASE_SECONDS": "3"})
     marker = f"{rollups.prefix(site.id)}batch:"
-    wait_for(lambda: all(rollups.client().exists(marker + batch_id) for batch_id in ids), timeout=30)
+    wait_for(lambda: all(redis_clients.data().exists(marker + batch_id) for batch_id in ids), timeout=30)
     assert stored(site) == 0
     paused.kill()
 
@@ -210,7 +211,7 @@ def test_a_worker_killed_mid_group_counts_every_event_once_after_redelivery(cele
     events = [e for batch in batches for e in batch]
     assert counters(site, events) == {"pageviews": 20, "events": 20, "visits": 4, "bounces": 0, "duration": 4 * 240}
     assert rollups.visitors(site.id, "d", [day_of(events)]) == 4
-    assert rollups.client().get(quota.quota_key(site.account_id, day_of(events)[:6])) == "20"
+    assert redis_clients.data().get(quota.quota_key(site.account_id, day_of(events)[:6])) == "20"
 
 
 def test_one_nul_event_of_a_customer_costs_no_event_of_another_and_every_count_agrees(celery_worker_factory):
@@ -231,7 +232,7 @@ def test_one_nul_event_of_a_customer_costs_no_event_of_another_and_every_count_a
 
     worker = celery_worker_factory()
 
-    wait_for(lambda: messages_done(worker) + rollups.client().llen(FAILED_BATCHES) == 6, timeout=60)
+    wait_for(lambda: messages_done(worker) + redis_clients.data().llen(FAILED_BATCHES) == 6, timeout=60)
     assert max(groups_done(worker)) > 1
     events = [event for _, batch in batches for event in batch]
     for site, accepted in ((a, 18), (b, 11)):
@@ -239,10 +240,10 @@ def test_one_nul_event_of_a_customer_costs_no_event_of_another_and_every_count_a
         assert stored(site) == accepted
         assert Event.objects.filter(site_id=site.id).values("event_id").distinct().count() == accepted
         assert rollups.visitors(site.id, "d", [day_of(events)]) == 6
-        assert rollups.client().get(quota.quota_key(site.account_id, day_of(events)[:6])) == str(accepted)
-    assert rollups.client().hgetall(f"{rollups.prefix(b.id)}rejected") == {"unstorable:pathname": "1"}
-    assert rollups.client().hgetall(f"{rollups.prefix(a.id)}rejected") == {}
-    assert rollups.client().llen(FAILED_BATCHES) == 0
+        assert redis_clients.data().get(quota.quota_key(site.account_id, day_of(events)[:6])) == str(accepted)
+    assert redis_clients.data().hgetall(f"{rollups.prefix(b.id)}rejected") == {"unstorable:pathname": "1"}
+    assert redis_clients.data().hgetall(f"{rollups.prefix(a.id)}rejected") == {}
+    assert redis_clients.data().llen(FAILED_BATCHES) == 0
 
 
 def at(start_us, visitor, page):
@@ -282,7 +283,7 @@ def test_batches_parked_before_the_screen_are_replayed_whole_so_redis_and_postgr
     call_command("replay_failed_batches")
 
     wait_for(lambda: stored(a) == 3 and stored(b) == 5, timeout=30)
-    assert rollups.client().llen(FAILED_BATCHES) == 0
+    assert redis_clients.data().llen(FAILED_BATCHES) == 0
     for site, count in ((a, 3), (b, 5)):
         assert counters(site, counted) == {
             "pageviews": count,
@@ -300,4 +301,4 @@ def test_batches_parked_before_the_screen_are_replayed_whole_so_redis_and_postgr
         "/b\ufffd",
     ]
     assert Event.objects.get(site_id=b.id, pathname="/b4").props == {"note": "\ufffd"}
-    assert rollups.client().hgetall(f"{rollups.prefix(b.id)}rejected") == {}
+    assert redis_clients.data().hgetall(f"{rollups.prefix(b.id)}rejected") == {}

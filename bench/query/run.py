@@ -30,7 +30,7 @@ from typing import Any
 
 import django
 
-from spinnakr import embedded
+from spinnakr import embedded, redis_clients
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spinnakr.settings")
 embedded.acquire()
@@ -365,7 +365,7 @@ def site_events(site_id: int) -> int:
 
 def redis_bytes(site_id: int) -> dict[str, tuple[int, int]]:
     """The site's Redis memory (``MEMORY USAGE``) by kind of key: kind → (keys, bytes)."""
-    client = rollups.client()
+    client = redis_clients.for_site(site_id)
     prefix = rollups.prefix(site_id)
     found: dict[str, tuple[int, int]] = {}
     for key in client.scan_iter(match=f"{prefix}*", count=2000):

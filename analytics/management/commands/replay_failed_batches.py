@@ -15,9 +15,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from analytics.ingest import rollups, screen
+from analytics.ingest import screen
 from analytics.ingest.pipeline import FAILED_BATCHES
 from analytics.tasks import ingest_batch
+from spinnakr import redis_clients
 
 
 class Command(BaseCommand):
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--list", action="store_true", help="only show what is parked")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        client = rollups.client()
+        client = redis_clients.data()
         if options["list"]:
             for raw in client.lrange(FAILED_BATCHES, 0, -1):
                 record = json.loads(raw)
