@@ -1,5 +1,5 @@
 -- Apply one batch of one site's events to its rollups, atomically.
--- See analytics/rollups.py for the key model; every key starts with the site's hash tag.
+-- See analytics/ingest/rollups.py for the key model; every key starts with the site's hash tag.
 --
 -- KEYS[1]  the site's meta hash ({s:<id>}:meta)
 -- ARGV[1]  live key prefix ("{s:<id>}:")
@@ -8,7 +8,7 @@
 -- ARGV[3]  marker TTL, seconds
 -- ARGV[4]  now, epoch milliseconds (the caller's clock: expiries, live zset trimming)
 -- ARGV[5]  complete_since to set when the site has none ("" to leave it)
--- ARGV[6]  JSON list of prepared events (analytics.rollups.PreparedEvent), sorted by (t, id)
+-- ARGV[6]  JSON list of prepared events (analytics.ingest.rollups.PreparedEvent), sorted by (t, id)
 -- ARGV[7]  mode: "live" (ingestion) or "rebuild" (replay into the rebuild namespace)
 -- ARGV[8]  rebuild namespace prefix ("{s:<id>}:rb:")
 -- ARGV[9]  rebuild replay: events at or after this epoch ms are de-duplicated against the
