@@ -20,8 +20,8 @@ import psycopg
 import redis
 from django.conf import settings
 
-from analytics.tests.conftest import wait_for
 from spinnakr import embedded
+from spinnakr.tests.waiting import wait_for
 
 
 class ThrowawayValkey:

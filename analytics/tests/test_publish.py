@@ -32,8 +32,8 @@ from analytics.tests.collector_fixtures import (
     start_server,
     stop_server,
 )
-from analytics.tests.conftest import wait_for
 from spinnakr.queue.wire import RedisListSender
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

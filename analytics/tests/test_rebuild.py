@@ -17,8 +17,8 @@ from accounts.sites import update_site
 from analytics.ingest import rollups
 from analytics.ingest.pipeline import ingest
 from analytics.ingest.rebuild import rebuild_site
-from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
+from spinnakr.tests.waiting import wait_for
 
 NOW = datetime(2026, 3, 10, 23, 30, tzinfo=UTC)  # 00:30 the next day in Berlin
 PAGES = ["/", "/pricing", "/blog/a", "/blog/b", "/signup"]

@@ -14,8 +14,9 @@ from kombu import Connection
 from accounts.apikeys import create_api_key
 from accounts.models import User
 from analytics.jobs import REBUILD_ROLLUPS
-from analytics.tests.conftest import purge_broker, wait_for
+from analytics.tests.conftest import purge_broker
 from analytics.tests.dashboard_fixtures import PASSWORD, Cast, cast
+from spinnakr.tests.waiting import wait_for
 
 __all__ = ["cast"]
 
