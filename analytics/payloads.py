@@ -32,6 +32,8 @@ INGEST_TIME_LIMIT = 300
 
 
 class EnrichedEvent(TypedDict):
+    """The fields of ``analytics.fields.EVENT_FIELDS``, in order (analytics/tests/test_fields.py)."""
+
     site_id: int
     ts: int  # epoch microseconds, UTC
     event_id: str  # uuid, canonical text form
@@ -39,9 +41,9 @@ class EnrichedEvent(TypedDict):
     visitor_id: int  # signed 64-bit
     hostname: str
     pathname: str
-    referrer: str
     referrer_source: str
     channel: str
+    referrer: str
     utm_source: str
     utm_medium: str
     utm_campaign: str

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from spinnakr import embedded
+from spinnakr.embedded.paths import EmbeddedError
 
 GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.5
@@ -221,7 +222,7 @@ class Supervisor:
             return None
         try:
             embedded.start()
-        except (embedded.EmbeddedError, OSError, subprocess.SubprocessError) as exc:
+        except (EmbeddedError, OSError, subprocess.SubprocessError) as exc:
             return self._failed(name, f"did not start ({exc})", now)
         print(f"supervisor: embedded {name} started again", flush=True)
         return None

@@ -16,7 +16,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from spinnakr import embedded
+from spinnakr.embedded import postgres as embedded_postgres
+from spinnakr.embedded import valkey as embedded_valkey
 from spinnakr.env import env_bool, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -126,7 +127,7 @@ def _database(url: str) -> dict[str, Any]:
     }
 
 
-DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql")) or embedded.database_url()
+DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql")) or embedded_postgres.database_url()
 DATABASES = {"default": _database(DATABASE_URL)}
 # A Celery worker started by a test runs outside pytest-django: this names the test database.
 if TESTING and env_str("SPINNAKR_TEST_DB_NAME"):
@@ -139,7 +140,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # with the same database number). Tests add 8, so they never touch live data.
 
 _NAMED_REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"))
-REDIS_URL = _NAMED_REDIS_URL or embedded.redis_url(0)
+REDIS_URL = _NAMED_REDIS_URL or embedded_valkey.redis_url(0)
 
 
 def redis_db_url(url: str, offset: int) -> str:
@@ -198,7 +199,7 @@ def _redis_broker(url: str) -> str:
 CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", ("amqp", "amqps", "pyamqp", "redis", "rediss", "redis+socket"))
 if CELERY_BROKER_URL is None:
     # The embedded default keeps the queues in a Valkey of their own (spinnakr.embedded).
-    CELERY_BROKER_URL = _redis_broker(_NAMED_REDIS_URL or embedded.broker_redis_url(0))
+    CELERY_BROKER_URL = _redis_broker(_NAMED_REDIS_URL or embedded_valkey.broker_redis_url(0))
 BROKER_IS_AMQP = CELERY_BROKER_URL.startswith(("amqp", "pyamqp"))
 QUEUE_PREFIX = env_str("SPINNAKR_QUEUE_PREFIX", "test." if TESTING else "")
 EVENTS_QUEUE = f"{QUEUE_PREFIX}events"

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import Role
+from analytics import fields
 from analytics.api import schema
 from analytics.api.base import APIBaseView, ZipRenderer, csv_cell, csv_response
 from analytics.models import Goal
@@ -118,25 +119,8 @@ class SiteRealtimeView(APIBaseView):
         return csv_response(data, header, [[m[h] for h in header] for m in data["minutes"]])
 
 
-EXPORT_BREAKDOWNS = (
-    ("sources.csv", "visit:source", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("channels.csv", "visit:channel", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("referrers.csv", "visit:referrer", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("utm_sources.csv", "visit:utm_source", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("utm_mediums.csv", "visit:utm_medium", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("utm_campaigns.csv", "visit:utm_campaign", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("utm_contents.csv", "visit:utm_content", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("utm_terms.csv", "visit:utm_term", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("pages.csv", "event:page", ["visitors", "pageviews"]),
-    ("entry_pages.csv", "visit:entry_page", ["visitors", "visits", "bounce_rate", "visit_duration"]),
-    ("exit_pages.csv", "visit:exit_page", ["visitors", "visits"]),
-    ("countries.csv", "visit:country", ["visitors", "visits"]),
-    ("devices.csv", "visit:device", ["visitors", "visits"]),
-    ("browsers.csv", "visit:browser", ["visitors", "visits"]),
-    ("operating_systems.csv", "visit:os", ["visitors", "visits"]),
-    ("screens.csv", "visit:screen", ["visitors", "visits"]),
-    ("custom_events.csv", "event:name", ["visitors", "events"]),
-)
+# (file name, dimension, metrics) of each breakdown's CSV, from the field registry.
+EXPORT_BREAKDOWNS = fields.EXPORTS
 
 
 class ExportView(APIBaseView):
@@ -173,7 +157,7 @@ class ExportView(APIBaseView):
         filters = v1.parse_filters(params.get("filters"))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            series = ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"]
+            series = list(fields.TOP_METRICS)
             answer = run_query(
                 site,
                 {
@@ -190,7 +174,7 @@ class ExportView(APIBaseView):
             archive.writestr("visitors.csv", _csv(["date", *series], rows))
             for name, dimension, metrics in EXPORT_BREAKDOWNS:
                 body: dict[str, Any] = {
-                    "metrics": metrics,
+                    "metrics": list(metrics),
                     "date_range": date_range,
                     "filters": filters,
                     "dimensions": [dimension],

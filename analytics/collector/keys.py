@@ -8,8 +8,9 @@ import hashlib
 import logging
 import time
 
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
+from accounts.access import authenticate_bearer
 from analytics.collector.http import SERVICE_RETRY_AFTER, Reject
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,6 @@ _key_cache: dict[str, tuple[KeyGrant | None, float]] = {}
 
 
 def _authenticate(raw: str) -> KeyGrant | None:
-    from django.db import connection
-
-    from accounts.access import authenticate_bearer
-
     try:
         key = authenticate_bearer(raw)
         return None if key is None else KeyGrant(key.account_id, frozenset(key.scopes))

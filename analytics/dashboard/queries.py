@@ -26,6 +26,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Site
+from analytics.fields import FEED_FIELDS
 from analytics.models import Event
 from analytics.query import QueryError, run_query
 
@@ -37,9 +38,7 @@ MAX_RECENT = 50
 NO_VALUE = "(none)"  # the engine's value for events without the property
 PROP_SAMPLE = 5000
 MAX_PROP_KEYS = 5
-STREAM_FIELDS = (
-    "timestamp", "name", "pathname", "hostname", "referrer_source", "country", "browser", "os", "device", "props",
-)  # fmt: skip
+STREAM_FIELDS = ("timestamp", *FEED_FIELDS)
 
 
 class DashboardError(ValueError):

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.access import current_account, get_site_for_user, has_role, sites_for_user, user_role
 from accounts.models import Role, Site
+from analytics import fields
 from analytics.dashboard import queries, sharing
 from analytics.query import QueryError
 from analytics.query.goals import create_goal, delete_goal
@@ -29,44 +30,9 @@ logger = logging.getLogger(__name__)
 
 MAX_QUERY_BODY = 64 * 1024
 
-TOP_METRICS = [
-    ("visitors", "Unique visitors"),
-    ("visits", "Visits"),
-    ("pageviews", "Pageviews"),
-    ("views_per_visit", "Views per visit"),
-    ("bounce_rate", "Bounce rate"),
-    ("visit_duration", "Visit duration"),
-]
-
-
-def _panel(panel_id: str, title: str, tabs: list[tuple[str, str]]) -> dict[str, Any]:
-    return {"id": panel_id, "title": title, "tabs": [{"dimension": d, "label": label} for d, label in tabs]}
-
-
-PANELS = [
-    _panel("pages", "Pages", [("event:page", "Top pages"), ("visit:entry_page", "Entry"), ("visit:exit_page", "Exit")]),
-    _panel(
-        "sources",
-        "Sources",
-        [
-            ("visit:source", "Sources"),
-            ("visit:channel", "Channels"),
-            ("visit:referrer", "Referrers"),
-            ("visit:utm_source", "UTM source"),
-            ("visit:utm_medium", "UTM medium"),
-            ("visit:utm_campaign", "UTM campaign"),
-        ],
-    ),
-    _panel("countries", "Countries", [("visit:country", "Countries")]),
-    _panel(
-        "devices",
-        "Devices",
-        [("visit:browser", "Browsers"), ("visit:os", "OS"), ("visit:device", "Devices"), ("visit:screen", "Screens")],
-    ),
-    _panel(
-        "goals", "Goals & events", [("event:goal", "Goals"), ("event:name", "Custom events"), ("props", "Properties")]
-    ),
-]
+# The top row's figures and the breakdown panels, from the field registry.
+TOP_METRICS = [(name, fields.METRIC_BY_NAME[name].label) for name in fields.TOP_METRICS]
+PANELS = fields.panels_data()
 
 
 def _json_error(message: str, status: int) -> JsonResponse:
@@ -104,6 +70,7 @@ def _dashboard_context(access: sharing.DashboardAccess, shared_link: str = "") -
         "queryUrl": f"/sites/{site.domain}/query",
         "socketPath": f"/ws/sites/{site.domain}/",
         "sharedLink": shared_link,
+        **fields.dashboard_data(),
     }
     return {"site": site, "access": access, "config": config, "metrics": TOP_METRICS, "panels": PANELS}
 

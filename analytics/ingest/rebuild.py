@@ -28,11 +28,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
 
 from accounts.models import Site
+from analytics.fields import EVENT_FIELDS
 from analytics.ingest import rollups
 from analytics.ingest.siteinfo import SiteSettings, site_info
 from analytics.ingest.store import COLUMNS, EPOCH
@@ -46,6 +47,9 @@ DEDUPE_WINDOW_MS = 25 * 3600 * 1000
 KEEP_MS = 88_200_000 + 3_600_000  # as apply_batch.lua: KEEP + SESS_SLACK
 STALE_CLAIM_SECONDS = 6 * 3600
 _KEPT_SUFFIXES = ("meta", "live")
+# The enriched event's keys and the stored columns they come back from (the conversions below
+# replace the few that are not stored as they are sent).
+_AS_STORED = tuple((f.name, f.store_column) for f in EVENT_FIELDS)
 
 
 class RebuildRunning(Exception):
@@ -127,38 +131,12 @@ def _rows(site_id: int, since: datetime | None) -> Iterator[list[EnrichedEvent]]
             delta = stamp - EPOCH
             amount: Decimal | None = values["revenue_amount"]
             props = values["props"]
-            chunk.append(
-                EnrichedEvent(
-                    site_id=site_id,
-                    ts=(delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds,
-                    event_id=str(values["event_id"]),
-                    name=values["name"],
-                    visitor_id=values["visitor_id"],
-                    hostname=values["hostname"],
-                    pathname=values["pathname"],
-                    referrer=values["referrer"],
-                    referrer_source=values["referrer_source"],
-                    channel=values["channel"],
-                    utm_source=values["utm_source"],
-                    utm_medium=values["utm_medium"],
-                    utm_campaign=values["utm_campaign"],
-                    utm_content=values["utm_content"],
-                    utm_term=values["utm_term"],
-                    country=values["country"],
-                    browser=values["browser"],
-                    browser_version=values["browser_version"],
-                    os=values["os"],
-                    os_version=values["os_version"],
-                    device=values["device"],
-                    screen=values["screen"],
-                    props=props if isinstance(props, dict) else json.loads(props),
-                    revenue_amount=None if amount is None else str(amount),
-                    revenue_currency=values["revenue_currency"],
-                    interactive=values["interactive"],
-                    scroll_depth=values["scroll_depth"],
-                    engagement_ms=values["engagement_ms"],
-                )
-            )
+            event = {name: values[column] for name, column in _AS_STORED}
+            event["ts"] = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+            event["event_id"] = str(values["event_id"])
+            event["props"] = props if isinstance(props, dict) else json.loads(props)
+            event["revenue_amount"] = None if amount is None else str(amount)
+            chunk.append(cast(EnrichedEvent, event))
         yield chunk
         after = (rows[-1][1], rows[-1][2])
 

@@ -18,18 +18,17 @@ Unique visitors (HyperLogLog, PFCOUNT over several keys of a site for ranges):
 
 Breakdowns per day (sorted sets, member → value; a member whose value is 0 is absent):
     {s:<id>}:top:<dim>:d:<day>:<metric>
-  event dimensions, from each pageview or custom event itself, metrics ``pageviews`` and
-  ``events``, and unique visitors per member in the HyperLogLog
-  ``{s:<id>}:uvm:<dim>:d:<day>:<member>``:
-    page, hostname, country, browser, browser_version, os, os_version, device, screen,
-    name (event names: goals; metric ``events`` only), props:<key> (custom property values;
-    ``events`` only)
+  The dimensions and how each is kept come from the field registry (``analytics.fields``,
+  roles; the script receives them as ``ROLLUP_SPEC``):
+  event dimensions (page, hostname and the visitor's attributes: country, browser, …), from
+  each pageview or custom event itself, metrics ``pageviews`` and ``events``, and unique
+  visitors per member in the HyperLogLog ``{s:<id>}:uvm:<dim>:d:<day>:<member>``;
+  name (event names: goals; metric ``events`` only), props:<key> (custom property values;
+  ``events`` only);
   visit dimensions, from the visit's entry event, metrics ``visits``, ``bounces``,
-  ``duration`` (``exit_page``: ``visits`` = exits only); the acquisition dimensions also
-  ``pageviews`` and ``events`` of their visits:
-    entry_page, exit_page, source, channel, referrer, utm_source, utm_medium, utm_campaign,
-    utm_content, utm_term (acquisition); country, browser, browser_version, os, os_version,
-    device, screen
+  ``duration`` (``exit_page``: ``visits`` = exits only): entry_page, exit_page, the
+  acquisition dimensions (source, channel, referrer, utm_*), which also keep the
+  ``pageviews`` and ``events`` of their visits, and the visitor's attributes
   engagement (on ``page``): ``engagements`` (count), ``time_ms`` (summed engaged time),
   ``scroll_sum`` and ``scroll_n`` (scroll depth sum and count: average = sum / n).
   An empty member ``""`` means absent (direct traffic, unknown country…).
@@ -73,6 +72,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 import orjson
 import redis
 
+from analytics.fields import COUNTER_FIELDS, ROLLUP_ATTRIBUTES, ROLLUP_SPEC
 from analytics.ingest.siteinfo import SiteSettings
 from analytics.payloads import EnrichedEvent
 from spinnakr import redis_clients
@@ -87,24 +87,8 @@ MINUTE_TTL = 48 * 3600
 HOUR_TTL = 90 * 86400
 LIVE_WINDOW = 300
 Granularity = Literal["m", "h", "d"]
-COUNTER_FIELDS = ("pageviews", "events", "visits", "bounces", "duration")
-VISIT_ATTRS = (
-    ("source", "referrer_source"),
-    ("channel", "channel"),
-    ("referrer", "referrer"),
-    ("utm_source", "utm_source"),
-    ("utm_medium", "utm_medium"),
-    ("utm_campaign", "utm_campaign"),
-    ("utm_content", "utm_content"),
-    ("utm_term", "utm_term"),
-    ("country", "country"),
-    ("browser", "browser"),
-    ("browser_version", "browser_version"),
-    ("os", "os"),
-    ("os_version", "os_version"),
-    ("device", "device"),
-    ("screen", "screen"),
-)
+# (rollup dimension, enriched event key) of each visit attribute: the prepared event's "a".
+VISIT_ATTRS = ROLLUP_ATTRIBUTES
 
 
 class PreparedEvent(TypedDict):
@@ -325,6 +309,7 @@ def apply_batches(
                 "live",
                 rebuild_prefix(site),
                 0,
+                ROLLUP_SPEC,
             ],
             client=pipe,
         )
@@ -350,6 +335,7 @@ def replay(info: SiteSettings, prepared: Sequence[PreparedEvent], seen_cutoff_ms
             "rebuild",
             rebuild_prefix(site),
             seen_cutoff_ms,
+            ROLLUP_SPEC,
         ],
     )
 

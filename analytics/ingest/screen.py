@@ -31,8 +31,9 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from operator import itemgetter
-from typing import Any, get_type_hints
+from typing import Any
 
+from analytics.fields import EVENT_FIELDS
 from analytics.ingest import rollups
 from analytics.payloads import UNSTORABLE_CHARACTERS, EnrichedEvent, unstorable
 
@@ -43,7 +44,7 @@ NO_SITE_PREFIX = "{ingest}:"
 _MISSING = object()
 # Event time: what a datetime holds in any timezone (the store and the buckets convert it).
 _MAX_TS = int(datetime(9000, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
-_TEXT_FIELDS = tuple(name for name, hint in get_type_hints(EnrichedEvent).items() if hint is str)
+_TEXT_FIELDS = tuple(f.name for f in EVENT_FIELDS if f.type is str)
 _TEXTS = itemgetter(*_TEXT_FIELDS)
 # Integer fields and the ranges of their columns (bigint, smallint, integer), high excluded.
 _INTS = (("site_id", 1, 2**63), ("ts", 0, _MAX_TS), ("visitor_id", -(2**63), 2**63))

@@ -22,56 +22,30 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from django.db import connection, transaction
 
+from analytics.fields import EVENT_FIELDS, FIELD_BY_NAME, STORE_COLUMNS, VISIT_ATTRIBUTES
 from analytics.payloads import EnrichedEvent
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "site_id",
-    "timestamp",
-    "event_id",
-    "name",
-    "visitor_id",
-    "visit_id",
-    "hostname",
-    "pathname",
-    "referrer",
-    "referrer_source",
-    "channel",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_content",
-    "utm_term",
-    "country",
-    "browser",
-    "browser_version",
-    "os",
-    "os_version",
-    "device",
-    "screen",
-    "props",
-    "revenue_amount",
-    "revenue_currency",
-    "interactive",
-    "scroll_depth",
-    "engagement_ms",
-)
-_TEXT = COLUMNS[6:23]
-_COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
+COLUMNS = STORE_COLUMNS
+# COPY's columns: those whose payload value is converted first, then the rest as they are.
+_PLAIN = tuple(f.name for f in EVENT_FIELDS if f.name not in ("ts", "props"))
+COPY_COLUMNS = ("timestamp", "visit_id", "props", *(FIELD_BY_NAME[name].store_column for name in _PLAIN))
+_plain_values = itemgetter(*_PLAIN)
+_COLUMN_LIST = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
 # A lock id that serialises partition DDL between workers.
 _PARTITION_LOCK = 0x5350_4E4B_5061_7274
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _known_partitions: set[str] = set()
 
-# Visit attributes: those of the visit's first event (by timestamp, then event id): the text
-# columns but the event's own hostname and pathname.
-VISIT_ATTRS = tuple(c for c in _TEXT if c not in ("hostname", "pathname"))
+# Visit attributes: those of the visit's first event (by timestamp, then event id).
+VISIT_ATTRS = VISIT_ATTRIBUTES
 VISIT_COLUMNS = (
     "site_id",
     "visitor_id",
@@ -201,20 +175,12 @@ def forget_partitions() -> None:
 
 
 def _row(event: EnrichedEvent, visit: int) -> tuple[object, ...]:
+    """The event's values in the order of COPY_COLUMNS."""
     return (
-        event["site_id"],
         EPOCH + timedelta(microseconds=event["ts"]),
-        event["event_id"],
-        event["name"],
-        event["visitor_id"],
         visit,
-        *(event[c] for c in _TEXT),  # type: ignore[literal-required]
         json.dumps(event["props"], separators=(",", ":")),
-        event["revenue_amount"],
-        event["revenue_currency"],
-        event["interactive"],
-        event["scroll_depth"],
-        event["engagement_ms"],
+        *_plain_values(event),
     )
 
 

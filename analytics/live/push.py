@@ -18,11 +18,12 @@ from typing import Any, TypedDict
 import redis
 from channels.layers import get_channel_layer
 
+from analytics.fields import FEED_FIELDS
 from analytics.payloads import EnrichedEvent
 
 logger = logging.getLogger(__name__)
 MAX_EVENTS = 50
-_FEED_FIELDS = ("name", "pathname", "hostname", "referrer_source", "country", "browser", "os", "device")
+_FEED_FIELDS = tuple(f for f in FEED_FIELDS if f != "props")
 
 
 class LiveCounts(TypedDict):

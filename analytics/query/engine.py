@@ -12,16 +12,19 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Site
+from analytics.fields import metric_names
 from analytics.models import Goal
 from analytics.query import planner, sql
 from analytics.query.dates import DateRange, previous_period, year_over_year
-from analytics.query.format import metric_value
+from analytics.query.format import REVENUE_METRICS, metric_value
 from analytics.query.model import Query, parse_query
 from analytics.query.timeline import time_labels
 
 logger = logging.getLogger(__name__)
 
 Row = tuple[list[Any], dict[str, Any]]
+# Rates: a change is their difference in percentage points, not a ratio.
+POINTS_METRICS = metric_names(points=True)
 
 
 def site_goals(site: Site) -> list[sql.GoalDef]:
@@ -121,7 +124,7 @@ def _result(query: Query, dims: list[Any], values: dict[str, Any]) -> dict[str, 
 
 def _revenue_warnings(query: Query, rows: list[Row]) -> dict[str, Any]:
     warnings: dict[str, Any] = {}
-    for metric in ("total_revenue", "average_revenue"):
+    for metric in REVENUE_METRICS:
         if metric not in query.metrics:
             continue
         if any(
@@ -140,7 +143,7 @@ def _change(metric: str, now: Any, before: Any) -> Any:
         if isinstance(now, dict) and isinstance(before, dict) and before.get("value"):
             return round((now["value"] - before["value"]) / before["value"] * 100)
         return None
-    if metric in ("bounce_rate", "conversion_rate", "group_conversion_rate", "percentage"):
+    if metric in POINTS_METRICS:
         return round(float(now) - float(before), 1)
     if before == 0:
         return 100 if now > 0 else 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-INTEGER_METRICS = frozenset(
-    {"visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "time_on_page", "scroll_depth"}
-)
-FLOAT_METRICS = frozenset({"views_per_visit", "percentage", "conversion_rate", "group_conversion_rate"})
-NULLABLE_METRICS = frozenset({"time_on_page", "scroll_depth"})
+from analytics.fields import METRICS, metric_names
+
+INTEGER_METRICS = metric_names(integer=True)
+FLOAT_METRICS = metric_names(integer=False) - metric_names(format="revenue")
+REVENUE_METRICS = tuple(m.name for m in METRICS if m.format == "revenue")
+NULLABLE_METRICS = metric_names(nullable=True)
 
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CHF": "CHF ", "CAD": "CA$", "AUD": "A$", "INR": "₹"}
 
@@ -33,7 +34,7 @@ def revenue(value: Any, currencies: list[str] | None) -> dict[str, Any] | None:
 
 
 def metric_value(metric: str, value: Any, currencies: list[str] | None = None) -> Any:
-    if metric in ("total_revenue", "average_revenue"):
+    if metric in REVENUE_METRICS:
         return revenue(value, currencies)
     if value is None:
         return None if metric in NULLABLE_METRICS else 0

@@ -12,55 +12,25 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from analytics import fields
+from analytics.fields import METRIC_NAMES, metric_names
 from analytics.query.dates import DateRange, resolve
 from analytics.query.errors import QueryError
 
-METRICS = (
-    "visitors",
-    "visits",
-    "pageviews",
-    "views_per_visit",
-    "bounce_rate",
-    "visit_duration",
-    "events",
-    "percentage",
-    "conversion_rate",
-    "group_conversion_rate",
-    "total_revenue",
-    "average_revenue",
-    "time_on_page",
-    "scroll_depth",
-)
+METRICS = METRIC_NAMES
 # Metrics of whole visits: they cannot be split by a property of single events.
-VISIT_METRICS = frozenset({"views_per_visit", "bounce_rate", "visit_duration"})
-ENGAGEMENT_METRICS = frozenset({"time_on_page", "scroll_depth"})
-REVENUE_METRICS = frozenset({"total_revenue", "average_revenue"})
-GOAL_METRICS = frozenset({"conversion_rate", "group_conversion_rate"})
+VISIT_METRICS = metric_names(whole_visit=True)
+ENGAGEMENT_METRICS = metric_names(needs="page")
+# Goal metrics: conversion rates and revenue.
+GOAL_METRICS = metric_names(needs="goal")
 
-# Event dimensions and the raw-event column behind each.
-EVENT_COLUMNS = {"event:page": "pathname", "event:name": "name", "event:hostname": "hostname"}
-# Visit dimensions: values of the visit's first event (entry and exit page: first and last pageview).
-VISIT_COLUMNS = {
-    "visit:source": "referrer_source",
-    "visit:channel": "channel",
-    "visit:referrer": "referrer",
-    "visit:utm_source": "utm_source",
-    "visit:utm_medium": "utm_medium",
-    "visit:utm_campaign": "utm_campaign",
-    "visit:utm_content": "utm_content",
-    "visit:utm_term": "utm_term",
-    "visit:device": "device",
-    "visit:browser": "browser",
-    "visit:browser_version": "browser_version",
-    "visit:os": "os",
-    "visit:os_version": "os_version",
-    "visit:country": "country",
-    "visit:screen": "screen",
-    "visit:entry_page": "entry_page",
-    "visit:exit_page": "exit_page",
-}
+# Event dimensions and the raw-event column behind each; visit dimensions and the
+# analytics_visit column behind each (values of the visit's first event; entry and exit page:
+# its first and last pageview). Both from the field registry.
+EVENT_COLUMNS = fields.EVENT_COLUMNS
+VISIT_COLUMNS = fields.VISIT_COLUMNS
 TIME_DIMENSIONS = ("time", "time:minute", "time:hour", "time:day", "time:week", "time:month")
-PROPS_PREFIX = "event:props:"
+PROPS_PREFIX = fields.PROPS_PREFIX
 OPERATORS = ("is", "is_not", "contains", "contains_not", "matches", "matches_not")
 MAX_LIMIT = 10_000
 MAX_CLAUSES = 100
@@ -354,8 +324,6 @@ def _check_combinations(query: Query) -> None:
                 raise QueryError(f"metrics: {metric!r} requires an event:page filter or dimension")
             if "event:goal" in dims:
                 raise QueryError(f"metrics: {metric!r} cannot be broken down by event:goal")
-        if metric in REVENUE_METRICS and "event:goal" not in dims and "event:goal" not in filtered:
-            raise QueryError(f"metrics: {metric!r} requires an event:goal filter or dimension")
     if query.time_labels and query.time_dimension is None:
         raise QueryError("include.time_labels: requires a time dimension")
     if query.granularity == "minute" and (query.date_range.end - query.date_range.start) > dt.timedelta(days=2):

@@ -18,51 +18,24 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from analytics.fields import METRICS, dimensions_of, metric_names
 from analytics.ingest import rollups
 from analytics.query.dates import local_midnight
-from analytics.query.model import Query
+from analytics.query.model import VISIT_METRICS, Query
 from analytics.query.timeline import time_labels
 
 Row = tuple[list[Any], dict[str, Any]]
 
-COUNTER_METRICS = frozenset(
-    {"visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit"}
-)
-_VISIT_LEVEL = frozenset({"visits", "bounce_rate", "visit_duration"})
-# Visitor-constant attributes: they derive from the IP address and user agent that the visitor
-# id hashes, so the event-level and the visit-level breakdowns agree.
-_CONSTANT = ("country", "browser", "browser_version", "os", "os_version", "device", "screen")
-_ACQUISITION = ("source", "channel", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+COUNTER_METRICS = metric_names(counter=True)
+# Rollup dimensions kept per event: their members are those of ``events``, not of ``visits``.
+_EVENT_LEVEL = frozenset(d.rollup for d in dimensions_of("event", "name", "visitor"))
 
-# dimension → (rollup dimension name, metrics it answers exactly)
+# dimension → (rollup dimension name, metrics it answers exactly): a metric names the roles of
+# the dimensions whose sorted sets hold it (analytics.fields).
 BREAKDOWNS: dict[str, tuple[str, frozenset[str]]] = {
-    "event:page": ("page", frozenset({"visitors", "pageviews", "events", "percentage"})),
-    "event:hostname": ("hostname", frozenset({"visitors", "pageviews", "events", "percentage"})),
-    "event:name": ("name", frozenset({"visitors", "events", "percentage"})),
-    "visit:entry_page": ("entry_page", frozenset({"visits", "bounce_rate", "visit_duration"})),
-    "visit:exit_page": ("exit_page", frozenset({"visits"})),
+    d.name: (d.rollup, frozenset(m.name for m in METRICS if d.role in m.breakdowns))
+    for d in dimensions_of("event", "name", "entry", "exit", "acquisition", "visitor")
 }
-for _dim in _ACQUISITION:
-    BREAKDOWNS[f"visit:{_dim}"] = (
-        _dim,
-        frozenset({"visits", "bounce_rate", "visit_duration", "pageviews", "events", "views_per_visit"}),
-    )
-for _dim in _CONSTANT:
-    BREAKDOWNS[f"visit:{_dim}"] = (
-        _dim,
-        frozenset(
-            {
-                "visitors",
-                "visits",
-                "bounce_rate",
-                "visit_duration",
-                "pageviews",
-                "events",
-                "views_per_visit",
-                "percentage",
-            }
-        ),
-    )
 
 MAX_MEMBERS = 5000
 
@@ -218,13 +191,13 @@ def _breakdown(query: Query) -> list[Row] | None:
     name, _ = BREAKDOWNS[dim]
     days = _days(query)
     metrics = set(query.metrics)
-    event_level = name in ("page", "hostname", "name", *_CONSTANT)
+    event_level = name in _EVENT_LEVEL
     needed: set[str] = set()
     if metrics & {"pageviews", "views_per_visit"}:
         needed.add("pageviews")
     if "events" in metrics or event_level:
         needed.add("events")
-    if metrics & _VISIT_LEVEL or "views_per_visit" in metrics or not event_level:
+    if metrics & VISIT_METRICS or "visits" in metrics or not event_level:
         needed.add("visits")
     if "bounce_rate" in metrics:
         needed.add("bounces")

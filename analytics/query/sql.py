@@ -15,6 +15,9 @@ from ``analytics_visit`` (one row per stored visit, kept with the events by
 ``analytics.ingest.store``) for those wholly inside the range, and from their events for the
 few that cross an end of it. Values are always bound parameters; only identifiers
 from fixed tables reach the SQL text.
+
+``SqlBuilder`` composes the statement; its conditions and dimension expressions are in
+``analytics.query.sql_filters``, the event and visit rows it reads in ``analytics.query.sql_rows``.
 """
 
 from __future__ import annotations
@@ -26,18 +29,11 @@ from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 
+from analytics.fields import metric_names
 from analytics.query.errors import QueryError
-from analytics.query.model import (
-    ENGAGEMENT_METRICS,
-    EVENT_COLUMNS,
-    PROPS_PREFIX,
-    VISIT_COLUMNS,
-    VISIT_METRICS,
-    Filter,
-    Logical,
-    Query,
-    is_event_dimension,
-)
+from analytics.query.model import ENGAGEMENT_METRICS, VISIT_COLUMNS, VISIT_METRICS, Query, is_event_dimension
+from analytics.query.sql_filters import FilterSql, GoalDef, Params
+from analytics.query.sql_rows import RowsSql
 
 STATEMENT_TIMEOUT_MS = 30_000
 # For each statement (SET LOCAL). work_mem: a month of a busy site's events (about 650 k rows)
@@ -53,31 +49,8 @@ PLANNER_SETTINGS = {"work_mem": "64MB", "enable_nestloop": "off", "parallel_tupl
 
 BOUNCES = "count(*) FILTER (WHERE v_interactions <= 1) AS bounces"
 DURATION = "sum(floor(extract(epoch FROM date_trunc('milliseconds', v_end) - date_trunc('milliseconds', v_start)))) AS duration"
-VISIT_LEVEL_METRICS = frozenset(
-    {"visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit", "percentage"}
-)
-# Columns of the event rows (``ev``) every statement may read; visit attributes, and ``props``,
-# only when the query uses them.
-EV_COLUMNS = (
-    "timestamp",
-    "event_id",
-    "name",
-    "visitor_id",
-    "visit_id",
-    "interactive",
-    "hostname",
-    "pathname",
-    "revenue_amount",
-    "revenue_currency",
-)
-
-
-@dataclass(frozen=True)
-class GoalDef:
-    name: str
-    event_name: str
-    page_regex: str
-    currency: str = ""
+# Counts over visits or their events (no goal, revenue or engagement).
+VISIT_LEVEL_METRICS = metric_names(needs="")
 
 
 @dataclass
@@ -86,22 +59,13 @@ class SqlResult:
     total_rows: int
 
 
-class _Params:
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-
-    def __call__(self, value: Any) -> str:
-        self.values.append(value)
-        return "%s"
-
-
 def _attr_columns(query: Query) -> set[str]:
     """Visit attribute columns (keys of VISIT_COLUMNS values) that the query references."""
     dims = set(query.dimensions) | query.filter_dimensions()
     return {VISIT_COLUMNS[d] for d in dims if d in VISIT_COLUMNS}
 
 
-class SqlBuilder:
+class SqlBuilder(FilterSql, RowsSql):
     """One statement for one query.
 
     ``plain`` builds the reference statement, without the shortcuts (visits from
@@ -113,7 +77,7 @@ class SqlBuilder:
         self.q = query
         self.goals = goals
         self.plain = plain
-        self.p = _Params()
+        self.p = Params()
         metrics = set(query.metrics)
         self.has_event_dims = any(is_event_dimension(d) for d in query.dimensions)
         self.use_b = bool(metrics & VISIT_METRICS) or ("visits" in metrics and not self.has_event_dims)
@@ -136,182 +100,7 @@ class SqlBuilder:
         # Visits are needed only to tell which engagement events belong to a visit of the range.
         self.visits_only = not plain and self.use_c and not self.use_b and not self.attrs
 
-    # expressions ---------------------------------------------------------------
-
-    def column(self, dim: str) -> str:
-        """The expression of ``dim``."""
-        if dim in EVENT_COLUMNS:
-            return EVENT_COLUMNS[dim]
-        if dim.startswith(PROPS_PREFIX):
-            return f"coalesce(props ->> {self.p(dim[len(PROPS_PREFIX) :])}, '(none)')"
-        if dim in VISIT_COLUMNS:
-            return f"v_{VISIT_COLUMNS[dim]}"
-        raise QueryError(f"filters: {dim!r} cannot be used here")
-
-    def bucket(self, ts: str) -> str:
-        gran = self.q.granularity
-        tz = self.p(self.q.tz.key)
-        if gran in ("minute", "hour"):
-            return f"date_trunc('{gran}', {ts} AT TIME ZONE {tz})"
-        if gran == "day":
-            return f"({ts} AT TIME ZONE {tz})::date"
-        return f"date_trunc('{gran}', {ts} AT TIME ZONE {tz})::date"
-
-    def goal_condition(self, goal: GoalDef) -> str:
-        if goal.event_name:
-            return f"name = {self.p(goal.event_name)}"
-        literal = None if self.plain else _literal_regex(goal.page_regex)
-        if literal is not None:  # a page without wildcards: equality, not a regular expression per event
-            return f"(name = 'pageview' AND pathname = {self.p(literal)})"
-        return f"(name = 'pageview' AND pathname ~ {self.p(goal.page_regex)})"
-
-    def condition(self, node: Filter, *, strip_goals: bool = False) -> str:
-        if isinstance(node, Logical):
-            parts = [self.condition(c, strip_goals=strip_goals) for c in node.children]
-            if node.operator == "not":
-                return f"NOT ({parts[0]})"
-            return "(" + f" {node.operator.upper()} ".join(parts) + ")"
-        if node.dimension == "event:goal":
-            if strip_goals:
-                return "TRUE"
-            if node.operator == "is":
-                chosen = [g for g in self.goals if g.name in node.clauses]
-            elif node.case_sensitive:
-                chosen = [g for g in self.goals if any(c in g.name for c in node.clauses)]
-            else:
-                chosen = [g for g in self.goals if any(c.lower() in g.name.lower() for c in node.clauses)]
-            if not chosen:
-                return "FALSE"
-            return "(" + " OR ".join(self.goal_condition(g) for g in chosen) + ")"
-        col = self.column(node.dimension)
-        op = node.operator
-        negate = op.endswith("_not")
-        base = op.removesuffix("_not")
-        clauses = list(node.clauses)
-        if base == "is":
-            if node.case_sensitive:
-                expr = f"{col} = ANY({self.p(clauses)})"
-            else:
-                expr = f"lower({col}) = ANY({self.p([c.lower() for c in clauses])})"
-        elif base == "contains":
-            patterns = ["%" + c.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for c in clauses]
-            like = "LIKE" if node.case_sensitive else "ILIKE"
-            expr = f"{col} {like} ANY({self.p(patterns)})"
-        else:
-            expr = f"{col} ~ ANY({self.p(clauses)})"
-        return f"NOT ({expr})" if negate else expr
-
-    def where(self, *, strip_goals: bool = False) -> str:
-        if not self.q.filters:
-            return "TRUE"
-        return " AND ".join(self.condition(f, strip_goals=strip_goals) for f in self.q.filters)
-
     # statement -------------------------------------------------------------------
-
-    def range_sql(self) -> str:
-        rng = self.q.date_range
-        return (
-            f"site_id = {self.p(self.q.site_id)} AND timestamp >= {self.p(rng.start)} AND timestamp < {self.p(rng.end)}"
-        )
-
-    def ev_columns(self) -> str:
-        """The event columns the statement reads (not ``SELECT *``: ``ev`` is materialized)."""
-        if self.plain:
-            return "*"
-        cols = list(EV_COLUMNS)
-        cols.extend(sorted(a for a in self.attrs if a not in ("entry_page", "exit_page")))
-        dims = set(self.q.dimensions) | self.q.filter_dimensions()
-        if any(d.startswith(PROPS_PREFIX) for d in dims):
-            cols.append("props")
-        return ", ".join(cols)
-
-    def vis_aggregates(self) -> list[str]:
-        """A visit's columns computed from its events in ``ev`` (grouped by visit)."""
-        cols = [
-            "visitor_id",
-            "visit_id",
-            "min(timestamp) AS v_start",
-            "max(timestamp) AS v_end",
-            "count(*) FILTER (WHERE name = 'pageview') AS v_pageviews",
-            "count(*) FILTER (WHERE name = 'pageview' OR interactive) AS v_interactions",
-        ]
-        if not self.plain:
-            cols.append("count(*) AS v_events")
-        for attr in sorted(self.attrs):
-            if attr == "entry_page":
-                cols.append("(array_agg(pathname ORDER BY timestamp, event_id))[1] AS v_entry_page")
-            elif attr == "exit_page":
-                cols.append("(array_agg(pathname ORDER BY timestamp DESC, event_id DESC))[1] AS v_exit_page")
-            elif attr == "referrer_source":
-                # Plausible's name for traffic without a referrer or source tag.
-                cols.append(
-                    "coalesce(nullif((array_agg(referrer_source ORDER BY timestamp, event_id))[1], ''), 'Direct / None') AS v_referrer_source"
-                )
-            else:
-                cols.append(f"(array_agg({attr} ORDER BY timestamp, event_id))[1] AS v_{attr}")
-        return cols
-
-    def vis_sql(self) -> str:
-        """The visits with an event in the range, with their attributes from their events in it.
-
-        The plain statement sorts the range's events by visit. Otherwise the visits that lie
-        wholly inside the range are rows of ``analytics_visit`` as they are (their first and
-        last events are their first and last in the range), and only the few that cross an
-        end of the range are computed from their events in it. A visit that crosses the start
-        has an event in the range's first 30 minutes (no gap in a visit is longer), one that
-        crosses the end an event in its last 30 minutes: those windows name them, and each is looked
-        up by index (LATERAL … OFFSET 0: the planner may not turn the lookups into a join,
-        which would scan every visit of the site and every event of the range).
-        """
-        if self.plain:
-            return f"SELECT {', '.join(self.vis_aggregates())} FROM ev GROUP BY visitor_id, visit_id"
-        cols = [
-            "visitor_id",
-            "visit_id",
-            '"start" AS v_start',
-            '"end" AS v_end',
-            "pageviews AS v_pageviews",
-            "interactions AS v_interactions",
-            "events AS v_events",
-        ]
-        for attr in sorted(self.attrs):
-            if attr == "referrer_source":
-                cols.append("coalesce(nullif(referrer_source, ''), 'Direct / None') AS v_referrer_source")
-            else:
-                cols.append(f"{attr} AS v_{attr}")
-        inside = f"SELECT {', '.join(cols)} FROM analytics_visit WHERE {self.inside_sql()}"
-        return f"{inside} UNION ALL {self.edges_sql()}"
-
-    def inside_sql(self) -> str:
-        """The condition on ``analytics_visit`` of the visits wholly inside the range."""
-        rng = self.q.date_range
-        return f'site_id = {self.p(self.q.site_id)} AND "start" >= {self.p(rng.start)} AND "end" < {self.p(rng.end)}'
-
-    def edges_sql(self) -> str:
-        """The visits that cross an end of the range, from their events in it."""
-        rng = self.q.date_range
-        site = self.q.site_id
-        window = (
-            f"SELECT DISTINCT visitor_id, visit_id FROM analytics_event WHERE site_id = {self.p(site)} "
-            f"AND name <> 'engagement' AND ((timestamp >= {self.p(rng.start)} "
-            f"AND timestamp < least({self.p(rng.start)} + interval '30 minutes', {self.p(rng.end)})) "
-            f"OR (timestamp >= greatest({self.p(rng.end)} - interval '30 minutes', {self.p(rng.start)}) "
-            f"AND timestamp < {self.p(rng.end)}))"
-        )
-        crossing = (
-            f"SELECT w.visitor_id, w.visit_id FROM ({window}) w CROSS JOIN LATERAL (SELECT 1 FROM analytics_visit x "
-            f"WHERE x.site_id = {self.p(site)} AND x.visitor_id = w.visitor_id AND x.visit_id = w.visit_id "
-            f'AND (x."start" < {self.p(rng.start)} OR x."end" >= {self.p(rng.end)}) OFFSET 0) x'
-        )
-        events = (
-            f"SELECT e.* FROM ({crossing}) c CROSS JOIN LATERAL (SELECT {self.ev_columns()} FROM analytics_event "
-            f"WHERE site_id = {self.p(site)} AND visit_id = c.visit_id AND visitor_id = c.visitor_id "
-            f"AND timestamp >= {self.p(rng.start)} AND timestamp < {self.p(rng.end)} AND name <> 'engagement' OFFSET 0) e"
-        )
-        return f"SELECT {', '.join(self.vis_aggregates())} FROM ({events}) ev GROUP BY visitor_id, visit_id"
-
-    def _vjoin_cols(self) -> str:
-        return "".join(f", v.v_{a}" for a in sorted(self.attrs))
 
     def dims_for(self, source: str) -> list[str]:
         """Dimension expressions for the event (``a``), visit (``b``) or engagement (``c``) table."""
@@ -554,32 +343,6 @@ class SqlBuilder:
         # A stable order for ties: every remaining dimension ascending.
         parts.extend(f"{key(d)} ASC" for d in self.q.dimensions if d not in used)
         return ", ".join(parts)
-
-
-def _literal_regex(regex: str) -> str | None:
-    """The one string an anchored regular expression of literal characters matches, if it is one.
-
-    ``^/pricing$`` gives ``/pricing``; ``\\`` before a punctuation character (as ``re.escape``
-    writes it) is that character; anything else (wildcards, classes, groups) gives None.
-    """
-    if len(regex) < 2 or not regex.startswith("^") or not regex.endswith("$"):
-        return None
-    body = regex[1:-1]
-    out: list[str] = []
-    i = 0
-    while i < len(body):
-        char = body[i]
-        if char == "\\":
-            if i + 1 >= len(body) or body[i + 1].isalnum():
-                return None
-            out.append(body[i + 1])
-            i += 2
-        elif char in ".^$*+?()[]{}|":
-            return None
-        else:
-            out.append(char)
-            i += 1
-    return "".join(out)
 
 
 def apply_statement_settings(cur: Any) -> None:

@@ -13,26 +13,14 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from analytics import fields
 from analytics.models import page_pattern_regex
 from analytics.query.dates import check_day
 from analytics.query.errors import QueryError
 from analytics.query.format import metric_value
 
 PERIODS = ("day", "24h", "7d", "28d", "30d", "91d", "month", "6mo", "12mo", "year", "all", "custom")
-V1_METRICS = (
-    "visitors",
-    "visits",
-    "pageviews",
-    "views_per_visit",
-    "bounce_rate",
-    "visit_duration",
-    "events",
-    "conversion_rate",
-    "time_on_page",
-    "scroll_depth",
-    "total_revenue",
-    "average_revenue",
-)
+V1_METRICS = fields.V1_METRICS
 _OPERATORS = (("!=", "is_not"), ("!~", "contains_not"), ("==", "is"), ("~", "contains"))
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from accounts.models import Account, Site
+from analytics.fields import EVENT_FIELDS
 from analytics.ingest.store import EPOCH
 from analytics.payloads import EnrichedEvent
+
+# Text fields default to empty; the event below sets those a typical pageview has.
+TEXT_FIELDS = tuple(f.name for f in EVENT_FIELDS if f.kind == "text")
 
 
 def make_site(domain: str = "example.com", timezone: str = "UTC", **account: Any) -> Site:
@@ -23,35 +27,30 @@ def micros(moment: datetime) -> int:
 def make_event(
     site: Site, at: datetime, name: str = "pageview", visitor: int = 1, pathname: str = "/", **fields: Any
 ) -> EnrichedEvent:
-    event = EnrichedEvent(
-        site_id=site.id,
-        ts=micros(at),
-        event_id=str(uuid.uuid4()),
-        name=name,
-        visitor_id=visitor,
-        hostname=site.domain,
-        pathname=pathname,
-        referrer="",
-        referrer_source="",
-        channel="Direct",
-        utm_source="",
-        utm_medium="",
-        utm_campaign="",
-        utm_content="",
-        utm_term="",
-        country="DE",
-        browser="Firefox",
-        browser_version="140.0",
-        os="GNU/Linux",
-        os_version="",
-        device="Desktop",
-        screen="desktop",
-        props={},
-        revenue_amount=None,
-        revenue_currency="",
-        interactive=True,
-        scroll_depth=None,
-        engagement_ms=None,
+    event = cast(
+        EnrichedEvent,
+        {
+            **dict.fromkeys(TEXT_FIELDS, ""),
+            "site_id": site.id,
+            "ts": micros(at),
+            "event_id": str(uuid.uuid4()),
+            "name": name,
+            "visitor_id": visitor,
+            "hostname": site.domain,
+            "pathname": pathname,
+            "channel": "Direct",
+            "country": "DE",
+            "browser": "Firefox",
+            "browser_version": "140.0",
+            "os": "GNU/Linux",
+            "device": "Desktop",
+            "screen": "desktop",
+            "props": {},
+            "revenue_amount": None,
+            "interactive": True,
+            "scroll_depth": None,
+            "engagement_ms": None,
+        },
     )
     event.update(fields)  # type: ignore[typeddict-item]
     return event

@@ -20,7 +20,8 @@ import psycopg
 import redis
 from django.conf import settings
 
-from spinnakr import embedded
+from spinnakr.embedded import postgres as embedded_postgres
+from spinnakr.embedded import valkey as embedded_valkey
 from spinnakr.tests.waiting import wait_for
 
 
@@ -43,7 +44,7 @@ class ThrowawayValkey:
     def start(self) -> None:
         self.socket.unlink(missing_ok=True)
         args = [
-            str(embedded.valkey_bin()),
+            str(embedded_valkey.binary()),
             "--port", "0",
             "--unixsocket", str(self.socket),
             "--dir", str(self.directory),
@@ -96,7 +97,7 @@ class ThrowawayPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgres://{embedded.PG_USER}@/{embedded.PG_DATABASE}?host={self.socket_dir}"
+        return f"postgres://{embedded_postgres.USER}@/{embedded_postgres.DATABASE}?host={self.socket_dir}"
 
     def _embedded(self, command: str) -> None:
         result = subprocess.run(
@@ -130,7 +131,9 @@ class ThrowawayPostgres:
         return result.stdout
 
     def query(self, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
-        with psycopg.connect(host=str(self.socket_dir), user=embedded.PG_USER, dbname=embedded.PG_DATABASE) as conn:
+        with psycopg.connect(
+            host=str(self.socket_dir), user=embedded_postgres.USER, dbname=embedded_postgres.DATABASE
+        ) as conn:
             return conn.execute(sql, params or []).fetchall()
 
     def remove(self) -> None:

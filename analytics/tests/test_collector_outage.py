@@ -24,7 +24,7 @@ from django.db import connection
 from accounts.apikeys import create_api_key
 from accounts.models import Site
 from analytics.tests.collector_fixtures import BROWSER_UA, make_site, purge_events_queue, start_server, stop_server
-from spinnakr import embedded
+from spinnakr.embedded import postgres as embedded_postgres
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -41,11 +41,13 @@ class Postgres:
 
     def start(self) -> None:
         options = f"-c listen_addresses='' -c unix_socket_directories='{self.sockets}'"
-        command = [str(embedded.pg_bin("pg_ctl")), "start", "-w", "-D", str(self.data), "-l", str(self.log)]
-        embedded._run_as_pg([*command, "-o", options], check=True)
+        command = [str(embedded_postgres.bin_path("pg_ctl")), "start", "-w", "-D", str(self.data), "-l", str(self.log)]
+        embedded_postgres.run_as_pg([*command, "-o", options], check=True)
 
     def stop(self) -> None:
-        embedded._run_as_pg([str(embedded.pg_bin("pg_ctl")), "stop", "-w", "-m", "immediate", "-D", str(self.data)])
+        embedded_postgres.run_as_pg(
+            [str(embedded_postgres.bin_path("pg_ctl")), "stop", "-w", "-m", "immediate", "-D", str(self.data)]
+        )
 
 
 @pytest.fixture
@@ -56,11 +58,20 @@ def throwaway_postgres() -> Iterator[Postgres]:
     server = Postgres(root / "data", root / "run", root / "postgres.log")
     for directory in (server.data, server.sockets):
         directory.mkdir()
-        embedded._chown_for_pg(directory)
+        embedded_postgres.chown_for_pg(directory)
     server.log.touch()
-    embedded._chown_for_pg(server.log)
-    initdb = [str(embedded.pg_bin("initdb")), "-D", str(server.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
-    embedded._run_as_pg([*initdb, "--locale=C"], check=True)
+    embedded_postgres.chown_for_pg(server.log)
+    initdb = [
+        str(embedded_postgres.bin_path("initdb")),
+        "-D",
+        str(server.data),
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "-E",
+        "UTF8",
+    ]
+    embedded_postgres.run_as_pg([*initdb, "--locale=C"], check=True)
     server.start()
     try:
         yield server
@@ -74,12 +85,14 @@ def copy_test_database(target: Postgres) -> None:
     params = connection.settings_dict
     source = ["-h", params["HOST"], "-U", params["USER"] or "postgres", "-d", params["NAME"]]
     into = ["-h", str(target.sockets), "-U", "postgres"]
-    subprocess.run([str(embedded.pg_bin("createdb")), *into, "spinnakr"], check=True)
-    dump = subprocess.run([str(embedded.pg_bin("pg_dump")), "--no-owner", *source], check=True, capture_output=True)
+    subprocess.run([str(embedded_postgres.bin_path("createdb")), *into, "spinnakr"], check=True)
+    dump = subprocess.run(
+        [str(embedded_postgres.bin_path("pg_dump")), "--no-owner", *source], check=True, capture_output=True
+    )
     # Column options are planner hints the copy does not need, and a server may carry ones a stock
     # PostgreSQL refuses (the CI machine's sets "pg_attver" on every column).
     schema = re.sub(rb"(?m)^ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \(.*\);$", b"", dump.stdout)
-    psql = [str(embedded.pg_bin("psql")), *into, "-d", "spinnakr", "-q", "-v", "ON_ERROR_STOP=1"]
+    psql = [str(embedded_postgres.bin_path("psql")), *into, "-d", "spinnakr", "-q", "-v", "ON_ERROR_STOP=1"]
     loaded = subprocess.run(psql, input=schema, capture_output=True)
     assert loaded.returncode == 0, loaded.stderr.decode(errors="replace")[-2000:]
 

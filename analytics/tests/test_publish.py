@@ -32,6 +32,7 @@ from analytics.tests.collector_fixtures import (
     start_server,
     stop_server,
 )
+from spinnakr.embedded import valkey as embedded_valkey
 from spinnakr.queue.wire import RedisListSender
 from spinnakr.tests.waiting import wait_for
 
@@ -241,10 +242,19 @@ def test_the_direct_push_is_only_for_a_redis_transport_without_a_key_prefix() ->
 
 
 def throwaway_valkey(socket_path: str) -> subprocess.Popen[bytes]:
-    from spinnakr import embedded
 
     Path(socket_path).unlink(missing_ok=True)  # a killed server leaves its socket file behind
-    args = [str(embedded.valkey_bin()), "--port", "0", "--unixsocket", socket_path, "--save", "", "--appendonly", "no"]
+    args = [
+        str(embedded_valkey.binary()),
+        "--port",
+        "0",
+        "--unixsocket",
+        socket_path,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
     server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
 
     def answers() -> bool:

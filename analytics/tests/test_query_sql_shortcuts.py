@@ -21,6 +21,7 @@ from analytics.models import Goal, page_pattern_regex
 from analytics.query import sql
 from analytics.query.engine import site_goals
 from analytics.query.model import parse_query
+from analytics.query.sql_filters import literal_regex
 from analytics.tests.query_support import add_events
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
@@ -183,12 +184,12 @@ def test_shortcut_statements_skip_the_work() -> None:
     ],
 )
 def test_a_goal_page_without_wildcards_is_one_literal(pattern: str, literal: str | None) -> None:
-    assert sql._literal_regex(page_pattern_regex(pattern)) == literal
+    assert literal_regex(page_pattern_regex(pattern)) == literal
 
 
 @pytest.mark.parametrize("regex", ["^/a\\d$", "^/a\\$", "/a", "^/a", "^(a|b)$", "^a.c$"])
 def test_other_regular_expressions_are_not_literals(regex: str) -> None:
-    assert sql._literal_regex(regex) is None
+    assert literal_regex(regex) is None
 
 
 def test_engagement_of_a_visit_without_events_in_the_range_counts_on_neither_statement() -> None:

@@ -37,6 +37,7 @@ embedded.acquire()
 django.setup()
 
 from accounts.models import Account, Site  # noqa: E402
+from analytics.fields import EVENT_FIELDS  # noqa: E402
 from analytics.ingest import rollups  # noqa: E402
 from analytics.ingest.pipeline import ingest  # noqa: E402
 from analytics.ingest.store import EPOCH  # noqa: E402
@@ -64,18 +65,12 @@ BROWSERS = [
 ]
 
 
+# Every text field empty, then the rest of an event that sets no revenue, engagement or props.
 _BASE: dict[str, Any] = {
-    "referrer": "",
-    "utm_source": "",
-    "utm_medium": "",
-    "utm_campaign": "",
-    "utm_content": "",
-    "utm_term": "",
+    **{f.name: "" for f in EVENT_FIELDS if f.kind == "text"},
     "browser_version": "1",
-    "os_version": "",
     "props": {},
     "revenue_amount": None,
-    "revenue_currency": "",
     "interactive": True,
     "scroll_depth": None,
     "engagement_ms": None,

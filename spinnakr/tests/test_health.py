@@ -11,7 +11,7 @@ import pytest
 import redis
 from django.test import Client, override_settings
 
-from spinnakr import embedded
+from spinnakr.embedded import valkey as embedded_valkey
 from spinnakr.tests.waiting import wait_for
 
 
@@ -21,7 +21,17 @@ def throwaway_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     directory = Path(tempfile.mkdtemp(prefix="spinnakr-health-"))
     sock = directory / "r.sock"
     process = subprocess.Popen(
-        [str(embedded.valkey_bin()), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(directory)],
+        [
+            str(embedded_valkey.binary()),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--save",
+            "",
+            "--dir",
+            str(directory),
+        ],
         stdout=subprocess.DEVNULL,
     )
     wait_for(sock.exists, timeout=10, interval=0.02, message="the Valkey's socket")

@@ -10,6 +10,8 @@ import pytest
 from django.conf import settings
 
 from spinnakr import embedded
+from spinnakr.embedded import postgres as embedded_postgres
+from spinnakr.embedded import valkey as embedded_valkey
 
 LOAD_SETTINGS = "import django; django.setup(); print('ok')"
 
@@ -93,10 +95,13 @@ def test_valid_values_load() -> None:
     bool(os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL")), reason="this run names its servers"
 )
 def test_unset_urls_mean_the_embedded_servers() -> None:
-    assert settings.DATABASES["default"]["HOST"] == str(embedded.pg_socket_dir())
-    assert embedded.redis_url(0) == settings.REDIS_URL
+    assert settings.DATABASES["default"]["HOST"] == str(embedded_postgres.socket_dir())
+    assert embedded_valkey.redis_url(0) == settings.REDIS_URL
     # The queues have a Valkey of their own: the worker's rollup scripts never hold up a publish.
-    assert str(settings.CELERY_BROKER_URL) == f"redis+socket://{embedded.broker_socket()}?virtual_host=11"
+    assert (
+        str(settings.CELERY_BROKER_URL)
+        == f"redis+socket://{embedded_valkey.socket_path(embedded_valkey.BROKER)}?virtual_host=11"
+    )
     assert embedded.wanted() == embedded.Wanted(postgres=True, redis=True, broker=True)
 
 

@@ -13,6 +13,15 @@
 -- ARGV[8]  rebuild namespace prefix ("{s:<id>}:rb:")
 -- ARGV[9]  rebuild replay: events at or after this epoch ms are de-duplicated against the
 --          events ingestion wrote into the rebuild namespace meanwhile
+-- ARGV[10] the dimensions, as JSON (analytics.fields.ROLLUP_SPEC, from the field registry):
+--          "event": [[dimension, source], ...] recorded per event (pageviews, events, unique
+--          visitors per member), the member read from the prepared event's field ``source``,
+--          or from its visit attributes ``a`` when the source is "a";
+--          "visit": [[dimension, source], ...] of a visit, from its entry event (visits,
+--          bounces, duration), the member its entry page ("en"), exit page ("x") or attribute
+--          ("a"); "acquisition": the visit dimensions that also carry the visit's pageviews and
+--          events; "name": the dimension of event names; "engagement": the dimension that
+--          keeps engagement; "counters": the fields of every counter hash
 --
 -- Returns one result per batch, in the order of ARGV[2], each as JSON: {"st": [visit start ms
 -- per event of the batch, in the batch's order], "rn": [[visitor, old start, new start], ...],
@@ -37,16 +46,17 @@ local KEEP = 88200000      -- 24 h 30 min: no later event can join a visit older
 local SESS_SLACK = 3600000 -- an hour more for redelivered batches
 local LIVE_WINDOW = 300    -- visitors now: last seen within 5 minutes
 
--- Dimensions recorded per event (pageviews, events, unique visitors per member).
-local EVENT_DIMS = {"page", "hostname", "country", "browser", "browser_version", "os",
-  "os_version", "device", "screen"}
--- Dimensions of a visit, taken from its entry event: visits, bounces, duration; the
--- acquisition dimensions also carry the visit's pageviews and events.
-local VISIT_DIMS = {"entry_page", "exit_page", "source", "channel", "referrer", "utm_source",
-  "utm_medium", "utm_campaign", "utm_content", "utm_term", "country", "browser",
-  "browser_version", "os", "os_version", "device", "screen"}
-local ACQUISITION = {source = true, channel = true, referrer = true, utm_source = true,
-  utm_medium = true, utm_campaign = true, utm_content = true, utm_term = true}
+local spec = cjson.decode(ARGV[10])
+-- Each list as two flat arrays (dimension, source): the loops below run per event.
+local EVENT_DIMS, EVENT_SRC, VISIT_DIMS, VISIT_SRC = {}, {}, {}, {}
+for i, pair in ipairs(spec.event) do EVENT_DIMS[i] = pair[1]; EVENT_SRC[i] = pair[2] end
+for i, pair in ipairs(spec.visit) do VISIT_DIMS[i] = pair[1]; VISIT_SRC[i] = pair[2] end
+local N_EVENT, N_VISIT = #EVENT_DIMS, #VISIT_DIMS
+local ACQUISITION = {}
+for _, dim in ipairs(spec.acquisition) do ACQUISITION[dim] = true end
+local NAME_DIM = spec.name
+local ENGAGEMENT_DIM = spec.engagement
+local COUNTER_FIELDS = spec.counters
 
 local function apply(ns, evs, track, dedupe, cutoff)
   local touched = {}      -- key -> EXPIREAT epoch seconds
@@ -157,13 +167,13 @@ local function apply(ns, evs, track, dedupe, cutoff)
     visit_counters(vis, sign, sign * b, sign * dur)
     local day, dx = vis.d, vis.dx
     local bounces, duration, pageviews, events = sign * b, sign * dur, sign * vis.pv, sign * vis.ev
-    for _, dim in ipairs(VISIT_DIMS) do
+    local attrs = vis.a
+    for n = 1, N_VISIT do
+      local dim, source = VISIT_DIMS[n], VISIT_SRC[n]
       local member
-      if dim == 'entry_page' then member = vis.en
-      elseif dim == 'exit_page' then member = vis.x
-      else member = vis.a[dim] or '' end
+      if source == 'a' then member = attrs[dim] or '' else member = vis[source] end
       zincr(topkey(dim, day, 'visits'), member, sign, dx)
-      if dim ~= 'exit_page' then
+      if source ~= 'x' then
         -- Zero deltas skipped before the key is looked up (most new visits: no duration yet).
         if bounces ~= 0 then zincr(topkey(dim, day, 'bounces'), member, bounces, dx) end
         if duration ~= 0 then zincr(topkey(dim, day, 'duration'), member, duration, dx) end
@@ -186,18 +196,23 @@ local function apply(ns, evs, track, dedupe, cutoff)
     visit_counters(vis, 0, db, ddur)
     local day, dx = vis.d, vis.dx
     if before.x ~= vis.x then
-      zincr(topkey('exit_page', day, 'visits'), before.x, -1, dx)
-      zincr(topkey('exit_page', day, 'visits'), vis.x, 1, dx)
+      for n = 1, N_VISIT do
+        if VISIT_SRC[n] == 'x' then
+          zincr(topkey(VISIT_DIMS[n], day, 'visits'), before.x, -1, dx)
+          zincr(topkey(VISIT_DIMS[n], day, 'visits'), vis.x, 1, dx)
+        end
+      end
     end
     -- Zero deltas are skipped before their keys are looked up: this runs for most events.
     local visit_change = db ~= 0 or ddur ~= 0
     if not visit_change and dpv == 0 and dev == 0 then return end
     local attrs = vis.a
-    for _, dim in ipairs(VISIT_DIMS) do
+    for n = 1, N_VISIT do
+      local dim, source = VISIT_DIMS[n], VISIT_SRC[n]
       local acquisition = ACQUISITION[dim]
-      if dim ~= 'exit_page' and (visit_change or acquisition) then
+      if source ~= 'x' and (visit_change or acquisition) then
         local member
-        if dim == 'entry_page' then member = vis.en else member = attrs[dim] or '' end
+        if source == 'a' then member = attrs[dim] or '' else member = vis[source] end
         if db ~= 0 then zincr(topkey(dim, day, 'bounces'), member, db, dx) end
         if ddur ~= 0 then zincr(topkey(dim, day, 'duration'), member, ddur, dx) end
         if acquisition then
@@ -313,17 +328,17 @@ local function apply(ns, evs, track, dedupe, cutoff)
     pfadd(key('uv:h:', ev.h), ev.v, ev.hx)
     pfadd(key('uv:d:', ev.d), ev.v, ev.dx)
     local day, dx, visitor = ev.d, ev.dx, ev.v
-    for _, dim in ipairs(EVENT_DIMS) do
+    local attrs = ev.a
+    for n = 1, N_EVENT do
+      local dim, source = EVENT_DIMS[n], EVENT_SRC[n]
       local value
-      if dim == 'page' then value = ev.pg
-      elseif dim == 'hostname' then value = ev.host
-      else value = ev.a[dim] or '' end
+      if source == 'a' then value = attrs[dim] or '' else value = ev[source] end
       zincr(topkey(dim, day, 'pageviews'), value, pv, dx)
       zincr(topkey(dim, day, 'events'), value, 1, dx)
       pfadd(uvmkey(dim, day, value), visitor, dx)
     end
-    zincr(topkey('name', day, 'events'), ev.n, 1, dx)
-    pfadd(uvmkey('name', day, ev.n), visitor, dx)
+    zincr(topkey(NAME_DIM, day, 'events'), ev.n, 1, dx)
+    pfadd(uvmkey(NAME_DIM, day, ev.n), visitor, dx)
     for prop, value in pairs(ev.pr) do
       local dim = 'props:' .. prop
       zincr(topkey(dim, day, 'events'), value, 1, dx)
@@ -332,11 +347,12 @@ local function apply(ns, evs, track, dedupe, cutoff)
   end
 
   local function count_engagement(ev)
-    zincr(topkey('page', ev.d, 'engagements'), ev.pg, 1, ev.dx)
-    if ev.em ~= nil and ev.em ~= cjson.null then zincr(topkey('page', ev.d, 'time_ms'), ev.pg, ev.em, ev.dx) end
+    local dim = ENGAGEMENT_DIM
+    zincr(topkey(dim, ev.d, 'engagements'), ev.pg, 1, ev.dx)
+    if ev.em ~= nil and ev.em ~= cjson.null then zincr(topkey(dim, ev.d, 'time_ms'), ev.pg, ev.em, ev.dx) end
     if ev.sd ~= nil and ev.sd ~= cjson.null then
-      zincr(topkey('page', ev.d, 'scroll_sum'), ev.pg, ev.sd, ev.dx)
-      zincr(topkey('page', ev.d, 'scroll_n'), ev.pg, 1, ev.dx)
+      zincr(topkey(dim, ev.d, 'scroll_sum'), ev.pg, ev.sd, ev.dx)
+      zincr(topkey(dim, ev.d, 'scroll_n'), ev.pg, 1, ev.dx)
     end
   end
 
@@ -378,7 +394,7 @@ local function apply(ns, evs, track, dedupe, cutoff)
   end
   -- Every counter hash carries all five fields, whatever order its events came in.
   for key, _ in pairs(counters) do
-    for _, field in ipairs({'pageviews', 'events', 'visits', 'bounces', 'duration'}) do
+    for _, field in ipairs(COUNTER_FIELDS) do
       redis.call('HSETNX', key, field, 0)
     end
   end

@@ -1,28 +1,27 @@
 import { runQueries } from "./api.js";
 import { renderError, renderRows, renderStream, rowLabel } from "./breakdown.js";
 import { MainChart } from "./chart.js";
-import { formatAge, formatChange, formatMetric } from "./format.js";
+import { formatAge, formatChange, formatMetric, setMetrics } from "./format.js";
 import { LiveSocket, LiveStatus } from "./socket.js";
 import { MINUTE, floorMinute, parseBucket, wallTime } from "./time.js";
 import { dateRange, readState, timeDimension, v2Filters, writeState } from "./url.js";
 
-const TOP = ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"];
-const GROWING = ["visitors", "visits", "pageviews"]; // over a range that includes now, these never shrink
 const RENDER_INTERVAL = 500; // at most two UI updates per second
 const REFETCH_MIN_INTERVAL = 5000; // exact numbers follow the optimistic ones at most every 5 s
 const REFETCH_DELAY = 1500;
 const STREAM_LIMIT = 50;
-const DIMENSION_LABELS = {
-  "event:page": "Page", "visit:entry_page": "Entry page", "visit:exit_page": "Exit page", "visit:source": "Source",
-  "visit:channel": "Channel", "visit:referrer": "Referrer", "visit:utm_source": "UTM source", "visit:utm_medium": "UTM medium",
-  "visit:utm_campaign": "UTM campaign", "visit:country": "Country", "visit:browser": "Browser", "visit:os": "OS",
-  "visit:device": "Device", "visit:screen": "Screen", "event:goal": "Goal", "event:name": "Event",
-};
+const PROPS_PREFIX = "event:props:";
 
 export class Dashboard {
   constructor(root, config) {
     this.root = root;
     this.config = config;
+    // From the field registry (analytics.fields), in the page's config: the top row's metrics,
+    // those that never shrink over a range that includes now, the dimensions' labels.
+    this.topMetrics = config.top;
+    this.growing = config.growing;
+    this.labels = config.dimensionLabels;
+    setMetrics(config.metrics);
     this.state = readState(location.search);
     this.top = {};
     this.points = [];
@@ -141,7 +140,9 @@ export class Dashboard {
       li.className = "chip";
       li.dataset.dimension = f.dimension;
       li.dataset.value = f.value;
-      const dim = f.dimension.startsWith("event:props:") ? `Property ${f.dimension.slice(12)}` : DIMENSION_LABELS[f.dimension] || f.dimension;
+      const dim = f.dimension.startsWith(PROPS_PREFIX)
+        ? `${this.labels[PROPS_PREFIX]} ${f.dimension.slice(PROPS_PREFIX.length)}`
+        : this.labels[f.dimension] || f.dimension;
       const text = document.createElement("span");
       text.textContent = `${dim} is ${rowLabel(f.dimension, f.value)}`;
       const remove = document.createElement("button");
@@ -177,7 +178,7 @@ export class Dashboard {
     const base = this.base();
     const bucket = timeDimension(this.state);
     if (!only) {
-      queries.push({ id: "top", query: { ...base, metrics: TOP }, compare: this.state.compare });
+      queries.push({ id: "top", query: { ...base, metrics: this.topMetrics }, compare: this.state.compare });
       queries.push({ id: "now", query: { date_range: "now", metrics: ["visitors"], filters: base.filters } });
       queries.push({ id: "chart", query: { ...base, metrics: ["visitors", "pageviews"], dimensions: [bucket], include: { time_labels: true } }, compare: this.state.compare });
     }
@@ -234,17 +235,17 @@ export class Dashboard {
 
   setTop(entry, raced = false) {
     if (entry.error || !entry.result) {
-      for (const metric of TOP) this.setMetric(metric, null, null);
+      for (const metric of this.topMetrics) this.setMetric(metric, null, null);
       this.showError(entry.error || "no result");
       return;
     }
     const row = (entry.result.results || [])[0] || { metrics: [] };
-    const names = (entry.result.query && entry.result.query.metrics) || TOP;
-    TOP.forEach((metric) => {
+    const names = (entry.result.query && entry.result.query.metrics) || this.topMetrics;
+    this.topMetrics.forEach((metric) => {
       const i = names.indexOf(metric);
       const change = row.comparison && i >= 0 ? row.comparison.change[i] : undefined;
       let value = i >= 0 ? row.metrics[i] : null;
-      if (raced && GROWING.includes(metric) && typeof this.top[metric] === "number") value = Math.max(value, this.top[metric]);
+      if (raced && this.growing.includes(metric) && typeof this.top[metric] === "number") value = Math.max(value, this.top[metric]);
       this.setMetric(metric, value, this.state.compare ? change : undefined);
     });
   }
@@ -318,7 +319,7 @@ export class Dashboard {
       }
       renderRows(list, rows.map((r) => ({ ...r, key: `${r.prop}: ${r.key}`, raw: r.key })), {
         dimension: "props", metric: "visitors", emptyText: "No custom properties in this range",
-        onPick: (r) => this.addFilter(`event:props:${r.prop}`, r.raw),
+        onPick: (r) => this.addFilter(`${PROPS_PREFIX}${r.prop}`, r.raw),
       });
       return;
     }

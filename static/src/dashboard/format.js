@@ -1,12 +1,19 @@
 // Human formatting of the numbers; the exact value always stays in data-value.
 const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 });
 const plain = new Intl.NumberFormat("en", { maximumFractionDigits: 2 });
+// name -> {label, format, points, lowerBetter}: the metric registry, handed over by the page.
+let metrics = {};
+
+export function setMetrics(registry) {
+  metrics = registry || {};
+}
 
 export function formatMetric(metric, value) {
   if (value === null || value === undefined || Number.isNaN(value)) return "–";
-  if (metric === "bounce_rate") return `${Math.round(value)}%`;
-  if (metric === "visit_duration") return formatDuration(value);
-  if (metric === "views_per_visit") return plain.format(value);
+  const format = (metrics[metric] || {}).format;
+  if (format === "percent") return `${Math.round(value)}%`;
+  if (format === "duration") return formatDuration(value);
+  if (format === "decimal") return plain.format(value);
   return Math.abs(value) >= 10000 ? compact.format(value) : plain.format(value);
 }
 
@@ -29,10 +36,11 @@ export function formatAge(ms) {
 
 export function formatChange(metric, change) {
   if (change === null || change === undefined) return { text: "", cls: "" };
-  const unit = metric === "bounce_rate" ? " pt" : "%";
+  const spec = metrics[metric] || {};
+  const unit = spec.points ? " pt" : "%";
   const arrow = change > 0 ? "↑" : change < 0 ? "↓" : "";
   // A rising bounce rate is bad news; everything else rising is good.
-  const good = metric === "bounce_rate" ? change < 0 : change > 0;
+  const good = spec.lowerBetter ? change < 0 : change > 0;
   return { text: `${arrow}${Math.abs(change)}${unit}`, cls: change === 0 ? "flat" : good ? "up" : "down" };
 }
 

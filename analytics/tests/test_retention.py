@@ -1,4 +1,4 @@
-"""Beat tasks: partitions ahead of time, retention of raw events."""
+"""Beat tasks: partitions ahead of time, retention of raw events (analytics.ingest.retention, analytics.ingest.store)."""
 
 from __future__ import annotations
 
