@@ -1,4 +1,5 @@
-"""Session-wide test set-up: the embedded servers (when no server URLs are set)."""
+"""Session-wide test set-up: the embedded servers (when no server URLs are set), and the
+browser fixtures of spinnakr/tests/browser.py for every app's tests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from django.conf import settings
 from kombu import Connection, Queue
 
 from spinnakr import embedded
+
+pytest_plugins = ["spinnakr.tests.browser"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

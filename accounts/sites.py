@@ -5,7 +5,9 @@ goes through these functions, each inside ``transaction.atomic``. The
 collector's per-process site cache hears of the change through Django's
 ``post_save``/``post_delete`` signals on ``Site``; what lives outside the
 accounts tables (raw events, Redis rollups) is removed by receivers of
-``accounts.signals.site_deleted``, sent after the delete commits.
+``accounts.signals.site_deleted``, sent after the delete commits, and
+recomputed by receivers of ``accounts.signals.site_timezone_changed``, sent
+after a change of timezone commits.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from django.db.models import Q
 
 from accounts.domains import DomainError, normalise_host, skeleton, to_unicode
 from accounts.models import Account, Site, new_site_key
-from accounts.signals import site_deleted
+from accounts.signals import site_deleted, site_timezone_changed
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +211,12 @@ def update_site(site: Site, **changes: Any) -> Site:
             domain = fields.get("domain")
             if domain and domain != locked.domain:
                 check_domain_free(domain, locked.account_id, site.pk)
+            old_timezone = locked.timezone
             for name, value in fields.items():
                 setattr(locked, name, value)
             locked.save()
+            if locked.timezone != old_timezone:
+                _send_timezone_changed(site.pk, old_timezone, locked.timezone)
     except IntegrityError:
         raise _taken(str(fields.get("domain"))) from None
     for name, value in fields.items():
@@ -219,6 +224,11 @@ def update_site(site: Site, **changes: Any) -> Site:
     site.updated = locked.updated
     logger.info("site.updated", extra={"site_id": site.pk, "fields": sorted(fields)})
     return site
+
+
+def _send_timezone_changed(site_id: int, old: str, new: str) -> None:
+    """Every rollup bucket of the site moves: tell the data stores once the change commits."""
+    transaction.on_commit(lambda: site_timezone_changed.send(sender=Site, site_id=site_id, old=old, new=new))
 
 
 def rotate_site_key(site: Site) -> Site:

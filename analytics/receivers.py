@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import transaction
-from django.db.models.signals import post_init, post_save
+from django.db.models.signals import post_save
 
 from accounts.models import Site
-from accounts.signals import account_deleted, site_deleted
+from accounts.signals import account_deleted, site_deleted, site_timezone_changed
 from analytics import jobs
 from analytics.ingest import siteinfo
 
@@ -29,28 +28,19 @@ def _on_account_deleted(sender: Any, account_id: int, site_ids: list[int] | None
     jobs.delete_account_data(account_id, list(site_ids or []))
 
 
-def _remember_timezone(sender: Any, instance: Site, **kwargs: Any) -> None:
-    instance._loaded_timezone = instance.__dict__.get("timezone")  # type: ignore[attr-defined]
+def _on_site_timezone_changed(sender: Any, site_id: int, old: str, new: str, **kwargs: Any) -> None:
+    """A changed timezone re-buckets every rollup: rebuild them (sent after the change commits)."""
+    logger.info("rebuild.timezone_changed", extra={"site_id": site_id, "old": old, "new": new})
+    jobs.rebuild_rollups(site_id)
 
 
-def _on_site_saved(sender: Any, instance: Site, created: bool, **kwargs: Any) -> None:
-    """A changed timezone re-buckets every rollup: rebuild them after the change commits."""
-    before = getattr(instance, "_loaded_timezone", None)
-    instance._loaded_timezone = instance.timezone  # type: ignore[attr-defined]
+def _on_site_saved(sender: Any, instance: Site, **kwargs: Any) -> None:
+    """This process's own change of a site reaches its worker-side cache at once."""
     siteinfo.forget(instance.id)
-    if created or before is None or before == instance.timezone:
-        return
-    logger.info("rebuild.timezone_changed", extra={"site_id": instance.id, "old": before, "new": instance.timezone})
-    site_id = instance.id
-
-    def queue() -> None:
-        jobs.rebuild_rollups(site_id)
-
-    transaction.on_commit(queue)
 
 
 def connect() -> None:
     site_deleted.connect(_on_site_deleted, dispatch_uid="analytics.receivers.site_deleted")
     account_deleted.connect(_on_account_deleted, dispatch_uid="analytics.receivers.account_deleted")
-    post_init.connect(_remember_timezone, sender=Site, dispatch_uid="analytics.receivers.remember_tz")
+    site_timezone_changed.connect(_on_site_timezone_changed, dispatch_uid="analytics.receivers.site_timezone_changed")
     post_save.connect(_on_site_saved, sender=Site, dispatch_uid="analytics.receivers.site_saved")

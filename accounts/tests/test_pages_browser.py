@@ -7,23 +7,12 @@ log-in form is used for real.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, sync_playwright
 
 from accounts.tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGES = [
     ("/sites/new/", "Add a site"),
     ("/sites/{domain}/settings/", "Settings of"),
@@ -35,19 +24,9 @@ PAGES = [
 ]
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """Function-scoped and requested last: Playwright's sync API runs an event loop in this
-    thread, so the database fixtures must be set up before it starts and torn down after."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_the_pages_fit_a_phone(live_server, owner, account, site, scheme, browser):
-    context = browser.new_context(viewport={"width": 375, "height": 740}, color_scheme=scheme)
+def test_the_pages_fit_a_phone(live_server, owner, account, site, scheme, new_context):
+    context = new_context(viewport={"width": 375, "height": 740}, color_scheme=scheme)
     page = context.new_page()
     page.goto(f"{live_server.url}/accounts/login/")
     assert page.evaluate("document.scrollingElement.scrollWidth") <= 375
@@ -61,6 +40,5 @@ def test_the_pages_fit_a_phone(live_server, owner, account, site, scheme, browse
         assert heading in page.inner_text("h1")
         widths[path] = page.evaluate("document.scrollingElement.scrollWidth")
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
-    context.close()
     assert widths == {path: 375 for path, _ in PAGES}
     assert background == {"light": "rgb(247, 247, 249)", "dark": "rgb(17, 19, 24)"}[scheme]

@@ -6,7 +6,7 @@ import pytest
 from django.db.models.signals import post_save
 
 from accounts.models import Site
-from accounts.signals import site_deleted
+from accounts.signals import site_deleted, site_timezone_changed
 from accounts.sites import (
     SiteError,
     clean_domain,
@@ -205,3 +205,22 @@ def test_it_deletes_a_site_and_sends_site_deleted_after_commit(account):
     finally:
         site_deleted.disconnect(receiver)
     assert received == [{"signal": site_deleted, "site_id": site.pk, "account_id": account.pk, "exists": False}]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_sends_site_timezone_changed_after_a_change_of_timezone_commits(account):
+    site = create_site(account, "tz.example", "UTC")
+    received: list[dict] = []
+
+    def receiver(sender, **kwargs):
+        received.append({**kwargs, "stored": Site.objects.get(pk=kwargs["site_id"]).timezone})
+
+    site_timezone_changed.connect(receiver)
+    try:
+        update_site(site, timezone="UTC", public=True)
+        update_site(site, timezone="Asia/Tokyo")
+    finally:
+        site_timezone_changed.disconnect(receiver)
+    assert received == [
+        {"signal": site_timezone_changed, "site_id": site.pk, "old": "UTC", "new": "Asia/Tokyo", "stored": "Asia/Tokyo"}
+    ]

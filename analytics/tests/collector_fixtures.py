@@ -26,6 +26,7 @@ from django.db import connection
 from kombu import Connection, Consumer, Queue
 
 from accounts.models import Account, Site
+from spinnakr.tests.waiting import wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -86,18 +87,22 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, workers: in
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", process=process, log=log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited: {server.output()}")
-        try:
-            if httpx.options(f"{server.url}/api/event", timeout=1).status_code == 204:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"uvicorn did not start: {server.output()}")
+    try:
+        wait_for(lambda: answers(server), timeout=60, message="uvicorn to answer")
+    except AssertionError:
+        process.kill()
+        raise RuntimeError(f"uvicorn did not start: {server.output()}") from None
+    return server
+
+
+def answers(server: Server) -> bool:
+    """Whether the server answers the collector's preflight; a ``RuntimeError`` once it has exited."""
+    if server.process.poll() is not None:
+        raise RuntimeError(f"uvicorn exited: {server.output()}")
+    try:
+        return httpx.options(f"{server.url}/api/event", timeout=1).status_code == 204
+    except httpx.HTTPError:
+        return False
 
 
 def stop_server(server: Server) -> None:

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,20 +19,9 @@ from kombu import Connection
 from analytics.ingest import siteinfo, store
 from analytics.tests.collector_fixtures import collector, strict_collector
 from spinnakr import redis_clients
+from spinnakr.tests.waiting import wait_for
 
 __all__ = ["collector", "strict_collector"]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> object:
-    """Poll until ``predicate`` answers something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {predicate}")
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ import psycopg
 import redis
 from django.conf import settings
 
-from analytics.tests.conftest import wait_for
 from spinnakr.embedded import postgres as embedded_postgres
 from spinnakr.embedded import valkey as embedded_valkey
+from spinnakr.tests.waiting import wait_for
 
 
 class ThrowawayValkey:

@@ -13,9 +13,9 @@ from analytics.ingest import quota, rollups
 from analytics.ingest.cleanup import purge_account, purge_site
 from analytics.ingest.pipeline import ingest
 from analytics.models import Event
-from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 from spinnakr import redis_clients
+from spinnakr.tests.waiting import wait_for
 
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
 

@@ -29,6 +29,7 @@ from analytics.tests.collector_fixtures import (
     start_server,
     stop_server,
 )
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 settings_for_http = hypothesis_settings(
@@ -279,24 +280,24 @@ def test_it_refuses_events_of_an_account_over_its_quota(collector: str) -> None:
     try:
         statuses = [post(collector, body, ip=unique_ip()).status_code for _ in range(3)]
         # The collector reads the over-quota set every few seconds, never per request.
-        refused = wait_for_status(collector, body, 403, seconds=10)
+        refused = wait_for(
+            lambda: answer_with(403, collector, body),
+            timeout=10,
+            interval=0.25,
+            message="a 403 for the over-quota site",
+        )
     finally:
         client.srem("quota:over", site.account_id)
 
     assert statuses[0] in {202, 403}
+    assert refused is not None
     assert refused.json() == {"error": "monthly event quota exceeded"}
 
 
-def wait_for_status(url: str, body: object, status: int, seconds: float) -> httpx.Response:
-    import time
-
-    deadline = time.monotonic() + seconds
+def answer_with(status: int, url: str, body: object) -> httpx.Response | None:
+    """The collector's answer to one more event, if it has ``status``."""
     response = post(url, body, ip=unique_ip())
-    while response.status_code != status and time.monotonic() < deadline:
-        time.sleep(0.25)
-        response = post(url, body, ip=unique_ip())
-    assert response.status_code == status, response.text
-    return response
+    return response if response.status_code == status else None
 
 
 def test_it_refuses_a_body_over_16_kib_with_413(collector: str) -> None:
@@ -340,16 +341,8 @@ def test_it_accepts_and_drops_bots_counting_them_per_site(collector: str) -> Non
 
     assert [response.status_code for response in responses] == [202, 202, 202]
     assert events_of(consume(timeout=1.5), site.id) == []
-    assert wait_for_key(client, f"{{s:{site.id}}}:dropped:bots", seconds=15) == b"3"
-
-
-def wait_for_key(client: redis.Redis, key: str, seconds: float) -> object:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while client.get(key) is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return client.get(key)
+    dropped = wait_for(lambda: client.get(f"{{s:{site.id}}}:dropped:bots"), timeout=15, message="the bot counter")
+    assert dropped == b"3"
 
 
 def test_it_accepts_engagement_events_with_scroll_depth_and_time(collector: str) -> None:

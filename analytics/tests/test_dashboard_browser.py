@@ -17,25 +17,16 @@ from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
-from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Request
 
 from analytics.tests.collector_fixtures import Server, start_server, stop_server
 from analytics.tests.dashboard_fixtures import PASSWORD, Cast, cast
+from spinnakr.tests.browser import shoot
 
 __all__ = ["cast"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FIREFOX_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 WAIT_MS = 10_000
 
@@ -69,26 +60,10 @@ def live_app(
     stop_server(server)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # Playwright's sync API keeps an asyncio loop in this thread; the test's own
-    # ORM calls (the cast, the flush) are still plain synchronous code.
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile; any uncaught script error on its pages fails the test."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
-    errors: list[str] = []
-    ctx.on("page", lambda page: page.on("pageerror", lambda error: errors.append(str(error))))
-    yield ctx
-    ctx.close()
-    assert errors == []
+def context(new_context: Callable[..., BrowserContext]) -> BrowserContext:
+    """A fresh desktop-sized profile."""
+    return new_context(viewport={"width": 1280, "height": 1000})
 
 
 def log_in(page: Page, app: LiveApp, email: str) -> None:
@@ -108,11 +83,6 @@ def open_dashboard(page: Page, app: LiveApp, query: str = "period=day") -> None:
 
 def metric(page: Page, name: str) -> str:
     return page.locator(f"[data-metric={name}]").get_attribute("data-value") or ""
-
-
-def shoot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_the_dashboard_follows_events_sent_to_the_collector_without_reload(
@@ -138,6 +108,7 @@ def test_the_dashboard_follows_events_sent_to_the_collector_without_reload(
 
 def test_an_idle_dashboard_sends_no_http_request(live_app: LiveApp, context: BrowserContext) -> None:
     page = context.new_page()
+    page.clock.install()  # the page's timers run on a clock the test moves
     log_in(page, live_app, "teammate@dash.test")
     open_dashboard(page, live_app, "period=realtime")
     requests: list[str] = []
@@ -146,7 +117,8 @@ def test_an_idle_dashboard_sends_no_http_request(live_app: LiveApp, context: Bro
         requests.append(f"{request.method} {request.url}")
 
     page.on("request", record)
-    page.wait_for_timeout(12_000)  # past the realtime chart's 10 s clock tick
+    page.clock.run_for(12_000)  # past the realtime chart's 10-s clock tick
+    page.evaluate("() => 0")  # a round trip: whatever the timers sent has been reported
     assert requests == []
     assert page.locator("#live-status").get_attribute("data-state") == "live"
 
@@ -202,16 +174,15 @@ def test_an_outsider_gets_404_and_a_refused_socket(live_app: LiveApp, context: B
     assert outcome == "closed 1006"  # the handshake is refused: the browser never sees the socket open
 
 
-def test_the_dashboard_fits_a_phone_in_the_dark(live_app: LiveApp, browser: Browser) -> None:
+def test_the_dashboard_fits_a_phone_in_the_dark(live_app: LiveApp, new_context: Callable[..., BrowserContext]) -> None:
     live_app.send("dash.example", "/", count=2)
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)
+    ctx = new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)
     page = ctx.new_page()
     log_in(page, live_app, "owner@dash.test")
     open_dashboard(page, live_app)
     width = page.evaluate("document.documentElement.scrollWidth")
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     shoot(page, "dashboard-phone-dark")
-    ctx.close()
     assert width <= 390
     assert background == "rgb(15, 17, 21)"
 

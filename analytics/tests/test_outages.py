@@ -24,10 +24,11 @@ from analytics.ingest import rollups
 from analytics.ingest.pipeline import PAUSE_ENV
 from analytics.models import Event
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
-from analytics.tests.conftest import WorkerProcess, wait_for
+from analytics.tests.conftest import WorkerProcess
 from analytics.tests.factories import make_event, make_site
 from analytics.tests.outage_servers import ThrowawayPostgres, ThrowawayValkey, throwaway_valkey
 from spinnakr.celery import app
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_events"), pytest.mark.slow]
 

@@ -32,9 +32,9 @@ from analytics.tests.collector_fixtures import (
     start_server,
     stop_server,
 )
-from analytics.tests.conftest import wait_for
 from spinnakr.embedded import valkey as embedded_valkey
 from spinnakr.queue.wire import RedisListSender
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

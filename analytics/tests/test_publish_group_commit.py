@@ -17,6 +17,7 @@ from kombu import Connection
 from analytics.collector.publish import Publisher, UnpublishableEvents
 from analytics.tests.collector_fixtures import consume, events_of, events_queue, purge_events_queue
 from analytics.tests.test_publish import sample_event, throwaway_valkey
+from spinnakr.tests.waiting import wait_for_async
 
 
 def random_site_id() -> int:
@@ -30,14 +31,6 @@ async def within_turns(condition: Callable[[], bool], turns: int = 10) -> bool:
             return True
         await asyncio.sleep(0)
     return condition()
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 def queued_event_counts(socket_path: str) -> list[int]:
@@ -89,9 +82,11 @@ def test_requests_arriving_while_a_publish_is_in_flight_go_out_together_when_it_
         server.send_signal(signal.SIGSTOP)  # the next push waits for the broker's answer
         try:
             held = asyncio.ensure_future(publisher.submit(events(1)))
-            await eventually(lambda: publisher.publishing and publisher.pending_requests == 0)
+            await wait_for_async(
+                lambda: publisher.publishing and publisher.pending_requests == 0, timeout=5, interval=0.005
+            )
             later = [asyncio.ensure_future(publisher.submit(events(count))) for count in (2, 1, 2)]
-            await eventually(lambda: publisher.pending_requests == 3)
+            await wait_for_async(lambda: publisher.pending_requests == 3, timeout=5, interval=0.005)
             while_held = (publisher.messages, publisher.pending_requests)
         finally:
             server.send_signal(signal.SIGCONT)

@@ -12,8 +12,8 @@ import redis
 from accounts.models import Site
 from analytics.ingest import rollups
 from analytics.query import run_query
-from analytics.tests.conftest import wait_for
 from analytics.tests.query_support import add_events, make_cast
+from spinnakr.tests.waiting import wait_for
 
 TODAY_UTC = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 DAY = TODAY_UTC - dt.timedelta(days=2)

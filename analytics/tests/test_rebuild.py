@@ -13,12 +13,13 @@ import time_machine
 from django.core.management import call_command
 from django.db import connection
 
+from accounts.sites import update_site
 from analytics.ingest import rollups
 from analytics.ingest.pipeline import ingest
 from analytics.ingest.rebuild import rebuild_site
-from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 from spinnakr import redis_clients
+from spinnakr.tests.waiting import wait_for
 
 NOW = datetime(2026, 3, 10, 23, 30, tzinfo=UTC)  # 00:30 the next day in Berlin
 PAGES = ["/", "/pricing", "/blog/a", "/blog/b", "/signup"]
@@ -194,8 +195,7 @@ def test_changing_a_sites_timezone_rebuilds_its_day_buckets(celery_worker_factor
     tokyo_day = (moment + timedelta(hours=9)).strftime("%Y%m%d")
     celery_worker_factory()
 
-    site.timezone = "Asia/Tokyo"
-    site.save()
+    update_site(site, timezone="Asia/Tokyo")
 
     wait_for(lambda: rollups.counters(site.id, "d", [tokyo_day])[0]["pageviews"] == 1, timeout=30)
     assert rollups.counters(site.id, "d", [utc_day])[0]["pageviews"] == 0

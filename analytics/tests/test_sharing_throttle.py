@@ -10,8 +10,8 @@ from django.core.cache import cache
 from django.test import Client
 
 from analytics.dashboard import sharing
-from analytics.tests.conftest import wait_for
 from analytics.tests.dashboard_fixtures import Cast, cast
+from spinnakr.tests.waiting import wait_for
 
 __all__ = ["cast"]
 

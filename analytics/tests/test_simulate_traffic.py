@@ -17,8 +17,8 @@ from django.db import connection
 
 from analytics.management.commands.simulate_traffic import COUNTRY_BLOCKS, Simulator, country_address
 from analytics.tests.collector_fixtures import Server, start_server, stop_server
-from analytics.tests.conftest import wait_for
 from analytics.tests.dashboard_fixtures import Cast, cast
+from spinnakr.tests.waiting import wait_for
 
 __all__ = ["cast"]
 

@@ -5,25 +5,17 @@ from __future__ import annotations
 import gzip
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import BrowserContext
 
 from analytics.collector.snippet import snippet_version
 from analytics.tests.collector_fixtures import BASE_DIR, BROWSER_UA, consume, events_of, free_port, make_site
 
 SNIPPET = BASE_DIR / "static" / "build" / "script.js"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_the_built_snippet_is_at_most_1500_bytes_gzipped() -> None:
@@ -94,32 +86,29 @@ def page_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_a_browser_sends_pageviews_spa_navigation_custom_and_outbound_events(
-    collector: str, page_server: tuple[str, Path]
+    collector: str, page_server: tuple[str, Path], new_context: Callable[..., BrowserContext]
 ) -> None:
     site = make_site()
     origin, root = page_server
     (root / "index.html").write_text(PAGE.replace("{key}", site.site_key).replace("{collector}", collector))
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        context = browser.new_context(user_agent=BROWSER_UA)
-        context.route("https://elsewhere.example/**", lambda route: route.fulfill(body="<p>away</p>"))
-        page = context.new_page()
-        page.goto(f"{origin}/index.html")
-        page.wait_for_function("typeof window.spinnakr === 'function' && !window.spinnakr.q")
-        page.click("#nav")
-        page.evaluate("spinnakr('Signup', {props: {plan: 'pro'}, revenue: {amount: 9, currency: 'EUR'}})")
-        page.click("#out")
-        page.wait_for_url("https://elsewhere.example/away")
+    context = new_context(user_agent=BROWSER_UA)
+    context.route("https://elsewhere.example/**", lambda route: route.fulfill(body="<p>away</p>"))
+    page = context.new_page()
+    page.goto(f"{origin}/index.html")
+    page.wait_for_function("typeof window.spinnakr === 'function' && !window.spinnakr.q")
+    page.click("#nav")
+    page.evaluate("spinnakr('Signup', {props: {plan: 'pro'}, revenue: {amount: 9, currency: 'EUR'}})")
+    page.click("#out")
+    page.wait_for_url("https://elsewhere.example/away")
 
-        def complete(messages: list) -> bool:
-            names = {event["name"] for event in events_of(messages, site.id)}
-            return {"pageview", "Signup", "Outbound Link: Click", "Queued"} <= names and len(
-                [event for event in events_of(messages, site.id) if event["name"] == "pageview"]
-            ) >= 2
+    def complete(messages: list) -> bool:
+        names = {event["name"] for event in events_of(messages, site.id)}
+        return {"pageview", "Signup", "Outbound Link: Click", "Queued"} <= names and len(
+            [event for event in events_of(messages, site.id) if event["name"] == "pageview"]
+        ) >= 2
 
-        events = events_of(consume(complete, timeout=10), site.id)
-        browser.close()
+    events = events_of(consume(complete, timeout=10), site.id)
 
     by_name: dict[str, list[dict[str, object]]] = {}
     for event in events:

@@ -19,10 +19,10 @@ from analytics.ingest.pipeline import FAILED_BATCHES, park_failed_batch
 from analytics.ingest.siteinfo import load_sites
 from analytics.live.push import group_name
 from analytics.models import Event
-from analytics.tests.conftest import wait_for
 from analytics.tests.factories import make_event, make_site
 from spinnakr import redis_clients
 from spinnakr.celery import app
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_events"), pytest.mark.slow]
 

@@ -1,12 +1,13 @@
-"""Open-loop load generator for bench/e2e: ``POST /api/event`` at a constant rate.
+"""Open-loop load generator for bench/e2e: ``POST /api/event`` (or ``--batch N`` events a
+request to ``POST /api/events``, with the API key in ``BENCH_KEY``) at a constant rate.
 
 Runs in its own process (``python -m bench.e2e.load``, started by ``bench.e2e.run``) so the
 sampling of PostgreSQL and Redis does not disturb its timing. Request ``i`` is due at
 ``start + i / rate`` whatever happened to the earlier ones (open loop: a slow server does not
 slow the generator down); it goes out on an idle keep-alive HTTP/1.1 connection, a new one
 when all are busy (up to ``--max-connections``). Every event has its own pathname
-``/e2e/<i>`` and one of 50,000 client addresses (``X-Forwarded-For``), so visitors differ and
-every event can be found again in PostgreSQL.
+``/e2e/<i>`` and one of 50,000 client addresses (``X-Forwarded-For``, or the event's ``ip`` in a
+batch), so visitors differ and every event can be found again in PostgreSQL.
 
 Results go to ``--out`` as a JSON object (arrays as base64 of machine-order ``array`` bytes): per request the status (-1 not answered within
 ``--timeout``, -2 connection error), the moment of the answer (``time.monotonic()``, comparable across
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import time
 from array import array
@@ -124,8 +126,11 @@ class Generator:
     all timeouts, so the generator costs less CPU than the server it loads (on 2 cores, a
     stream-based generator with a timeout task per request took ~0.45 core at 2,000/s)."""
 
-    def __init__(self, host: str, port: int, domain: str, total: int, max_connections: int, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, domain: str, total: int, max_connections: int, timeout: float, batch: int = 1
+    ) -> None:
         self.host, self.port, self.domain = host, port, domain
+        self.batch = batch
         self.timeout = timeout
         self.max_connections = max_connections
         self.open = 0  # connections open or opening
@@ -148,9 +153,32 @@ class Generator:
             port,
             AGENT.encode(),
         )
+        key = os.environ.get("BENCH_KEY", "")
+        self.batch_head = (
+            b"POST /api/events HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+            % (
+                host.encode(),
+                port,
+            )
+            + b"Authorization: Bearer %s\r\n" % key.encode()
+        )
         self.done: asyncio.Future[None] | None = None
 
     def request(self, index: int) -> bytes:
+        return self.single(index) if self.batch == 1 else self.batch_of(index)
+
+    def batch_of(self, index: int) -> bytes:
+        """Request ``index``'s events ``index * batch`` to ``(index + 1) * batch - 1``."""
+        events = ",".join(
+            f'{{"name":"pageview","url":"https://{self.domain}/e2e/{n}","domain":"{self.domain}",'
+            f'"referrer":"{REFERRERS[n % len(REFERRERS)]}","screen_width":{320 + n % 2240},'
+            f'"ip":"{self.addresses[n % ADDRESSES].decode()}","user_agent":"{AGENT}"}}'
+            for n in range(index * self.batch, (index + 1) * self.batch)
+        )
+        body = f'{{"events":[{events}]}}'.encode()
+        return self.batch_head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    def single(self, index: int) -> bytes:
         referrer = REFERRERS[index % len(REFERRERS)]
         body = (
             f'{{"n":"pageview","u":"https://{self.domain}/e2e/{index}","d":"{self.domain}",'
@@ -265,7 +293,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--domain", required=True)
-    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--rate", type=float, required=True, help="events a second")
+    parser.add_argument("--batch", type=int, default=1, help="events a request: above 1, to /api/events")
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--max-connections", type=int, default=256)
     parser.add_argument("--timeout", type=float, default=10.0)
@@ -273,13 +302,16 @@ def main() -> None:
     options = parser.parse_args()
     import uvloop
 
-    total = int(options.rate * options.duration)
-    generator = Generator(options.host, options.port, options.domain, total, options.max_connections, options.timeout)
+    rate = options.rate / options.batch  # requests a second
+    total = int(rate * options.duration)
+    generator = Generator(
+        options.host, options.port, options.domain, total, options.max_connections, options.timeout, options.batch
+    )
     start = time.monotonic() + 0.1
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(generator.run(options.rate, total, start))
+        runner.run(generator.run(rate, total, start))
     result = {
-        "rate": options.rate,
+        "rate": rate,
         "total": total,
         "start": start,
         "end": time.monotonic(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -9,7 +10,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 from django.conf import settings
+
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -166,16 +168,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def health(port: int) -> int:
+    """The status of ``/healthz``, 0 while nothing answers it."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(response.status)
+    except OSError:
+        return 0
+
+
 def wait_for_health(port: int, seconds: float) -> int:
-    deadline = time.monotonic() + seconds
-    status = 0
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                return int(response.status)
-        except OSError:
-            time.sleep(0.3)
-    return status
+    return wait_for(lambda: health(port), timeout=seconds, interval=0.3, message=f"/healthz on port {port}")
+
+
+def running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` still running (a zombie has exited; only its parent has yet to reap it)."""
+    found = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
 
 
 def start_supervisor(var: Path, port: int, output: int) -> subprocess.Popen[bytes]:
@@ -206,8 +219,7 @@ def test_make_run_stops_every_process_it_started_on_sigint(var_dir: Path) -> Non
 
     assert supervisor.returncode == 0, output
     assert "supervisor: stopped" in output
-    time.sleep(0.5)
-    assert [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert wait_for(lambda: running(started) == [], timeout=10, message="every process make run started to exit")
 
 
 def test_children_stop_when_the_supervisor_is_killed(var_dir: Path) -> None:
@@ -227,6 +239,11 @@ def test_children_stop_when_the_supervisor_is_killed(var_dir: Path) -> None:
     assert alive == []
 
 
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 # About 3 s of pure Lua on these machines (0.3 s per 10^8 empty iterations).
 BUSY_SCRIPT = "for i = 1, 1000000000 do end return 1"
 
@@ -242,8 +259,10 @@ def test_a_busy_redis_is_not_taken_for_dead(var_dir: Path) -> None:
         "import socket, sys; s = socket.socket(socket.AF_UNIX); "
         f"s.connect({sock!r}); s.sendall({command!r}); sys.exit(0 if s.recv(64) == b':1\\r\\n' else 1)"
     )
+    before = cpu_seconds(valkey)
     blocker = subprocess.Popen([sys.executable, "-c", blocker_code])
-    time.sleep(0.5)
+    # An idle Valkey burns next to no CPU: a fifth of a second means the script is running.
+    wait_for(lambda: cpu_seconds(valkey) - before > 0.2, timeout=10, interval=0.02, message="Valkey to run the script")
 
     output = embedded_cli(var_dir, "start")
     blocker.wait(60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import redis
 from django.test import Client, override_settings
 
 from spinnakr.embedded import valkey as embedded_valkey
+from spinnakr.tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -34,9 +34,7 @@ def throwaway_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         ],
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while not sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(sock.exists, timeout=10, interval=0.02, message="the Valkey's socket")
     yield f"unix://{sock}?db=0", process
     process.kill()
     process.wait()

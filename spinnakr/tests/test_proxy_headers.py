@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from analytics.tests.collector_fixtures import Server, start_server, stop_server
-from analytics.tests.conftest import wait_for
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

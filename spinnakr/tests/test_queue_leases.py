@@ -18,11 +18,11 @@ from django.conf import settings
 from kombu import Queue
 
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
-from analytics.tests.conftest import wait_for
 from analytics.tests.outage_servers import ThrowawayValkey, throwaway_valkey
 from spinnakr.celery import app
 from spinnakr.queue import leases
 from spinnakr.queue.take import RedisTake
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="owner leases are for Redis brokers only")
 
@@ -141,7 +141,7 @@ def test_the_messages_of_a_killed_consumer_go_back_once_its_lease_expires(
         assert consumer.stdout is not None
         assert consumer.stdout.readline().split() == [b"taken", b"3"]
         assert waiting(channel, name) == 0
-        time.sleep(4)  # longer than its 3-s lease, which its thread renews
+        time.sleep(4)  # under test: real time past its 3-s lease (a Redis expiry), which its thread renews
         assert channel.qos.restore_orphans() == []  # the consumer lives: its messages stay taken
     finally:
         os.killpg(consumer.pid, signal.SIGKILL)

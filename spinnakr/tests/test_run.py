@@ -17,8 +17,8 @@ import psutil
 import pytest
 from django.conf import settings
 
-from analytics.tests.conftest import wait_for
 from spinnakr.run import RestartPolicy, Supervisor
+from spinnakr.tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
