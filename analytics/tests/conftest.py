@@ -25,6 +25,14 @@ __all__ = ["collector", "strict_collector"]
 
 
 @pytest.fixture
+def fresh_partition_cache() -> Iterator[None]:
+    """The raw store's memory of the partitions it has made, forgotten before and after the test."""
+    store.forget_partitions()
+    yield
+    store.forget_partitions()
+
+
+@pytest.fixture
 def data_redis() -> Iterator[redis.Redis]:
     """The rollups database (tests use their own, +8), empty before and after the test."""
     client = redis_clients.data()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,24 +10,11 @@ from django.conf import settings
 from kombu import Queue
 
 from analytics.ingest.coalesce import RETRY_BACKOFF_MAX, _defer, _Drainer, _Taken
-from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
+from analytics.payloads import INGEST_TASK
 from analytics.tasks import ingest_batch
-from spinnakr.celery import app
 from spinnakr.queue.take import RedisTake
 from spinnakr.queue.wire import RedisListSender
-
-
-def send(queue: str, n: int, **options: Any) -> str:
-    task_id = uuid.uuid4().hex
-    app.send_task(
-        INGEST_TASK,
-        kwargs={"batch_id": f"b{n}", "events": [{"n": n}]},
-        task_id=task_id,
-        queue=queue,
-        serializer=EVENTS_SERIALIZER,
-        **options,
-    )
-    return task_id
+from spinnakr.tests.messages import send_numbered
 
 
 def next_in_line(name: str, channel: Any) -> Any:
@@ -38,8 +24,8 @@ def next_in_line(name: str, channel: Any) -> Any:
 @pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="the bulk take is for Redis brokers only")
 def test_the_bulk_take_leaves_a_batch_with_an_eta_to_celerys_consumer(broker_queue: tuple[Any, str]) -> None:
     channel, name = broker_queue
-    deferred = send(name, 0, countdown=60)
-    send(name, 1)
+    deferred = send_numbered(name, 0, countdown=60)
+    send_numbered(name, 1)
     take = RedisTake(channel, name, INGEST_TASK)
 
     assert take.take(10) == []
@@ -55,8 +41,8 @@ def test_the_drainers_basic_get_leaves_a_batch_with_an_eta_to_celerys_consumer(
     monkeypatch.setattr(settings, "EVENTS_QUEUE", name)
     # RabbitMQ's path (basic_get) on either broker.
     monkeypatch.setattr(RedisListSender, "applies", staticmethod(lambda connection: False))
-    deferred = send(name, 0, countdown=60)
-    send(name, 1)
+    deferred = send_numbered(name, 0, countdown=60)
+    send_numbered(name, 1)
     drainer = _Drainer()
     try:
         taken = drainer.take(max_events=100, max_messages=10)
@@ -73,7 +59,7 @@ def test_a_deferred_batch_waits_at_most_the_capped_backoff(
 ) -> None:
     channel, name = broker_queue
     monkeypatch.setattr(settings, "EVENTS_QUEUE", name)
-    send(name, 0)
+    send_numbered(name, 0)
     message = Queue(name, routing_key=name)(channel).get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)
     assert message is not None
 

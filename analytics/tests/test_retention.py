@@ -12,14 +12,7 @@ from analytics.models import Event
 from analytics.tasks import apply_retention, ensure_partitions
 from analytics.tests.factories import make_event, make_site
 
-pytestmark = [pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_partition_cache():
-    store.forget_partitions()
-    yield
-    store.forget_partitions()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_partition_cache")]
 
 
 @time_machine.travel(datetime(2033, 12, 20, tzinfo=UTC), tick=False)

@@ -12,14 +12,7 @@ from analytics.ingest import store
 from analytics.models import Event
 from analytics.tests.factories import make_event, make_site
 
-pytestmark = [pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_partition_cache():
-    store.forget_partitions()
-    yield
-    store.forget_partitions()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_partition_cache")]
 
 
 def partitions():

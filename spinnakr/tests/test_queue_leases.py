@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -22,21 +21,10 @@ from analytics.tests.outage_servers import ThrowawayValkey, throwaway_valkey
 from spinnakr.celery import app
 from spinnakr.queue import leases
 from spinnakr.queue.take import RedisTake
+from spinnakr.tests.messages import send_numbered
 from spinnakr.tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(settings.BROKER_IS_AMQP, reason="owner leases are for Redis brokers only")
-
-
-def send(queue: str, n: int) -> str:
-    task_id = uuid.uuid4().hex
-    app.send_task(
-        INGEST_TASK,
-        kwargs={"batch_id": f"b{n}", "events": [{"n": n}]},
-        task_id=task_id,
-        queue=queue,
-        serializer=EVENTS_SERIALIZER,
-    )
-    return task_id
 
 
 def owners(channel: Any) -> dict[str, str]:
@@ -58,7 +46,7 @@ def test_the_redis_names_load_the_leasing_transport(broker_queue: tuple[Any, str
 
 def test_a_taken_message_names_its_live_owner_until_it_is_acknowledged(broker_queue: tuple[Any, str]) -> None:
     channel, name = broker_queue
-    send(name, 0)
+    send_numbered(name, 0)
     bound = Queue(name, routing_key=name)(channel)
 
     message = bound.get(no_ack=False, accept=settings.CELERY_ACCEPT_CONTENT)
@@ -79,7 +67,7 @@ def test_a_taken_message_names_its_live_owner_until_it_is_acknowledged(broker_qu
 def test_the_bulk_take_names_its_owner_and_its_ack_forgets_it(broker_queue: tuple[Any, str]) -> None:
     channel, name = broker_queue
     for n in range(3):
-        send(name, n)
+        send_numbered(name, n)
     take = RedisTake(channel, name, INGEST_TASK)
 
     messages = take.take(10)
@@ -135,7 +123,7 @@ def test_the_messages_of_a_killed_consumer_go_back_once_its_lease_expires(
     broker_queue: tuple[Any, str], take: str
 ) -> None:
     channel, name = broker_queue
-    ids = [send(name, n) for n in range(3)]
+    ids = [send_numbered(name, n) for n in range(3)]
     consumer = _take_and_hang(name, take)
     try:
         assert consumer.stdout is not None
