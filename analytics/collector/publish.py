@@ -104,7 +104,7 @@ class Publisher:
         self._inflight_events = 0
         # The publish in flight, if any: one at a time, so what arrives meanwhile gathers for the
         # next message. Two in flight did better in most runs but within a shared box's spread,
-        # and one holds the figures (bench/README.md).
+        # and one holds the figures (bench/HISTORY.md, 2026-12-07, 16:59 UTC).
         self._publishing: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._connection: Any = None
