@@ -3,11 +3,10 @@
 Receivers of ``accounts.signals.site_deleted`` / ``account_deleted`` (sent after the deleting
 transaction commits) queue a task on the default queue that deletes the raw events
 (``DELETE … WHERE site_id`` across all partitions), every Redis key of the site
-(``SCAN {s:<id>}:*`` + ``UNLINK`` on the data Redis and each rollups server) and the account's
-quota counters (``{a:<id>}:*``). The tasks
-are idempotent; deleting twice finds nothing the second time. The receivers live in
-``analytics.receivers``, the tasks in ``analytics.tasks``; both queue them by name
-(``analytics.jobs``).
+(``SCAN {s:<id>}:*`` + ``UNLINK`` on the data Redis and on each rollups server) and the
+account's quota counters (``{a:<id>}:*``). The tasks are idempotent; deleting twice finds
+nothing the second time. The receivers live in ``analytics.receivers``, the tasks in
+``analytics.tasks``; both queue them by name (``analytics.jobs``).
 """
 
 from __future__ import annotations
