@@ -100,6 +100,19 @@ def test_each_site_s_rollups_live_on_its_server_alone(servers: list[ThrowawayVal
 
 
 @time_machine.travel(NOW, tick=False)
+def test_a_fresh_server_trusts_its_first_batch_though_another_server_counted_before(
+    servers: list[ThrowawayValkey],
+) -> None:
+    sites = sites_on_every_server(count=3)
+    Site.objects.filter(pk__in=[site.pk for site in sites]).update(created=NOW - timedelta(days=1))
+
+    for n, site in enumerate(sites):
+        ingest(uuid.uuid4().hex, visits(site, n))
+
+    assert [rollups.meta(site.id).get("complete_since") for site in sites] == ["2026-03-09"] * len(sites)
+
+
+@time_machine.travel(NOW, tick=False)
 def test_queries_answer_from_three_servers_what_they_answer_from_one(
     servers: list[ThrowawayValkey], caplog: pytest.LogCaptureFixture
 ) -> None:
