@@ -7,6 +7,7 @@ wrong with it, so a malformed value stops start-up instead of surfacing later.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -70,17 +71,39 @@ def env_url(name: str, schemes: tuple[str, ...]) -> str | None:
     value = _raw(name)
     if not value:
         return None
+    problem = _url_problem(value, schemes)
+    if problem:
+        raise ImproperlyConfigured(f"{name}={_redact(value)!r} {problem}")
+    return value
+
+
+def env_url_list(name: str, schemes: tuple[str, ...], same: Callable[[str], str] = str) -> list[str]:
+    """The comma-separated URLs in ``name`` (empty when unset), each checked as ``env_url``
+    checks one; two URLs for which ``same`` answers alike are refused."""
+    urls = env_list(name)
+    seen: set[str] = set()
+    for url in urls:
+        problem = _url_problem(url, schemes)
+        if problem:
+            raise ImproperlyConfigured(f"{name}: {_redact(url)!r} {problem}")
+        if same(url) in seen:
+            raise ImproperlyConfigured(f"{name}: {_redact(url)!r} names the same server as an earlier entry")
+        seen.add(same(url))
+    return urls
+
+
+def _url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in schemes:
         allowed = ", ".join(f"{scheme}://" for scheme in schemes)
-        raise ImproperlyConfigured(f"{name}={_redact(value)!r} must start with one of {allowed}")
+        return f"must start with one of {allowed}"
     if not parts.hostname and not parts.path.strip("/") and "host=" not in parts.query:
-        raise ImproperlyConfigured(f"{name}={_redact(value)!r} names no host")
+        return "names no host"
     try:
         parts.port  # noqa: B018 - parsing the port validates it
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={_redact(value)!r} has an invalid port") from None
-    return value
+        return "has an invalid port"
+    return None
 
 
 def _redact(url: str) -> str:

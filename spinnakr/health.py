@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from kombu import Connection
 
-from spinnakr import redis_clients
+from spinnakr import redis_clients, rendezvous
 
 logger = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 2.0
@@ -23,7 +24,18 @@ def check_database() -> None:
 
 
 def check_redis() -> None:
-    redis_clients.data(timeout=TIMEOUT_SECONDS).ping()
+    """The data Redis, then each server holding rollups (``REDIS_URLS``), named when it fails."""
+    data = redis_clients.data(timeout=TIMEOUT_SECONDS)
+    data.ping()
+    for url, server in zip(
+        redis_clients.rollup_urls(), redis_clients.rollup_servers(timeout=TIMEOUT_SECONDS), strict=True
+    ):
+        if server is data:
+            continue
+        try:
+            server.ping()
+        except redis.RedisError as exc:
+            raise redis.ConnectionError(f"rollups on {rendezvous.identity(url)}: {exc}") from exc
 
 
 def check_broker() -> None:

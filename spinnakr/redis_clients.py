@@ -1,9 +1,10 @@
-"""The clients of the data Redis (rollups, salts, site cache, quota flags): built here only.
+"""The clients of the data Redis (salts, site cache, quota flags) and of the rollups: built here only.
 
 Sync clients are one per process, address and timeout (thread-safe, pooled); an async client is made
 per call, because it belongs to the event loop that first uses it, and its caller closes it.
-``for_site`` is the client holding a site's rollups: the same server for every site today, the
-place where sites will be spread over several servers.
+``for_site`` is the client of the server holding a site's rollups: with ``REDIS_URLS`` one of
+those servers, chosen by rendezvous hashing on the site id (``spinnakr.rendezvous``); without it
+the data Redis. ``rollup_servers`` lists them all, for what concerns every site's rollups.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import functools
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+
+from spinnakr import rendezvous
 
 # A connection attempt fails after at most this long even where calls may wait longer.
 CONNECT_TIMEOUT = 2.0
@@ -27,14 +30,30 @@ def data(*, timeout: float | None = None) -> redis.Redis:
 
 @functools.cache
 def _data(url: str, timeout: float | None) -> redis.Redis:
-    # Keyed by the address too: a test may point REDIS_DATA_URL at a server of its own.
+    # One client per address, shared by the data Redis and a rollups server of the same address;
+    # keyed by it, a test may point the settings at servers of its own.
     connect = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=connect)
 
 
 def for_site(site_id: int) -> redis.Redis:
-    """The client of the server holding ``site_id``'s rollups and keys."""
-    return data()
+    """The client of the server holding ``site_id``'s rollups."""
+    urls: tuple[str, ...] = settings.ROLLUP_REDIS_URLS
+    if not urls:
+        return data()
+    return _data(urls[0] if len(urls) == 1 else rendezvous.choose(urls, site_id), None)
+
+
+def rollup_urls() -> tuple[str, ...]:
+    """The addresses of the servers holding rollups (the data Redis's alone without ``REDIS_URLS``)."""
+    urls: tuple[str, ...] = settings.ROLLUP_REDIS_URLS
+    return urls or (settings.REDIS_DATA_URL,)
+
+
+def rollup_servers(*, timeout: float | None = None) -> list[redis.Redis]:
+    """A client of each server holding rollups, in the order of ``REDIS_URLS``; with ``timeout``,
+    as ``data`` takes it."""
+    return [_data(url, timeout) for url in rollup_urls()]
 
 
 def data_async(*, timeout: float | None = None) -> aioredis.Redis:

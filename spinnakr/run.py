@@ -28,7 +28,9 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from spinnakr import embedded
+import redis
+
+from spinnakr import embedded, redis_clients, rendezvous
 from spinnakr.embedded.paths import EmbeddedError
 
 GRACE_SECONDS = 10.0
@@ -228,6 +230,21 @@ class Supervisor:
         return None
 
 
+def unanswered_rollup_servers() -> list[str]:
+    """The servers of ``REDIS_URLS`` that do not answer a ping, each with why."""
+    from django.conf import settings
+
+    if not settings.ROLLUP_REDIS_URLS:
+        return []  # the rollups stay on the data Redis, embedded or named by REDIS_URL
+    problems = []
+    for url, server in zip(redis_clients.rollup_urls(), redis_clients.rollup_servers(timeout=2.0), strict=True):
+        try:
+            server.ping()
+        except redis.RedisError as exc:
+            problems.append(f"{rendezvous.identity(url)} ({exc})")
+    return problems
+
+
 def prepare() -> None:
     from django.core.management import call_command
 
@@ -240,6 +257,11 @@ def main() -> int:
     import django
 
     django.setup()
+    # Servers of its own are the operator's to start: say which is missing before anything runs.
+    unanswered = unanswered_rollup_servers()
+    if unanswered:
+        print(f"supervisor: REDIS_URLS names servers that do not answer: {'; '.join(unanswered)}", flush=True)
+        return 1
     embedded.acquire()
     prepare()
     from django.conf import settings

@@ -16,9 +16,10 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from spinnakr import rendezvous
 from spinnakr.embedded import postgres as embedded_postgres
 from spinnakr.embedded import valkey as embedded_valkey
-from spinnakr.env import env_bool, env_int, env_list, env_str, env_url
+from spinnakr.env import env_bool, env_int, env_list, env_str, env_url, env_url_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -143,13 +144,13 @@ _NAMED_REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"))
 REDIS_URL = _NAMED_REDIS_URL or embedded_valkey.redis_url(0)
 
 
-def redis_db_url(url: str, offset: int) -> str:
+def redis_db_url(url: str, offset: int, name: str = "REDIS_URL") -> str:
     """``url`` with its database number moved by ``offset`` (+8 under tests)."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     base = query.get("db") or parts.path.strip("/") or "0"
     if not base.isdigit():
-        raise ImproperlyConfigured(f"REDIS_URL={url!r} has a database that is not a number")
+        raise ImproperlyConfigured(f"{name}={url!r} has a database that is not a number")
     db = int(base) + offset + (8 if TESTING else 0)
     if parts.scheme == "unix":
         query["db"] = str(db)
@@ -160,6 +161,13 @@ def redis_db_url(url: str, offset: int) -> str:
 REDIS_DATA_URL = redis_db_url(REDIS_URL, 0)
 REDIS_CACHE_URL = redis_db_url(REDIS_URL, 1)
 REDIS_CHANNELS_URL = redis_db_url(REDIS_URL, 2)
+
+# REDIS_URLS spreads the rollups alone over independent servers, a site's chosen by rendezvous
+# hashing on its id (spinnakr.rendezvous). Empty: they stay in REDIS_DATA_URL's database.
+ROLLUP_REDIS_URLS = tuple(
+    redis_db_url(url, 0, "REDIS_URLS")
+    for url in env_url_list("REDIS_URLS", ("redis", "rediss", "unix"), same=rendezvous.identity)
+)
 
 CACHES = {
     "default": {

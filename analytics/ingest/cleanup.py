@@ -3,10 +3,10 @@
 Receivers of ``accounts.signals.site_deleted`` / ``account_deleted`` (sent after the deleting
 transaction commits) queue a task on the default queue that deletes the raw events
 (``DELETE … WHERE site_id`` across all partitions), every Redis key of the site
-(``SCAN {s:<id>}:*`` + ``UNLINK``) and the account's quota counters (``{a:<id>}:*``). The tasks
-are idempotent; deleting twice finds nothing the second time. The receivers live in
-``analytics.receivers``, the tasks in ``analytics.tasks``; both queue them by name
-(``analytics.jobs``).
+(``SCAN {s:<id>}:*`` + ``UNLINK`` on the data Redis and on each rollups server) and the
+account's quota counters (``{a:<id>}:*``). The tasks are idempotent; deleting twice finds
+nothing the second time. The receivers live in ``analytics.receivers``, the tasks in
+``analytics.tasks``; both queue them by name (``analytics.jobs``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ def _unlink_pattern(client: redis.Redis, pattern: str) -> int:
 def purge_site(site_id: int) -> tuple[int, int]:
     """Delete a site's raw events and Redis keys; answers (events, keys) removed."""
     events = store.delete_site_events(site_id)
-    keys = _unlink_pattern(redis_clients.for_site(site_id), f"{rollups.prefix(site_id)}*")
+    # The rollups on their server, the collector's keys of the site (client ids, bot counts) on the
+    # data Redis, and what a site moved by a change of REDIS_URLS left on its former server.
+    servers = {id(client): client for client in [redis_clients.data(), *redis_clients.rollup_servers()]}
+    keys = sum(_unlink_pattern(client, f"{rollups.prefix(site_id)}*") for client in servers.values())
     siteinfo.forget(site_id)
     logger.info("cleanup.site_purged", extra={"site_id": site_id, "events": events, "keys": keys})
     return events, keys

@@ -226,18 +226,29 @@ EPOCH_KEY = "rollups:epoch"
 def rollups_epoch(server: redis.Redis, now_ms: int) -> int:
     """Epoch ms since when the Redis ``server`` has seen every batch (``rollups:epoch``).
 
-    Set when the key is missing: to 0 while PostgreSQL holds no event at all (a fresh
-    installation: Redis has everything), else to now (Redis was lost or replaced: only sites
-    created from now on are complete without a rebuild).
+    Set when the key is missing: to 0 while PostgreSQL holds no event of the server's sites (a
+    fresh installation: Redis has everything), else to now (Redis was lost or replaced: only
+    sites created from now on are complete without a rebuild).
     """
     raw = server.get(EPOCH_KEY)
     if raw is None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT EXISTS (SELECT 1 FROM analytics_event)")
-            row = cursor.fetchone()
-        server.set(EPOCH_KEY, now_ms if row is not None and row[0] else 0, nx=True)
+        server.set(EPOCH_KEY, now_ms if _holds_events(server) else 0, nx=True)
         raw = server.get(EPOCH_KEY)
     return int(str(raw or 0))
+
+
+def _holds_events(server: redis.Redis) -> bool:
+    """Whether PostgreSQL holds an event of a site whose rollups live on ``server`` (of any site
+    when there is one server): a fresh server beside others that already counted is complete."""
+    with connection.cursor() as cursor:
+        if len(redis_clients.rollup_urls()) == 1:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM analytics_event)")
+        else:
+            cursor.execute("SELECT id FROM accounts_site")
+            ids = [site for (site,) in cursor.fetchall() if redis_clients.for_site(site) is server]
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM analytics_event WHERE site_id = ANY(%s))", [ids])
+        row = cursor.fetchone()
+    return bool(row is not None and row[0])
 
 
 def _first_complete_day(info: SiteSettings, epoch_ms: int) -> str:

@@ -34,13 +34,19 @@ def fresh_partition_cache() -> Iterator[None]:
 
 @pytest.fixture
 def data_redis() -> Iterator[redis.Redis]:
-    """The rollups database (tests use their own, +8), empty before and after the test."""
+    """The data Redis's database (tests use their own, +8), empty before and after the test, as is
+    each rollups server's."""
     client = redis_clients.data()
-    client.flushdb()
+    _flush_rollups(client)
     siteinfo._cache.clear()
     store.forget_partitions()
     yield client
-    client.flushdb()
+    _flush_rollups(client)
+
+
+def _flush_rollups(data: redis.Redis) -> None:
+    for server in {id(server): server for server in [data, *redis_clients.rollup_servers()]}.values():
+        server.flushdb()
 
 
 def purge_broker() -> None:

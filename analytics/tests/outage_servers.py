@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,17 +27,24 @@ from spinnakr.tests.waiting import wait_for
 
 
 class ThrowawayValkey:
-    """A Valkey on a Unix socket of ``directory``, appending every write to its AOF."""
+    """A Valkey on a Unix socket of ``directory`` and, with ``port``, on that loopback TCP port,
+    appending every write to its AOF."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, port: int = 0) -> None:
         self.directory = directory
         self.socket = directory / "valkey.sock"
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """The address Celery's settings take (``CELERY_BROKER_URL``), on database 0."""
         return f"redis+socket://{self.socket}?virtual_host=0"
+
+    @property
+    def tcp_url(self) -> str:
+        """The address ``REDIS_URL`` and ``REDIS_URLS`` take, on database 0 (with ``port``)."""
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5)
@@ -45,7 +53,8 @@ class ThrowawayValkey:
         self.socket.unlink(missing_ok=True)
         args = [
             str(embedded_valkey.binary()),
-            "--port", "0",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
             "--unixsocket", str(self.socket),
             "--dir", str(self.directory),
             "--appendonly", "yes",
@@ -66,6 +75,13 @@ class ThrowawayValkey:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=30)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on at the moment."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def throwaway_valkey(directory: Path) -> Iterator[ThrowawayValkey]:

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from django.conf import settings
 
+from analytics.tests.outage_servers import free_port
 from spinnakr.run import RestartPolicy, Supervisor
 from spinnakr.tests.waiting import wait_for
 
@@ -126,6 +127,7 @@ import signal, threading
 import django
 django.setup()
 from spinnakr import embedded
+from analytics.tests.outage_servers import free_port
 from spinnakr.run import RestartPolicy, Supervisor
 embedded.acquire()
 stopping = threading.Event()
@@ -148,6 +150,23 @@ def a_new_live_server(var: Path, name: str, old: int) -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return pid != old and psutil.pid_exists(pid)
+
+
+def test_it_names_a_server_of_redis_urls_that_does_not_answer_and_starts_nothing(checkout: Path) -> None:
+    port = free_port()
+
+    result = subprocess.run(
+        [sys.executable, "-m", "spinnakr.run"],
+        env={**checkout_env(checkout), "REDIS_URLS": f"redis://127.0.0.1:{port}"},
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert f"supervisor: REDIS_URLS names servers that do not answer: 127.0.0.1:{port}/" in result.stdout
+    assert "starting" not in result.stdout
 
 
 @pytest.mark.parametrize(

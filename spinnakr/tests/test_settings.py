@@ -43,6 +43,10 @@ def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("DATABASE_URL", "postgres://db:5432", "names no database"),
         ("REDIS_URL", "http://cache:6379/0", "REDIS_URL='http://cache:6379/0' must start with one of redis://"),
         ("REDIS_URL", "redis://cache:6379/zero", "has a database that is not a number"),
+        ("REDIS_URLS", "redis://a:6379,http://b:6379", "REDIS_URLS: 'http://b:6379' must start with one of redis://"),
+        ("REDIS_URLS", "redis://a:6379,redis://:6379", "REDIS_URLS: 'redis://:6379' names no host"),
+        ("REDIS_URLS", "redis://a:6379/0,redis://A", "REDIS_URLS: 'redis://A' names the same server as an earlier"),
+        ("REDIS_URLS", "redis://a:6379/zero", "REDIS_URLS='redis://a:6379/zero' has a database that is not a number"),
         ("CELERY_BROKER_URL", "sqs://queue", "CELERY_BROKER_URL='sqs://queue' must start with one of amqp://"),
         ("SPINNAKR_ENV", "staging", "SPINNAKR_ENV='staging' must be 'development' or 'production'"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be"),
@@ -136,6 +140,35 @@ def test_a_named_redis_or_broker_keeps_the_queues_there(
     url, wanted = result.stdout.splitlines()
     assert url == broker
     assert f"broker={embedded_broker}" in wanted
+
+
+SHOW_REDIS = (
+    "import django; django.setup(); from django.conf import settings as s; print(s.ROLLUP_REDIS_URLS); "
+    "print([s.REDIS_DATA_URL, s.CACHES, s.CHANNEL_LAYERS, s.CELERY_BROKER_URL])"
+)
+
+
+def show_redis(**overrides: str) -> list[str]:
+    env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "REDIS_URLS"}}
+    result = subprocess.run(
+        [sys.executable, "-c", SHOW_REDIS],
+        env={**env, "DJANGO_SETTINGS_MODULE": "spinnakr.settings", "SPINNAKR_TESTING": "0", **overrides},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=settings.BASE_DIR,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_redis_urls_moves_the_rollups_alone() -> None:
+    default = show_redis(REDIS_URL="redis://cache:6379/2")
+    spread = show_redis(REDIS_URL="redis://cache:6379/2", REDIS_URLS=" redis://10.0.0.1:7001, rediss://:pw@r2:6380/3 ")
+
+    assert default[0] == "()"
+    assert spread[0] == "('redis://10.0.0.1:7001/0', 'rediss://:pw@r2:6380/3')"
+    assert spread[1] == default[1]
 
 
 @pytest.mark.django_db

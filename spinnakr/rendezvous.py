@@ -1,0 +1,45 @@
+"""Which of several Redis servers holds a site's rollups: rendezvous (highest-random-weight) hashing.
+
+Each server gets a weight per site, a 64-bit BLAKE2b hash of (the server's identity, the site id),
+and the site lives on the server of the highest weight. The choice depends on the set of servers
+only, never on their order, and removing a server moves only the sites it held (each to the server
+of its next-highest weight). Python's ``hash()`` would not do: it is salted per process, and every
+web and worker process must agree.
+
+A server's identity is its address without scheme or credentials (``host:port/db``, or
+``unix:path/db``): turning on TLS or changing a password does not move sites.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from urllib.parse import parse_qsl, urlsplit
+
+DEFAULT_PORT = 6379
+
+
+@functools.cache
+def identity(url: str) -> str:
+    """The server and database ``url`` names, without scheme or credentials."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    db = query.get("db") or (parts.path.strip("/") if parts.scheme != "unix" else "") or "0"
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}/{db}"
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port or DEFAULT_PORT}/{db}"
+
+
+def weight(server: str, site_id: int) -> int:
+    """The 64-bit weight of the server of identity ``server`` for ``site_id``."""
+    digest = hashlib.blake2b(f"{server}\n{site_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+# Keyed by the list too: tests point the settings at servers of their own. A process holds one
+# entry per site it has seen (a few hundred bytes each).
+@functools.lru_cache(maxsize=1 << 17)
+def choose(urls: tuple[str, ...], site_id: int) -> str:
+    """The URL among ``urls`` of the server holding ``site_id``."""
+    return max(urls, key=lambda url: (weight(identity(url), site_id), identity(url)))
