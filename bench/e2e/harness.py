@@ -120,9 +120,13 @@ def wait_for_worker(process: subprocess.Popen[bytes], timeout: float = 60.0) -> 
 
 
 def purge_queues() -> None:
+    """Empty the bench's queues, declaring them first: RabbitMQ refuses to purge a queue nothing
+    has declared yet (a fresh broker), and declaring one that exists changes nothing."""
     with app.connection_for_write() as conn:
-        for name in (settings.EVENTS_QUEUE, settings.DEFAULT_QUEUE):
-            conn.default_channel.queue_purge(name)  # type: ignore[attr-defined]
+        for queue in settings.CELERY_TASK_QUEUES:
+            bound = queue(conn.default_channel)
+            bound.declare()
+            bound.purge()
 
 
 def queue_depth() -> int:
