@@ -153,15 +153,24 @@ async def publish(events: list[EnrichedEvent]) -> None:
 # POST /api/event ----------------------------------------------------------------
 
 
+def admitted_address(scope: Scope) -> str:
+    """The client's address, once its per-address rate limit lets it in (raises Reject)."""
+    address = client_address(scope)
+    wait = IP_BUCKETS.take(address)
+    if wait:
+        raise rate_limited("rate limit exceeded for this address", wait)
+    return address
+
+
 async def record(
     scope: Scope,
     headers: dict[bytes, bytes],
     event: IncomingEvent,
     page: enrich.Page,
     address: str,
-    user_agent: str,
 ) -> None:
     """Admit, enrich and publish one browser event for each of its sites (raises Reject)."""
+    user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
     sites = cached_sites(event) or await find_sites(event)
     origin_header = headers.get(b"origin")
     origin = origin_header.decode("latin-1") if origin_header else None
@@ -207,14 +216,10 @@ async def event_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         if method != "POST":
             raise Reject(405, "method not allowed: use POST", [(b"allow", b"POST, OPTIONS")])
-        address = client_address(scope)
-        wait = IP_BUCKETS.take(address)
-        if wait:
-            raise rate_limited("rate limit exceeded for this address", wait)
+        address = admitted_address(scope)
         raw = await read_body(scope, receive, headers, MAX_EVENT_BODY)
         event, page = parse(parse_json(raw))
-        user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
-        await record(scope, headers, event, page, address, user_agent)
+        await record(scope, headers, event, page, address)
     except InvalidEvent as exc:
         await respond_error(send, headers, Reject(400, str(exc)))
         return
@@ -237,10 +242,7 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             raise Reject(404, "unknown site key")
         key = check_storable(name[: -len(".gif")], "key")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        address = client_address(scope)
-        wait = IP_BUCKETS.take(address)
-        if wait:
-            raise rate_limited("rate limit exceeded for this address", wait)
+        address = admitted_address(scope)
         site = await lookup_site("site_key", key)
         if site is None:
             raise Reject(404, "unknown site key")
@@ -249,8 +251,7 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         if query.get("w", "").isdigit():
             body["w"] = int(query["w"])
         event, page = parse(body)
-        user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
-        await record(scope, headers, event, page, address, user_agent)
+        await record(scope, headers, event, page, address)
     except InvalidEvent as exc:
         await respond_error(send, headers, Reject(400, str(exc)))
         return

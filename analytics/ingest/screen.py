@@ -165,7 +165,9 @@ def record(rejected: Sequence[Rejected]) -> None:
     now = time.time()
     for (site_id, batch_id), items in groups.items():
         server = redis_clients.data() if site_id is None else redis_clients.for_site(site_id)
-        pipe = pipes.setdefault(id(server), server.pipeline(transaction=False))
+        pipe = pipes.get(id(server))
+        if pipe is None:
+            pipe = pipes[id(server)] = server.pipeline(transaction=False)
         prefix = NO_SITE_PREFIX if site_id is None else rollups.prefix(site_id)
         records = [
             json.dumps({"batch_id": batch_id, "reason": item.reason, "at": now, "event": item.event}, default=repr)
