@@ -7,9 +7,14 @@ batch markers (48 h), visitor sessions (25.5 h), hour keys (90 days), minute key
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from analytics.ingest import rollups
+from accounts.models import Site
+from analytics.ingest import compact, rollups
 from spinnakr import redis_clients
 
 DAY_PARTS = ("day: uvm dense", "day: uvm sparse", "day: top", "day: uv", "day: counters")
@@ -34,10 +39,10 @@ def _kind(rest: str) -> str:
     return "other"
 
 
-def _chunks(keys: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
+def _chunks(keys: Iterator[Any], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
     for key in keys:
-        chunk.append(key)
+        chunk.append(key.decode() if isinstance(key, bytes) else key)
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -54,12 +59,12 @@ def redis_bytes(site_id: int) -> dict[str, tuple[int, int]]:
         pipe = client.pipeline(transaction=False)
         for key in chunk:
             pipe.memory_usage(key)
-            pipe.getrange(key, 4, 4) if key.startswith(f"{prefix}uvm:".encode()) else pipe.echo("")
+            pipe.getrange(key, 4, 4) if key.startswith(f"{prefix}uvm:") else pipe.echo("")
         replies = pipe.execute()
         for n, key in enumerate(chunk):
-            kind = _kind(key.decode()[len(prefix) :])
+            kind = _kind(key[len(prefix) :])
             if kind == "day: uvm":
-                kind = "day: uvm dense" if replies[2 * n + 1] == b"\x00" else "day: uvm sparse"
+                kind = "day: uvm dense" if replies[2 * n + 1] in ("\x00", b"\x00") else "day: uvm sparse"
             keys, used = found.get(kind, (0, 0))
             found[kind] = (keys + 1, used + int(replies[2 * n] or 0))
     return found
@@ -78,3 +83,18 @@ def report(site_id: int, days: int, events: int) -> None:
         print(f"| {kind} | {keys} | {used / 1e6:.1f} | {used / days / 1e3:.1f} |")
     markers = found.get("batch markers (48 h)", (0, 0))[1]
     print(f"batch markers: {markers / max(events, 1):.2f} bytes per event")
+
+
+def compact_closed(site: Site, days: int) -> None:
+    """Compact the site's closed days, as the daily beat task (``analytics.ingest.compact``) does."""
+    today = dt.datetime.now(ZoneInfo(site.timezone)).date()
+    began = time.perf_counter()
+    done = compact.compact_site(
+        site.pk, today - dt.timedelta(days=days + 1), today - dt.timedelta(days=compact.CLOSED_AFTER_DAYS)
+    )
+    seconds = time.perf_counter() - began
+    print(
+        f"compacted: {done.rewritten} of {done.keys} dense HyperLogLogs rewritten sparse, "
+        f"{done.bytes_saved / 1e6:.1f} MB saved, {seconds:.1f} s",
+        flush=True,
+    )

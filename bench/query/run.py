@@ -382,6 +382,7 @@ def main() -> None:
     parser.add_argument("--skip-load", action="store_true", help="time the queries of an already loaded site")
     parser.add_argument("--visitors", type=int, default=0, help="visitor pool (default: events / 8)")
     parser.add_argument("--memory-only", action="store_true", help="report the site's Redis memory, no timings")
+    parser.add_argument("--compact", action="store_true", help="compact the closed days first (as the daily beat)")
     args = parser.parse_args()
     domain = args.domain or f"bench-query-{args.events}.test"
     site = Site.objects.filter(domain=domain).first()
@@ -404,6 +405,8 @@ def main() -> None:
         load(site, args.events, args.days, args.seed, args.batch, args.workers, args.visitors)
     if args.load_only:
         return
+    if args.compact:
+        memory.compact_closed(site, args.days)
     if args.memory_only:
         memory.report(site.pk, args.days, site_events(site.pk))
         return

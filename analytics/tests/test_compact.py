@@ -1,0 +1,137 @@
+"""Compaction of closed days: dense HyperLogLogs rewritten sparse, every answer unchanged."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from redis.client import NEVER_DECODE
+
+from analytics.ingest import compact, rollups
+from analytics.ingest.pipeline import ingest
+from analytics.query import redis_path
+from analytics.query.model import parse_query
+from analytics.tests.factories import make_event, make_site
+from spinnakr import redis_clients
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
+
+DAY = datetime(2026, 3, 10, tzinfo=UTC)
+LATER = DAY + timedelta(days=3, hours=12)
+SHAPES = [
+    {"metrics": ["visitors", "pageviews"], "dimensions": ["event:page"]},
+    {"metrics": ["visitors", "visits"], "dimensions": ["visit:browser"]},
+    {"metrics": ["visitors", "events"], "dimensions": ["event:name"]},
+    {"metrics": ["visitors", "visits", "pageviews"]},
+]
+
+
+def raw(key: str) -> bytes:
+    value = redis_clients.data().execute_command("GET", key, **{NEVER_DECODE: True})
+    assert isinstance(value, bytes)
+    return value
+
+
+def load_day(site, visitors: int) -> None:
+    """A pageview of each visitor (two pages, two browsers) and a signup of every tenth."""
+    events = [
+        make_event(
+            site,
+            DAY + timedelta(seconds=10 * n),
+            visitor=n,
+            pathname=f"/{n % 2}",
+            browser=("Firefox", "Chrome")[n % 2],
+        )
+        for n in range(1, visitors + 1)
+    ]
+    events += [
+        make_event(site, DAY + timedelta(seconds=10 * n + 5), "Signup", visitor=n) for n in range(1, visitors, 10)
+    ]
+    for start in range(0, len(events), 1000):
+        ingest(uuid.uuid4().hex, events[start : start + 1000])
+
+
+def answers(site) -> list[object]:
+    out = []
+    for shape in SHAPES:
+        body = {**shape, "date_range": ["2026-03-10", "2026-03-10"]}
+        query = parse_query(site, body, goals=set(), now=LATER, first_event_day=None)
+        out.append(sorted(redis_path.answer(query) or [], key=repr))
+    return out
+
+
+def test_the_sparse_form_holds_the_registers_of_the_dense_one():
+    client = redis_clients.data()
+    client.pfadd("dense", *[f"v{n}" for n in range(5000)])
+    dense = raw("dense")
+    sparse = compact.sparse_form(dense)
+    assert sparse is not None
+    assert len(dense) == compact.DENSE_SIZE
+    assert len(sparse) < len(dense)
+    client.set("sparse", sparse)
+    client.pfmerge("merged", "sparse")  # a dense copy of the sparse one's registers
+    assert raw("merged")[compact.HEADER :] == dense[compact.HEADER :]
+    assert client.pfcount("sparse") == client.pfcount("dense")
+
+
+def test_a_hyperloglog_whose_sparse_form_is_no_smaller_stays_dense():
+    client = redis_clients.data()
+    client.pfadd("dense", *[f"v{n}" for n in range(40_000)])
+    assert compact.sparse_form(raw("dense")) is None
+
+
+@time_machine.travel(LATER, tick=False)
+def test_compacting_a_closed_day_shrinks_its_hyperloglogs_and_changes_no_answer():
+    site = make_site()
+    with time_machine.travel(DAY + timedelta(hours=23), tick=False):
+        load_day(site, 2400)
+    before = answers(site)
+    day_key = f"{rollups.prefix(site.id)}uv:d:20260310"
+    assert redis_clients.data().strlen(day_key) == compact.DENSE_SIZE
+
+    done = compact.compact_site(site.id, DAY.date(), DAY.date())
+
+    assert done.rewritten == done.keys >= 4  # the day's, hostname's, pageview's, a browser's…
+    assert redis_clients.data().strlen(day_key) < compact.DENSE_SIZE
+    assert answers(site) == before
+
+
+@time_machine.travel(LATER, tick=False)
+def test_an_event_after_compaction_still_counts():
+    site = make_site()
+    with time_machine.travel(DAY + timedelta(hours=23), tick=False):
+        load_day(site, 2400)
+        compact.compact_site(site.id, DAY.date(), DAY.date())
+        visitors = rollups.visitors(site.id, "d", ["20260310"])
+        ingest(uuid.uuid4().hex, [make_event(site, DAY + timedelta(hours=22), visitor=99_999, pathname="/0")])
+    assert rollups.visitors(site.id, "d", ["20260310"]) == visitors + 1
+
+
+@time_machine.travel(LATER, tick=False)
+def test_the_beat_task_compacts_a_day_once_two_more_have_begun():
+    site = make_site()
+    with time_machine.travel(DAY + timedelta(hours=23), tick=False):
+        load_day(site, 2400)
+    day_key = f"{rollups.prefix(site.id)}uv:d:20260310"
+    compact.compact_closed_days(DAY + timedelta(days=1, hours=12))  # the day is not closed yet
+    assert redis_clients.data().strlen(day_key) == compact.DENSE_SIZE
+    compact.compact_closed_days(DAY + timedelta(days=2, hours=12))
+    assert redis_clients.data().strlen(day_key) < compact.DENSE_SIZE
+
+
+def test_a_key_written_since_it_was_read_is_left_as_it_is():
+    site = make_site()
+    client = redis_clients.for_site(site.id)
+    key = f"{rollups.prefix(site.id)}uv:d:20260310"
+    client.pfadd(key, *[f"v{n}" for n in range(3000)])
+    read = raw(key)
+    client.pfadd(key, "one more")
+    changed = raw(key)
+    sparse = compact.sparse_form(read)
+    assert sparse is not None
+    assert compact.rewrite_if_unchanged(site.id, [(key, read, sparse)]) == 0
+    assert raw(key) == changed
+    assert compact.rewrite_if_unchanged(site.id, [(key, changed, sparse)]) == 1
+    assert raw(key) == sparse
