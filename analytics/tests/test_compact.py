@@ -53,7 +53,7 @@ def load_day(site, visitors: int) -> None:
         ingest(uuid.uuid4().hex, events[start : start + 1000])
 
 
-def answers(site) -> list[object]:
+def answers(site) -> list[list[redis_path.Row]]:
     out = []
     for shape in SHAPES:
         body = {**shape, "date_range": ["2026-03-10", "2026-03-10"]}
