@@ -1,33 +1,49 @@
-"""Compaction of closed days: their dense HyperLogLogs rewritten in Redis's sparse form.
+"""Compaction of closed days: HyperLogLogs rewritten sparse, breakdowns moved into strings.
 
-A unique-visitor HyperLogLog (the day's ``uv:d:<day>``, each member's ``uvm:<dim>:d:<day>:…``)
-turns dense, 12 kB, once its sparse form would pass Redis's ``hll-sparse-max-bytes`` (3,000 bytes
-by default): that keeps PFADD cheap while the day takes events. A closed day takes none (late
-events arrive up to 24 hours after the fact), and a member with a few thousand visitors a day
-holds the same registers in 3 to 10 kB of sparse form. Redis reads a sparse HyperLogLog of any
-length, so the rewrite changes no count; a PFADD that still comes (an import) turns the key
-dense again when it must. Each rewrite is a compare-and-set on the value read (its SHA-1), so
-an event applied in between is never lost.
+Late events reach a day for 24 hours after it ends; a closed day then holds two costly kinds of
+key, and a beat task (every 6 hours, the days ``CLOSED_AFTER_DAYS`` back) compacts both:
 
-The members come from the day's breakdowns (``top:<dim>:d:<day>:events``) of the event
-dimensions and event names; custom property values are left as they are (their keys cannot be
-listed without scanning the keyspace, and they are few and small).
-Figures: bench/README.md, "Redis memory per site-day".
+- Unique-visitor HyperLogLogs (the day's ``uv:d:<day>``, each member's ``uvm:<dim>:d:<day>:…``)
+  turn dense, 12 kB, once their sparse form would pass Redis's ``hll-sparse-max-bytes`` (3,000
+  bytes by default), which keeps PFADD cheap while the day takes events. A member with a few
+  thousand visitors a day holds the same registers in 3 to 10 kB of sparse form, and Redis
+  reads a sparse HyperLogLog of any length, so the rewrite changes no count; a PFADD that still
+  comes turns the key dense again when it must. Each rewrite is a compare-and-set on the value
+  read (its SHA-1), so an event applied in between is never lost.
+- Breakdowns: a sorted set of more than 128 members (``zset-max-listpack-entries``) costs about
+  85 bytes a member; a page dimension keeps ten of them a day. ``lua/compact_breakdowns.lua``
+  moves a day's sorted sets of a dimension into one string ``topc:<dim>:d:<day>`` (members once,
+  a list of values per metric), atomically; readers add the string to the sorted sets
+  (``compacted_values``), so a late event after the move, which writes a new sorted set, counts.
+
+The members come from the day's breakdowns of the event dimensions and event names; custom
+property values' HyperLogLogs and sorted sets stay as they are (their keys cannot be listed
+without scanning the keyspace, and they are few). Figures: bench/README.md, "Redis memory per
+site-day".
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from redis.client import NEVER_DECODE
 
 from accounts.models import Site
-from analytics.fields import ROLLUP_EVENT_DIMENSIONS, ROLLUP_NAME
+from analytics.fields import (
+    ROLLUP_ACQUISITION,
+    ROLLUP_ENGAGEMENT,
+    ROLLUP_EVENT_DIMENSIONS,
+    ROLLUP_NAME,
+    ROLLUP_VISIT_DIMENSIONS,
+)
 from analytics.ingest import rollups
 from analytics.ingest.siteinfo import load_sites
 from spinnakr import redis_clients
@@ -56,11 +72,35 @@ return done
 """
 
 
+def _breakdown_metrics() -> dict[str, list[str]]:
+    """Each rollup dimension's sorted-set metrics (the key model in ``analytics.ingest.rollups``)."""
+    metrics: dict[str, list[str]] = {}
+
+    def add(dim: str, *names: str) -> None:
+        metrics.setdefault(dim, [])
+        metrics[dim] += [name for name in names if name not in metrics[dim]]
+
+    for dim, _ in ROLLUP_EVENT_DIMENSIONS:
+        add(dim, "pageviews", "events")
+    add(ROLLUP_NAME, "events")
+    for dim, source in ROLLUP_VISIT_DIMENSIONS:
+        add(dim, "visits", *(() if source == "x" else ("bounces", "duration")))
+        if dim in ROLLUP_ACQUISITION:
+            add(dim, "pageviews", "events")
+    add(ROLLUP_ENGAGEMENT, "engagements", "time_ms", "scroll_sum", "scroll_n")
+    return metrics
+
+
+BREAKDOWN_METRICS = _breakdown_metrics()
+BREAKDOWN_SPEC = json.dumps(BREAKDOWN_METRICS, separators=(",", ":"))
+
+
 @dataclass
 class Compacted:
     keys: int = 0  # dense HyperLogLogs found
     rewritten: int = 0
     bytes_saved: int = 0
+    breakdowns: int = 0  # sorted sets moved into compact strings
 
 
 def dense_registers(raw: bytes) -> list[int]:
@@ -108,6 +148,12 @@ def _script() -> Any:
     return redis_clients.data().register_script(_SET_IF_UNCHANGED)
 
 
+@cache
+def _move_script() -> Any:
+    source = (Path(__file__).parent / "lua" / "compact_breakdowns.lua").read_text()
+    return redis_clients.data().register_script(source)
+
+
 def _hll_keys(site_id: int, day: str) -> list[str]:
     """The day's unique-visitor HyperLogLogs: the day's, and each member's of the event
     dimensions and event names (their members read from the day's breakdowns)."""
@@ -117,14 +163,29 @@ def _hll_keys(site_id: int, day: str) -> list[str]:
     pipe = client.pipeline(transaction=False)
     for dim in dims:
         pipe.zrange(f"{prefix}top:{dim}:d:{day}:events", 0, -1)
+        pipe.get(f"{prefix}topc:{dim}:d:{day}")
+    replies = pipe.execute()
     keys = [f"{prefix}uv:d:{day}"]
-    for dim, members in zip(dims, pipe.execute(), strict=True):
-        keys += [f"{prefix}uvm:{dim}:d:{day}:{member}" for member in members]
+    for n, dim in enumerate(dims):
+        members = set(replies[2 * n])
+        if replies[2 * n + 1]:
+            members.update(json.loads(replies[2 * n + 1])["m"])
+        keys += [f"{prefix}uvm:{dim}:d:{day}:{member}" for member in sorted(members)]
     return keys
 
 
 def compact_day(site_id: int, day: str) -> Compacted:
-    """Rewrite the day's dense HyperLogLogs that are smaller sparse (``day`` is YYYYMMDD)."""
+    """Compact a closed day (YYYYMMDD): its dense HyperLogLogs rewritten sparse where smaller,
+    its breakdowns moved into one string per dimension."""
+    result = compact_hyperloglogs(site_id, day)
+    result.breakdowns = int(
+        _move_script()(keys=[f"{rollups.prefix(site_id)}meta"], args=[rollups.prefix(site_id), day, BREAKDOWN_SPEC])
+    )
+    return result
+
+
+def compact_hyperloglogs(site_id: int, day: str) -> Compacted:
+    """Rewrite the day's dense HyperLogLogs whose sparse form is smaller."""
     client = redis_clients.for_site(site_id)
     keys = _hll_keys(site_id, day)
     pipe = client.pipeline(transaction=False)
@@ -166,6 +227,7 @@ def compact_site(site_id: int, first: date, last: date) -> Compacted:
         total.keys += done.keys
         total.rewritten += done.rewritten
         total.bytes_saved += done.bytes_saved
+        total.breakdowns += done.breakdowns
     return total
 
 
@@ -181,3 +243,18 @@ def compact_closed_days(now: datetime) -> None:
                 "rollups.compacted",
                 extra={"site_id": site_id, "rewritten": done.rewritten, "bytes_saved": done.bytes_saved},
             )
+
+
+def compacted_values(site_id: int, dim: str, days: Sequence[str], metric: str) -> dict[str, int]:
+    """``metric`` of each member of a dimension summed over the days' compact strings (a day
+    not compacted has none: its sorted sets hold everything)."""
+    client = redis_clients.for_site(site_id)
+    prefix = rollups.prefix(site_id)
+    totals: dict[str, int] = {}
+    for raw in client.mget([f"{prefix}topc:{dim}:d:{day}" for day in days]) if days else []:
+        if not raw:
+            continue
+        data = json.loads(raw)
+        for member, value in zip(data["m"], data.get(metric) or [], strict=False):
+            totals[member] = totals.get(member, 0) + int(value)
+    return totals
