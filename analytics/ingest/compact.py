@@ -232,17 +232,38 @@ def compact_site(site_id: int, first: date, last: date) -> Compacted:
 
 
 def compact_closed_days(now: datetime) -> None:
-    """Beat (every 6 hours): compact each site's day ``CLOSED_AFTER_DAYS`` before today (in its
-    timezone) and the day before that (a day missed while beat was down is caught up)."""
+    """Beat (every 6 hours): compact each site's closed days not compacted yet, from the day
+    after its meta's ``compacted_until`` (else from the oldest day its retention keeps, or its
+    creation) to ``CLOSED_AFTER_DAYS`` before today in its timezone. A rebuild's swap clears
+    ``compacted_until``, so the rebuilt days are compacted again; a site being rebuilt waits."""
     site_ids = list(Site.objects.values_list("id", flat=True))
     for site_id, info in load_sites(site_ids).items():
-        last = now.astimezone(info.tz).date() - timedelta(days=CLOSED_AFTER_DAYS)
-        done = compact_site(site_id, last - timedelta(days=1), last)
-        if done.rewritten:
-            logger.info(
-                "rollups.compacted",
-                extra={"site_id": site_id, "rewritten": done.rewritten, "bytes_saved": done.bytes_saved},
-            )
+        today = now.astimezone(info.tz).date()
+        last = today - timedelta(days=CLOSED_AFTER_DAYS)
+        meta = rollups.meta(site_id)
+        if meta.get("rebuilding") == "1":
+            continue
+        done_until = meta.get("compacted_until")
+        if done_until:
+            first = datetime.strptime(done_until, "%Y%m%d").date() + timedelta(days=1)
+        else:
+            first = max(info.created_day, today - timedelta(days=info.retention_days))
+        if first > last:
+            continue
+        done = compact_site(site_id, first, last)
+        redis_clients.for_site(site_id).hset(
+            f"{rollups.prefix(site_id)}meta", "compacted_until", rollups.day_name(last)
+        )
+        logger.info(
+            "rollups.compacted",
+            extra={
+                "site_id": site_id,
+                "days": (last - first).days + 1,
+                "rewritten": done.rewritten,
+                "breakdowns": done.breakdowns,
+                "bytes_saved": done.bytes_saved,
+            },
+        )
 
 
 def compacted_values(site_id: int, dim: str, days: Sequence[str], metric: str) -> dict[str, int]:

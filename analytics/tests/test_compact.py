@@ -11,6 +11,7 @@ from redis.client import NEVER_DECODE
 
 from analytics.ingest import compact, rollups
 from analytics.ingest.pipeline import ingest
+from analytics.ingest.rebuild import rebuild_site
 from analytics.query import redis_path, sql
 from analytics.query.engine import site_goals
 from analytics.query.model import parse_query
@@ -141,16 +142,43 @@ def test_late_events_after_compaction_count_and_both_paths_still_agree():
     assert agree(answers(site), answers(site, path="sql"))
 
 
-@time_machine.travel(LATER, tick=False)
 def test_the_beat_task_compacts_a_day_once_two_more_have_begun():
-    site = make_site()
     with time_machine.travel(DAY + timedelta(hours=23), tick=False):
+        site = make_site()
         load_day(site, 2400)
     day_key = f"{rollups.prefix(site.id)}uv:d:20260310"
+    pages = f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews"
     compact.compact_closed_days(DAY + timedelta(days=1, hours=12))  # the day is not closed yet
     assert redis_clients.data().strlen(day_key) == compact.DENSE_SIZE
+    assert redis_clients.data().exists(pages)
     compact.compact_closed_days(DAY + timedelta(days=2, hours=12))
     assert redis_clients.data().strlen(day_key) < compact.DENSE_SIZE
+    assert not redis_clients.data().exists(pages)
+    assert rollups.meta(site.id)["compacted_until"] == "20260310"
+
+
+def test_the_beat_task_compacts_the_rebuilt_days_again():
+    with time_machine.travel(DAY + timedelta(hours=23), tick=False):
+        site = make_site()
+        load_day(site, 200)
+    pages = f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews"
+    with time_machine.travel(LATER, tick=False):
+        compact.compact_closed_days(LATER)
+        rebuild_site(site, grace_seconds=0)
+        assert redis_clients.data().exists(pages)
+        compact.compact_closed_days(LATER)
+        assert not redis_clients.data().exists(pages)
+        assert agree(answers(site), answers(site, path="sql"))
+
+
+@time_machine.travel(LATER, tick=False)
+def test_a_site_being_rebuilt_keeps_its_breakdowns_as_they_are():
+    site = make_site()
+    with time_machine.travel(DAY + timedelta(hours=23), tick=False):
+        load_day(site, 200)
+    redis_clients.data().hset(f"{rollups.prefix(site.id)}meta", "rebuilding", "1")
+    assert compact.compact_site(site.id, DAY.date(), DAY.date()).breakdowns == 0
+    assert redis_clients.data().exists(f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews")
 
 
 def test_a_key_written_since_it_was_read_is_left_as_it_is():

@@ -1,7 +1,8 @@
 """The Redis memory of one site, by part: ``MEMORY USAGE`` of each of its keys, grouped by kind.
 
 Parts: day keys (kept for the plan's retention; split into per-member unique-visitor
-HyperLogLogs, dense or sparse, breakdown sorted sets, the day's unique visitors and counters),
+HyperLogLogs, dense or sparse, breakdown sorted sets and the compacted days' breakdown strings,
+the day's unique visitors and counters),
 batch markers (48 h), visitor sessions (25.5 h), hour keys (90 days), minute keys (48 h).
 """
 
@@ -17,7 +18,7 @@ from accounts.models import Site
 from analytics.ingest import compact, rollups
 from spinnakr import redis_clients
 
-DAY_PARTS = ("day: uvm dense", "day: uvm sparse", "day: top", "day: uv", "day: counters")
+DAY_PARTS = ("day: uvm dense", "day: uvm sparse", "day: top", "day: top (compacted)", "day: uv", "day: counters")
 
 
 def _kind(rest: str) -> str:
@@ -31,6 +32,8 @@ def _kind(rest: str) -> str:
             return "day: uvm"
         if parts[0] == "top":
             return "day: top"
+        if parts[0] == "topc":
+            return "day: top (compacted)"
         return "day: uv" if parts[0] == "uv" else "day: counters"
     if "h" in parts:
         return "hour keys (90 days)"

@@ -12,6 +12,9 @@
 -- have. A late event after the move writes a new sorted set, which readers add to the string,
 -- and which the next compaction moves in too. Returns the number of sorted sets moved.
 
+-- A site being rebuilt is left alone: the rebuild's swap drops the live keys it listed before,
+-- and a string written after that listing would stay beside the rebuilt sorted sets.
+if redis.call('HGET', KEYS[1], 'rebuilding') == '1' then return 0 end
 local prefix, day = ARGV[1], ARGV[2]
 local dims = cjson.decode(ARGV[3])
 local moved = 0
