@@ -32,6 +32,9 @@ Breakdowns per day (sorted sets, member → value; a member whose value is 0 is 
   engagement (on ``page``): ``engagements`` (count), ``time_ms`` (summed engaged time),
   ``scroll_sum`` and ``scroll_n`` (scroll depth sum and count: average = sum / n).
   An empty member ``""`` means absent (direct traffic, unknown country…).
+  A closed day is compacted (``analytics.ingest.compact``, beat): its dense HyperLogLogs are
+  rewritten sparse, and its sorted sets of a dimension move into one string
+  ``{s:<id>}:topc:<dim>:d:<day>``, which readers add to any sorted set written since.
 What Redis does not serve exactly goes to SQL: unique visitors per member of a visit
 dimension that is not also an event dimension (entry_page, exit_page, source, channel,
 referrer, utm_*), any filter, several dimensions, and ranges crossing ``complete_since``.
@@ -46,13 +49,15 @@ Visits and state:
     {s:<id>}:meta               hash: ``complete_since`` (YYYY-MM-DD, site tz: first day whose
                                 rollups are complete; set by the site's first batch when the
                                 site is younger than ``rollups:epoch``, else by a rebuild),
-                                ``rebuilding`` ("1" while a rebuild runs)
+                                ``rebuilding`` ("1" while a rebuild runs), ``compacted_until``
+                                (YYYYMMDD: last day compacted)
     rollups:epoch               (no site tag) epoch ms since when this Redis saw every batch:
                                 0 on a fresh installation, the moment of recovery after a loss
     {s:<id>}:rb:…               the rebuild's namespace (see analytics/ingest/rebuild.py)
 
 Readers: ``counters``, ``visitors``, ``top``, ``member_values``, ``member_visitors``,
-``visitors_now``, ``meta``.
+``visitors_now``, ``meta`` (``top`` and ``member_values`` read sorted sets only: a day not yet
+compacted; the query path adds the compacted strings, ``compact.compacted_values``).
 
 The scripts name only the site's meta key in KEYS (for routing); every key they touch carries
 the same hash tag, so on Redis Cluster they run within the site's slot.
