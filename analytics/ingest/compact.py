@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -56,6 +57,8 @@ DENSE_SIZE = HEADER + REGISTERS * 6 // 8
 SPARSE_VAL_MAX = 32
 # Days after a day ends before it is compacted: late events reach it for 24 hours.
 CLOSED_AFTER_DAYS = 2
+# Seconds of one beat run (within the tasks' 240 s soft time limit).
+BUDGET_SECONDS = 180.0
 # Keys per compare-and-set call (the script holds the server while it compares and writes).
 CHUNK = 64
 
@@ -231,15 +234,17 @@ def compact_site(site_id: int, first: date, last: date) -> Compacted:
     return total
 
 
-def compact_closed_days(now: datetime) -> None:
+def compact_closed_days(now: datetime, budget_seconds: float = BUDGET_SECONDS) -> None:
     """Beat (every 6 hours): compact each site's closed days not compacted yet, from the day
     after its meta's ``compacted_until`` (else from the oldest day its retention keeps, or its
-    creation) to ``CLOSED_AFTER_DAYS`` before today in its timezone. A rebuild's swap clears
-    ``compacted_until``, so the rebuilt days are compacted again; a site being rebuilt waits."""
+    creation) to ``CLOSED_AFTER_DAYS`` before today in its timezone, recording each day done.
+    A rebuild's swap clears ``compacted_until``, so the rebuilt days are compacted again; a site
+    being rebuilt waits. A run stops after ``budget_seconds`` (the first run after an upgrade
+    has every stored day to do) and the next one goes on from there."""
+    stop_at = time.monotonic() + budget_seconds
     site_ids = list(Site.objects.values_list("id", flat=True))
     for site_id, info in load_sites(site_ids).items():
-        today = now.astimezone(info.tz).date()
-        last = today - timedelta(days=CLOSED_AFTER_DAYS)
+        last = now.astimezone(info.tz).date() - timedelta(days=CLOSED_AFTER_DAYS)
         meta = rollups.meta(site_id)
         if meta.get("rebuilding") == "1":
             continue
@@ -247,23 +252,28 @@ def compact_closed_days(now: datetime) -> None:
         if done_until:
             first = datetime.strptime(done_until, "%Y%m%d").date() + timedelta(days=1)
         else:
-            first = max(info.created_day, today - timedelta(days=info.retention_days))
-        if first > last:
-            continue
-        done = compact_site(site_id, first, last)
-        redis_clients.for_site(site_id).hset(
-            f"{rollups.prefix(site_id)}meta", "compacted_until", rollups.day_name(last)
-        )
-        logger.info(
-            "rollups.compacted",
-            extra={
-                "site_id": site_id,
-                "days": (last - first).days + 1,
-                "rewritten": done.rewritten,
-                "breakdowns": done.breakdowns,
-                "bytes_saved": done.bytes_saved,
-            },
-        )
+            first = max(info.created_day, last + timedelta(days=CLOSED_AFTER_DAYS - info.retention_days))
+        total = Compacted()
+        for day in rollups.days_between(first, last):
+            if time.monotonic() > stop_at:
+                logger.info("rollups.compaction_paused", extra={"site_id": site_id, "day": day})
+                return
+            done = compact_day(site_id, day)
+            redis_clients.for_site(site_id).hset(f"{rollups.prefix(site_id)}meta", "compacted_until", day)
+            total.rewritten += done.rewritten
+            total.breakdowns += done.breakdowns
+            total.bytes_saved += done.bytes_saved
+        if first <= last:
+            logger.info(
+                "rollups.compacted",
+                extra={
+                    "site_id": site_id,
+                    "days": (last - first).days + 1,
+                    "rewritten": total.rewritten,
+                    "breakdowns": total.breakdowns,
+                    "bytes_saved": total.bytes_saved,
+                },
+            )
 
 
 def compacted_values(site_id: int, dim: str, days: Sequence[str], metric: str) -> dict[str, int]:

@@ -157,6 +157,19 @@ def test_the_beat_task_compacts_a_day_once_two_more_have_begun():
     assert rollups.meta(site.id)["compacted_until"] == "20260310"
 
 
+def test_a_beat_run_out_of_time_leaves_the_rest_to_the_next():
+    with time_machine.travel(DAY + timedelta(hours=23), tick=False):
+        site = make_site()
+        load_day(site, 200)
+    pages = f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews"
+    compact.compact_closed_days(LATER, budget_seconds=0)
+    assert redis_clients.data().exists(pages)
+    assert "compacted_until" not in rollups.meta(site.id)
+    compact.compact_closed_days(LATER)
+    assert not redis_clients.data().exists(pages)
+    assert rollups.meta(site.id)["compacted_until"] == "20260311"
+
+
 def test_the_beat_task_compacts_the_rebuilt_days_again():
     with time_machine.travel(DAY + timedelta(hours=23), tick=False):
         site = make_site()
