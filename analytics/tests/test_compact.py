@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.conf import settings
 from redis.client import NEVER_DECODE
 
 from analytics.ingest import compact, rollups
@@ -15,8 +16,10 @@ from analytics.ingest.rebuild import rebuild_site
 from analytics.query import redis_path, sql
 from analytics.query.engine import site_goals
 from analytics.query.model import parse_query
+from analytics.tasks import compact_rollups
 from analytics.tests.factories import make_event, make_site
 from spinnakr import redis_clients
+from spinnakr.celery import app
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
 
@@ -208,3 +211,18 @@ def test_a_key_written_since_it_was_read_is_left_as_it_is():
     assert raw(key) == changed
     assert compact.rewrite_if_unchanged(site.id, [(key, changed, sparse)]) == 1
     assert raw(key) == sparse
+
+
+def test_beat_runs_the_compaction_task_every_six_hours():
+    entry = settings.CELERY_BEAT_SCHEDULE["analytics-compact-rollups"]
+    assert entry == {"task": "analytics.compact_rollups", "schedule": 6 * 3600.0}
+    assert app.tasks[entry["task"]].name == compact_rollups.name
+
+
+def test_the_compaction_task_compacts_the_closed_days():
+    with time_machine.travel(DAY + timedelta(hours=23), tick=False):
+        site = make_site()
+        load_day(site, 200)
+    with time_machine.travel(LATER, tick=False):
+        compact_rollups()
+    assert not redis_clients.data().exists(f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews")
