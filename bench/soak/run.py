@@ -43,7 +43,7 @@ from django.db import connection
 from accounts.models import Account, Site
 from analytics.ingest.cleanup import purge_site
 from analytics.query import planner
-from bench.e2e.harness import free_port, purge_queues, start, stop
+from bench.e2e.harness import cpu_between, cpu_seconds, free_port, purge_queues, server_cpu, start, stop
 from bench.e2e.load import CONNECTION_ERROR, TIMED_OUT
 from bench.e2e.run import arrays
 from bench.e2e.sampling import (
@@ -136,6 +136,18 @@ def sample_all(samplers: list[Sampler]) -> None:
             sampler.sample()
 
 
+def cpu_now(service: Service) -> dict[str, float]:
+    """CPU seconds so far of the web, the worker, PostgreSQL and the data Redis, each rollup server and the broker."""
+    fleet = service.fleet
+    valkeys = {f"rollups{n}": server for n, server in enumerate(fleet.rollups)} | {"broker": fleet.broker}
+    readings = {"web": cpu_seconds(service.processes()[0]), "worker": cpu_seconds(service.processes()[1])}
+    readings |= {name: value for name, value in server_cpu().items() if name != "broker"}
+    for name, server in valkeys.items():
+        if server.process is not None:
+            readings[name] = cpu_seconds(server.process)
+    return readings
+
+
 def caught_up_at(after: float, accepted: list[list[float]], samples: list[list[tuple[float, int]]]) -> float | None:
     """The first moment after ``after`` when every site had stored and counted every event it
     accepted ``CAUGHT_UP_SECONDS`` before (None: never during the run)."""
@@ -217,6 +229,7 @@ def soak(
         loads.append(start([sys.executable, "-m", "bench.e2e.load", "--port", str(service.port), "--domain",
                             site.domain, "--rate", str(options.rate / len(sites)), "--duration",
                             str(options.duration), "--out", str(out)]))  # fmt: skip
+    cpu_before = cpu_now(service)
     t0 = time.monotonic()
     schedule = [(t0 + options.duration * (k + 1) / (len(names) + 1), name) for k, name in enumerate(names)]
     faults: list[dict[str, Any]] = []
@@ -264,6 +277,8 @@ def soak(
             last_planner = time.monotonic()
         time.sleep(SAMPLE_SECONDS)
     drain_s = time.monotonic() - drain_began
+    # A fault that replaces a process or server loses its CPU time: only a run without faults has it.
+    cpu = cpu_between(cpu_before, cpu_now(service)) if not faults else {}
     samples = [s.samples for s in samplers]
 
     for record in faults:
@@ -305,6 +320,9 @@ def soak(
         "stored_though_refused": refused_stored,
         "faults": faults,
     }
+    if cpu:
+        events = max(1, figures["accepted"])
+        figures["cpu_us_per_event"] = {name: round(seconds / events * 1e6) for name, seconds in cpu.items()}
     figures |= total | {f"outside_faults_{k}": v for k, v in lag_figures(sorted(outside)).items()}
     figures["zero_loss"] = (
         total["missing_from_postgresql"] == 0 and total["duplicate_rows"] == 0 and refused_stored == 0
@@ -343,6 +361,9 @@ def report(figures: dict[str, Any]) -> None:
          f"p99 {figures['outside_faults_lag_p99_ms']} ms"),
         ("drain after the load", f"{figures['drain_s']} s"),
     ]  # fmt: skip
+    if "cpu_us_per_event" in figures:
+        parts = ", ".join(f"{name} {value} µs" for name, value in figures["cpu_us_per_event"].items())
+        rows.append(("CPU per event (PostgreSQL includes the sampling)", parts))
     print_table(rows)
     print("\n| fault | at | action took | recovered after | what |\n| --- | ---: | ---: | ---: | --- |")
     for fault in figures["faults"]:
