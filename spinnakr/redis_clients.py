@@ -36,12 +36,17 @@ def _data(url: str, timeout: float | None) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=connect)
 
 
-def for_site(site_id: int) -> redis.Redis:
-    """The client of the server holding ``site_id``'s rollups."""
+def for_site(site_id: int, *, timeout: float | None = None) -> redis.Redis:
+    """The client of the server holding ``site_id``'s rollups; ``timeout`` as ``data`` takes it."""
+    return _data(rollup_url(site_id), timeout)
+
+
+def rollup_url(site_id: int) -> str:
+    """The address of the server holding ``site_id``'s rollups."""
     urls: tuple[str, ...] = settings.ROLLUP_REDIS_URLS
     if not urls:
-        return data()
-    return _data(urls[0] if len(urls) == 1 else rendezvous.choose(urls, site_id), None)
+        return str(settings.REDIS_DATA_URL)
+    return urls[0] if len(urls) == 1 else rendezvous.choose(urls, site_id)
 
 
 def rollup_urls() -> tuple[str, ...]:

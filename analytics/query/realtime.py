@@ -18,15 +18,21 @@ from django.utils import timezone
 
 from accounts.models import Site
 from analytics.ingest import rollups
-from spinnakr import redis_clients
+from spinnakr import breaker, redis_clients
 
 NOW_WINDOW = dt.timedelta(minutes=5)
 MINUTES = 30
 
 
 def _rollups_present(site: Site) -> bool:
+    url = redis_clients.rollup_url(site.pk)
+    if breaker.is_open(url):  # down a moment ago: no connection attempt per request
+        return False
     try:
         return bool(rollups.meta(site.pk).get("complete_since"))
+    except breaker.UNREACHABLE as exc:
+        breaker.trip(url, exc)
+        return False
     except redis.RedisError:
         return False
 

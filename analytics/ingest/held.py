@@ -1,0 +1,63 @@
+"""The parts of a batch whose rollups server is down: published again to wait in the broker.
+
+A batch (one broker message) may carry sites of several rollups servers. When one server does
+not answer, the sites of the others go on (rollups, raw store, quota, live delta) and the parts
+of the silent server are published again, each batch's under its own id (the per-site marker
+makes a second application of a part harmless), with a delay. The publish is confirmed before
+``ingest_many`` returns, so before the original message is acknowledged: nothing accepted is lost
+between the two. The raw store takes those parts only once their rollups are applied, because
+each row keeps the visit id the rollups script answers.
+
+A held message comes back after ``HOLD_DELAY_SECONDS`` and is tried again; while the server's
+breaker is open (``spinnakr.breaker``) it is held again at the cost of one publish, with no
+connection attempt, until the server answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+from django.conf import settings
+
+from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK, EnrichedEvent
+from spinnakr.celery import app
+
+logger = logging.getLogger(__name__)
+
+# Longer than the breaker stays open (spinnakr.breaker.OPEN_SECONDS) would leave a server that
+# came back idle; shorter would cycle the held batches through the broker for nothing.
+HOLD_DELAY_SECONDS = 3
+
+
+class BrokerUnavailable(Exception):
+    """The held parts could not be published: the whole message must be retried."""
+
+
+def hold(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], server: dict[int, str]) -> None:
+    """Publish each batch's held parts (batch, site, events) as one delayed message, confirmed."""
+    by_batch: dict[str, list[EnrichedEvent]] = defaultdict(list)
+    for batch_id, _, events in parts:
+        by_batch[batch_id].extend(events)
+    for batch_id, events in by_batch.items():
+        try:
+            app.send_task(
+                INGEST_TASK,
+                kwargs={"batch_id": batch_id, "events": events},
+                serializer=EVENTS_SERIALIZER,
+                queue=settings.EVENTS_QUEUE,
+                task_id=batch_id,
+                countdown=HOLD_DELAY_SECONDS,
+            )
+        except Exception as exc:
+            raise BrokerUnavailable(repr(exc)) from exc
+    logger.warning(
+        "ingest.parts_held",
+        extra={
+            "batches": len(by_batch),
+            "events": sum(len(events) for _, _, events in parts),
+            "sites": sorted({site_id for _, site_id, _ in parts}),
+            "servers": len({server[site_id] for _, site_id, _ in parts}),
+        },
+    )

@@ -1,0 +1,164 @@
+"""One rollups server down: the other servers' sites go on, the down server's wait and are counted once."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+from accounts.models import Membership, Role, Site, User
+from analytics.ingest import quota, rollups
+from analytics.ingest.pipeline import ingest
+from analytics.query import run_query
+from analytics.tests.conftest import purge_broker
+from analytics.tests.factories import make_site
+from analytics.tests.outage_servers import ThrowawayValkey
+from analytics.tests.test_shards import PAGES, TOTALS, servers, sites_on_every_server, visits
+from spinnakr import breaker, redis_clients
+from spinnakr.celery import app
+
+__all__ = ["servers"]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis", "fresh_breaker")]
+NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
+DAY = "20260310"
+
+
+@pytest.fixture
+def fresh_breaker() -> Iterator[None]:
+    """No failure remembered from another test, before or after."""
+    breaker.reset()
+    purge_broker()
+    yield
+    breaker.reset()
+    purge_broker()
+
+
+def waiting_messages() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The events queue's messages, taken off it: (headers, kwargs) each."""
+    taken = []
+    with app.connection_for_read() as conn:
+        queue = app.amqp.queues[settings.EVENTS_QUEUE].bind(conn.default_channel)
+        while (message := queue.get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT)) is not None:
+            taken.append((message.headers, message.decode()[1]))
+    return taken
+
+
+def server_of(servers: list[ThrowawayValkey], site: Site) -> ThrowawayValkey:
+    url = redis_clients.rollup_url(site.id)
+    return next(server for server in servers if f":{server.port}/" in url)
+
+
+def stored(site: Site) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM analytics_event WHERE site_id = %s", [site.id])
+        return int(cursor.fetchone()[0])  # type: ignore[index]
+
+
+def by_id(event: Any) -> str:
+    return str(event["event_id"])
+
+
+def pageviews(site: Site) -> int:
+    return rollups.counters(site.id, "d", [DAY])[0]["pageviews"]
+
+
+def split(servers: list[ThrowawayValkey], sites: list[Site]) -> tuple[ThrowawayValkey, list[Site], list[Site]]:
+    """The server of the first site, its sites and the others'."""
+    down = server_of(servers, sites[0])
+    return (
+        down,
+        [s for s in sites if server_of(servers, s) is down],
+        [s for s in sites if server_of(servers, s) is not down],
+    )
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_batch_counts_and_stores_the_sites_of_the_servers_that_answer_and_holds_the_rest(
+    servers: list[ThrowawayValkey],
+) -> None:
+    sites = sites_on_every_server()
+    events = {site.id: visits(site, n) for n, site in enumerate(sites)}
+    down, waiting, going = split(servers, sites)
+    down.stop()
+    batch_id = uuid.uuid4().hex
+
+    ingest(batch_id, [event for batch in events.values() for event in batch])
+
+    assert [(pageviews(s), stored(s)) for s in going] == [(len(events[s.id]),) * 2 for s in going]
+    assert [stored(s) for s in waiting] == [0] * len(waiting)
+    [(headers, kwargs)] = waiting_messages()
+    assert headers["eta"] is not None
+    assert kwargs["batch_id"] == batch_id
+    assert sorted(kwargs["events"], key=by_id) == sorted([e for s in waiting for e in events[s.id]], key=by_id)
+
+
+@time_machine.travel(NOW, tick=False)
+def test_the_held_part_is_counted_once_when_the_server_is_back_and_equals_the_raw_store(
+    servers: list[ThrowawayValkey],
+) -> None:
+    first = make_site("first.example")
+    sites = [first]
+    while len({redis_clients.rollup_url(s.id) for s in sites}) < 2:  # one account's sites on two servers
+        sites.append(Site.objects.create(account=first.account, domain=f"more{len(sites)}.example"))
+    sites = [sites[0], sites[-1]]
+    events = [event for n, site in enumerate(sites) for event in visits(site, n)]
+    server_of(servers, first).stop()
+    batch_id = uuid.uuid4().hex
+    ingest(batch_id, events)
+    [(_, kwargs)] = waiting_messages()
+    server_of(servers, first).start()
+    breaker.reset()  # as after breaker.OPEN_SECONDS
+
+    ingest(kwargs["batch_id"], kwargs["events"])
+    ingest(batch_id, events)  # the whole message delivered again changes nothing
+
+    assert [pageviews(s) for s in sites] == [stored(s) for s in sites]
+    assert sum(stored(s) for s in sites) == len(events)
+    assert quota.events_this_month(first.account_id) == len(events)
+    assert waiting_messages() == []
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_down_server_s_sites_are_answered_from_sql_marked_not_live_trying_the_server_once(
+    servers: list[ThrowawayValkey], caplog: pytest.LogCaptureFixture
+) -> None:
+    sites = sites_on_every_server()
+    ingest(uuid.uuid4().hex, [event for n, site in enumerate(sites) for event in visits(site, n)])
+    down, waiting, going = split(servers, sites)
+    before = [(run_query(s, TOTALS)["results"], run_query(s, PAGES)["results"]) for s in sites]
+    down.stop()
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO):
+        answers = [(run_query(s, TOTALS), run_query(s, PAGES)) for s in sites]
+
+    assert [(a["results"], b["results"]) for a, b in answers] == before
+    assert [(a["meta"].get("live"), b["meta"].get("live")) for a, b in answers] == [
+        (False, False) if site in waiting else (None, None) for site in sites
+    ]
+    assert len([r for r in caplog.records if r.getMessage() == "breaker.opened"]) == 1
+    sources = [r.source for r in caplog.records if r.getMessage() == "query.answered"]  # type: ignore[attr-defined]
+    assert sources.count("redis") == 2 * len(going)
+
+
+def test_the_dashboard_of_a_down_server_s_site_says_it_is_not_live(
+    servers: list[ThrowawayValkey], client: Client
+) -> None:
+    sites = sites_on_every_server(count=3)
+    down, waiting, going = split(servers, sites)
+    user = User.objects.create_user("owner@down.test", "a long password 1234", email_verified=True)
+    for site in (waiting[0], going[0]):
+        Membership.objects.create(account=site.account, user=user, role=Role.OWNER)
+    client.force_login(user)
+    down.stop()
+
+    assert "Not live" in client.get(f"/sites/{waiting[0].domain}/").content.decode()
+    assert "Not live" not in client.get(f"/sites/{going[0].domain}/").content.decode()
