@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,13 +18,15 @@ from django.test import Client
 from accounts.models import Membership, Role, Site, User
 from analytics.ingest import quota, rollups
 from analytics.ingest.pipeline import ingest
+from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
 from analytics.query import run_query
-from analytics.tests.conftest import purge_broker
+from analytics.tests.conftest import WorkerProcess, purge_broker
 from analytics.tests.factories import make_site
 from analytics.tests.outage_servers import ThrowawayValkey
 from analytics.tests.test_shards import PAGES, TOTALS, servers, sites_on_every_server, visits
 from spinnakr import breaker, redis_clients
 from spinnakr.celery import app
+from spinnakr.tests.waiting import wait_for
 
 __all__ = ["servers"]
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis", "fresh_breaker")]
@@ -59,7 +62,9 @@ def server_of(servers: list[ThrowawayValkey], site: Site) -> ThrowawayValkey:
 def stored(site: Site) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM analytics_event WHERE site_id = %s", [site.id])
-        return int(cursor.fetchone()[0])  # type: ignore[index]
+        row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def by_id(event: Any) -> str:
@@ -162,3 +167,50 @@ def test_the_dashboard_of_a_down_server_s_site_says_it_is_not_live(
 
     assert "Not live" in client.get(f"/sites/{waiting[0].domain}/").content.decode()
     assert "Not live" not in client.get(f"/sites/{going[0].domain}/").content.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_events")
+def test_a_worker_goes_on_for_the_other_servers_while_one_is_down_and_catches_up_once_it_is_back(
+    servers: list[ThrowawayValkey], celery_worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    sites = sites_on_every_server()
+    down, waiting, going = split(servers, sites)
+    celery_worker_factory(env={"REDIS_URLS": ",".join(server.tcp_url for server in servers)})
+    yesterday = datetime.now(UTC).replace(hour=23, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    day = yesterday.strftime("%Y%m%d")
+    sent: dict[int, int] = dict.fromkeys([site.id for site in sites], 0)
+
+    def send(batches: int) -> None:
+        for _ in range(batches):
+            events = [event for n, site in enumerate(sites) for event in visits(site, n % 4, yesterday)]
+            app.send_task(
+                INGEST_TASK,
+                kwargs={"batch_id": uuid.uuid4().hex, "events": events},
+                serializer=EVENTS_SERIALIZER,
+                queue=settings.EVENTS_QUEUE,
+            )
+            for event in events:
+                sent[event["site_id"]] += 1
+            time.sleep(0.05)
+
+    def counted(of: list[Site]) -> list[tuple[int, int]]:
+        return [(rollups.counters(s.id, "d", [day])[0]["pageviews"], stored(s)) for s in of]
+
+    send(10)
+    down.stop()
+    send(20)
+    wait_for(lambda: counted(going) == [(sent[s.id],) * 2 for s in going], timeout=60)
+    assert [stored(s) < sent[s.id] for s in waiting] == [True] * len(waiting)
+    assert [
+        run_query(s, TOTALS | {"date_range": [yesterday.date().isoformat()] * 2})["meta"].get("live") for s in waiting
+    ] == [False] * len(waiting)
+
+    down.start()
+
+    wait_for(lambda: counted(sites) == [(sent[s.id],) * 2 for s in sites], timeout=60)
+    month = yesterday.strftime("%Y%m")
+    assert [int(redis_clients.data().get(quota.quota_key(s.account_id, month)) or 0) for s in sites] == [
+        sent[s.id] for s in sites
+    ]
