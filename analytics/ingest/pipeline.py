@@ -176,16 +176,19 @@ def _apply_rollups(
     """Apply the rollups server by server; answers the parts applied, in order, and their results.
 
     With ``REDIS_URLS`` naming several servers, the parts of a server that does not answer (or
-    whose breaker is open) are held (``analytics.ingest.held``) and left out of the rest of the
-    pipeline, even when that is every part: the pool process goes on to the next message at once
-    instead of pausing (``TRANSIENT_PAUSE_SECONDS``) on each. With one server there is nothing
+    whose breaker is open), and those of a site being moved to another server, are held
+    (``analytics.ingest.held``) and left out of the rest of the pipeline, even when that is every
+    part: the pool process goes on to the next message at once instead of pausing
+    (``TRANSIENT_PAUSE_SECONDS``) on each. With one server there is nothing
     else to go on with: the error is raised and the whole message retried, as for any transient
     failure.
     """
     server = {site_id: redis_clients.rollup_url(site_id) for site_id in {site_id for _, site_id, _ in parts}}
+    moving = {site_id for site_id in server if redis_clients.rollup_moving(site_id)}
     by_server: dict[str, list[int]] = defaultdict(list)
     for n, (_, site_id, _) in enumerate(parts):
-        by_server[server[site_id]].append(n)
+        if site_id not in moving:  # a moving site's parts wait for the move's end
+            by_server[server[site_id]].append(n)
     results: dict[int, rollups.BatchResult] = {}
     failure: Exception | None = None
     for url, indexes in by_server.items():
@@ -204,9 +207,9 @@ def _apply_rollups(
             continue
         breaker.close(url)
         results.update(zip(indexes, applied, strict=True))
-    if failure is not None and not results and len(settings.ROLLUP_REDIS_URLS) < 2:
+    if failure is not None and not results and len(redis_clients.rollup_urls()) < 2:
         raise failure
-    if failure is not None:
+    if len(results) < len(parts):
         held.hold([part for n, part in enumerate(parts) if n not in results], server)
     kept = sorted(results)
     return [parts[n] for n in kept], [results[n] for n in kept]

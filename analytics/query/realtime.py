@@ -26,7 +26,7 @@ MINUTES = 30
 
 def _rollups_present(site: Site) -> bool:
     url = redis_clients.rollup_url(site.pk)
-    if breaker.is_open(url):  # down a moment ago: no connection attempt per request
+    if breaker.is_open(url) or redis_clients.rollup_moving(site.pk):  # down a moment ago, or moving
         return False
     try:
         return bool(rollups.meta(site.pk).get("complete_since"))

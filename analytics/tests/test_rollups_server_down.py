@@ -177,7 +177,7 @@ def test_a_worker_goes_on_for_the_other_servers_while_one_is_down_and_catches_up
 ) -> None:
     sites = sites_on_every_server()
     down, waiting, going = split(servers, sites)
-    celery_worker_factory(env={"REDIS_URLS": ",".join(server.tcp_url for server in servers)})
+    worker = celery_worker_factory(env={"REDIS_URLS": ",".join(server.tcp_url for server in servers)})
     yesterday = datetime.now(UTC).replace(hour=23, minute=0, second=0, microsecond=0) - timedelta(days=1)
     day = yesterday.strftime("%Y%m%d")
     sent: dict[int, int] = dict.fromkeys([site.id for site in sites], 0)
@@ -210,6 +210,7 @@ def test_a_worker_goes_on_for_the_other_servers_while_one_is_down_and_catches_up
     down.start()
 
     wait_for(lambda: counted(sites) == [(sent[s.id],) * 2 for s in sites], timeout=60)
+    assert b"ingest.parts_held" in worker.log.read_bytes()
     month = yesterday.strftime("%Y%m")
     assert [int(redis_clients.data().get(quota.quota_key(s.account_id, month)) or 0) for s in sites] == [
         sent[s.id] for s in sites
