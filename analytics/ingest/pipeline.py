@@ -13,6 +13,10 @@ changes nothing that was done:
 4. One live delta per site to the channel group ``site.<id>``, after the commit.
 5. Acknowledgement (``acks_late``): a worker lost before it redelivers the message.
 
+With ``REDIS_URLS`` naming several servers, step 1 goes server by server: the parts of a server
+that does not answer, or of a site being moved to another server, wait in the broker
+(``analytics.ingest.held``) and skip steps 2 to 4; the other sites go on.
+
 Before step 1, ``analytics.ingest.screen`` sets aside the events the store could not take (a wrong
 shape, a NUL), counted per site and reason, so one bad event costs no other.
 
