@@ -50,28 +50,21 @@ def for_site(site_id: int, *, timeout: float | None = None) -> redis.Redis:
 
 def rollup_url(site_id: int) -> str:
     """The address of the server holding ``site_id``'s rollups."""
-    urls: tuple[str, ...] = settings.ROLLUP_REDIS_URLS
-    if not urls:
-        return str(settings.REDIS_DATA_URL)
     return rollup_placement().server_of(site_id)
 
 
 def rollup_placement() -> placement.Placement:
-    """The rollups servers in use, and those of a move in progress (``spinnakr.placement``)."""
+    """The rollups servers in use, and those of a move in progress (``spinnakr.placement``); the
+    data Redis alone without ``REDIS_URLS``. One answer for several decisions: it may change
+    between two calls."""
+    if not settings.ROLLUP_REDIS_URLS:
+        return placement.Placement((settings.REDIS_DATA_URL,))
     return placement.current(data(), settings.ROLLUP_REDIS_URLS)
-
-
-def rollup_moving(site_id: int) -> bool:
-    """Whether ``site_id``'s rollups are being moved to another server: they are not to be
-    read or written meanwhile."""
-    return bool(settings.ROLLUP_REDIS_URLS) and rollup_placement().moving(site_id)
 
 
 def rollup_urls() -> tuple[str, ...]:
     """The addresses of the servers holding rollups (the data Redis's alone without ``REDIS_URLS``);
     during a move, those of both sets."""
-    if not settings.ROLLUP_REDIS_URLS:
-        return (settings.REDIS_DATA_URL,)
     return rollup_placement().every_server()
 
 

@@ -187,8 +187,11 @@ def _apply_rollups(
     else to go on with: the error is raised and the whole message retried, as for any transient
     failure.
     """
-    server = {site_id: redis_clients.rollup_url(site_id) for site_id in {site_id for _, site_id, _ in parts}}
-    moving = {site_id for site_id in server if redis_clients.rollup_moving(site_id)}
+    # One reading of the placement for both decisions: read twice, a move's switch in between
+    # could send a site that was moving to the server it just left.
+    place = redis_clients.rollup_placement()
+    server = {site_id: place.server_of(site_id) for site_id in {site_id for _, site_id, _ in parts}}
+    moving = {site_id for site_id in server if place.moving(site_id)}
     by_server: dict[str, list[int]] = defaultdict(list)
     for n, (_, site_id, _) in enumerate(parts):
         if site_id not in moving:  # a moving site's parts wait for the move's end
@@ -211,7 +214,7 @@ def _apply_rollups(
             continue
         breaker.close(url)
         results.update(zip(indexes, applied, strict=True))
-    if failure is not None and not results and len(redis_clients.rollup_urls()) < 2:
+    if failure is not None and not results and len(place.every_server()) < 2:
         raise failure
     if len(results) < len(parts):
         held.hold([part for n, part in enumerate(parts) if n not in results], server)

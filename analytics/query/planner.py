@@ -66,8 +66,9 @@ PROBE_TIMEOUT = 0.5
 def rollups_live(site_id: int) -> bool:
     """Whether the site's rollups server answers and the site is not being moved: otherwise its
     recent batches wait (``analytics.ingest.held``), so neither Redis nor the raw store holds them yet."""
-    url = redis_clients.rollup_url(site_id)
-    if breaker.is_open(url) or redis_clients.rollup_moving(site_id):
+    place = redis_clients.rollup_placement()
+    url = place.server_of(site_id)
+    if breaker.is_open(url) or place.moving(site_id):
         return False
     try:
         redis_clients.for_site(site_id, timeout=PROBE_TIMEOUT).ping()
@@ -81,8 +82,9 @@ def try_redis(site: Site, query: Query) -> tuple[list[Row], int] | None:
     now = timezone.now()
     if not redis_path.supports(query, now):
         return None
-    url = redis_clients.rollup_url(site.pk)
-    if breaker.is_open(url) or redis_clients.rollup_moving(site.pk):
+    place = redis_clients.rollup_placement()
+    url = place.server_of(site.pk)
+    if breaker.is_open(url) or place.moving(site.pk):
         return None
     try:
         if not rollups_ready(site.pk, query.date_range.first_day):

@@ -25,13 +25,13 @@ MINUTES = 30
 
 
 def _rollups_present(site: Site) -> bool:
-    url = redis_clients.rollup_url(site.pk)
-    if breaker.is_open(url) or redis_clients.rollup_moving(site.pk):  # down a moment ago, or moving
+    place = redis_clients.rollup_placement()
+    if breaker.is_open(place.server_of(site.pk)) or place.moving(site.pk):  # down a moment ago, or moving
         return False
     try:
         return bool(rollups.meta(site.pk).get("complete_since"))
     except breaker.UNREACHABLE as exc:
-        breaker.trip(url, exc)
+        breaker.trip(place.server_of(site.pk), exc)
         return False
     except redis.RedisError:
         return False
