@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from django.conf import settings
 
@@ -35,11 +36,19 @@ class BrokerUnavailable(Exception):
     """The held parts could not be published: the whole message must be retried."""
 
 
-def hold(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], server: dict[int, str]) -> None:
-    """Publish each batch's held parts (batch, site, events) as one delayed message, confirmed."""
-    by_batch: dict[str, list[EnrichedEvent]] = defaultdict(list)
+def hold(
+    parts: Sequence[tuple[str, int, list[EnrichedEvent]]],
+    server: dict[int, str],
+    rejected: Sequence[tuple[str, Any]] = (),
+) -> None:
+    """Publish each batch's held parts (batch, site, events) as one delayed message, confirmed,
+    with the events set aside that could not be recorded (batch, event): the screen sets them
+    aside again when the message comes back, and records them then."""
+    by_batch: dict[str, list[Any]] = defaultdict(list)
     for batch_id, _, events in parts:
         by_batch[batch_id].extend(events)
+    for batch_id, event in rejected:
+        by_batch[batch_id].append(event)
     for batch_id, events in by_batch.items():
         try:
             app.send_task(
@@ -57,6 +66,7 @@ def hold(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], server: dict[int
         extra={
             "batches": len(by_batch),
             "events": sum(len(events) for _, _, events in parts),
+            "set_aside": len(rejected),
             "sites": sorted({site_id for _, site_id, _ in parts}),
             "servers": len({server[site_id] for _, site_id, _ in parts}),
         },

@@ -39,6 +39,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -122,7 +123,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
         fresh = [(batch_id, site_id, evs) for site_id, evs in by_site.items() if (batch_id, site_id) not in seen]
         seen.update((batch_id, site_id) for _, site_id, _ in fresh)
         parts.extend(fresh)
-    screen.record(rejected)
+    unrecorded = screen.record(rejected)
     sites = load_sites({site_id for _, site_id, _ in parts})
     for site_id in {site_id for _, site_id, _ in parts} - set(sites):
         dropped = sum(len(evs) for _, s, evs in parts if s == site_id)
@@ -131,7 +132,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
 
     for _, _, site_events in parts:
         site_events.sort(key=rollups.event_order)
-    parts, results = _apply_rollups(parts, sites)
+    parts, results = _apply_rollups(parts, sites, [(item.batch_id, item.event) for item in unrecorded])
     _test_pause("after_rollups")
 
     store.ensure_partitions({store.month_of(e["ts"]) for _, _, evs in parts for e in evs})
@@ -175,7 +176,9 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
 
 
 def _apply_rollups(
-    parts: list[tuple[str, int, list[EnrichedEvent]]], sites: dict[int, SiteSettings]
+    parts: list[tuple[str, int, list[EnrichedEvent]]],
+    sites: dict[int, SiteSettings],
+    unrecorded: Sequence[tuple[str, Any]],
 ) -> tuple[list[tuple[str, int, list[EnrichedEvent]]], list[rollups.BatchResult]]:
     """Apply the rollups server by server; answers the parts applied, in order, and their results.
 
@@ -183,7 +186,8 @@ def _apply_rollups(
     whose breaker is open), and those of a site being moved to another server, are held
     (``analytics.ingest.held``) and left out of the rest of the pipeline, even when that is every
     part: the pool process goes on to the next message at once instead of pausing
-    (``TRANSIENT_PAUSE_SECONDS``) on each. With one server there is nothing
+    (``TRANSIENT_PAUSE_SECONDS``) on each; so are the events set aside that could not be recorded
+    on such a server (``unrecorded``). With one server there is nothing
     else to go on with: the error is raised and the whole message retried, as for any transient
     failure.
     """
@@ -216,8 +220,8 @@ def _apply_rollups(
         results.update(zip(indexes, applied, strict=True))
     if failure is not None and not results and len(place.every_server()) < 2:
         raise failure
-    if len(results) < len(parts):
-        held.hold([part for n, part in enumerate(parts) if n not in results], server)
+    if len(results) < len(parts) or unrecorded:
+        held.hold([part for n, part in enumerate(parts) if n not in results], server, unrecorded)
     kept = sorted(results)
     return [parts[n] for n in kept], [results[n] for n in kept]
 

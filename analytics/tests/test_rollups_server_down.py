@@ -132,6 +132,31 @@ def test_the_held_part_is_counted_once_when_the_server_is_back_and_equals_the_ra
 
 
 @time_machine.travel(NOW, tick=False)
+def test_an_event_set_aside_for_a_down_server_s_site_waits_with_its_batch_and_is_recorded_once(
+    servers: list[ThrowawayValkey],
+) -> None:
+    sites = sites_on_every_server(count=3)
+    down, waiting, _ = split(servers, sites)
+    bad = {**visits(waiting[0], 0)[0], "pathname": "/\x00"}
+    events = [*(event for n, site in enumerate(sites) for event in visits(site, n)), bad]
+    down.stop()
+    batch_id = uuid.uuid4().hex
+    ingest(batch_id, events)
+    [(_, kwargs)] = waiting_messages()
+    down.start()
+    breaker.reset()
+
+    ingest(kwargs["batch_id"], kwargs["events"])
+    ingest(batch_id, events)
+
+    assert [pageviews(s) for s in sites] == [stored(s) for s in sites]
+    assert sum(stored(s) for s in sites) == len(events) - 1
+    assert redis_clients.for_site(waiting[0].id).hgetall(f"{rollups.prefix(waiting[0].id)}rejected") == {
+        "unstorable:pathname": "1"
+    }
+
+
+@time_machine.travel(NOW, tick=False)
 def test_a_down_server_s_sites_are_answered_from_sql_marked_not_live_trying_the_server_once(
     servers: list[ThrowawayValkey], caplog: pytest.LogCaptureFixture
 ) -> None:
