@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import time_machine
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.test import Client
@@ -18,6 +20,7 @@ from django.test import Client
 from accounts.models import Membership, Role, Site, User
 from analytics.ingest import quota, rollups
 from analytics.ingest.pipeline import ingest
+from analytics.live.push import group_name
 from analytics.payloads import EVENTS_SERIALIZER, INGEST_TASK
 from analytics.query import run_query
 from analytics.tests.conftest import WorkerProcess, purge_broker
@@ -129,6 +132,39 @@ def test_the_held_part_is_counted_once_when_the_server_is_back_and_equals_the_ra
     assert sum(stored(s) for s in sites) == len(events)
     assert quota.events_this_month(first.account_id) == len(events)
     assert waiting_messages() == []
+
+
+async def listen(sites: list[Site]) -> tuple[Any, str]:
+    layer = get_channel_layer()
+    assert layer is not None
+    channel = await layer.new_channel()
+    for site in sites:
+        await layer.group_add(group_name(site.id), channel)
+    return layer, channel
+
+
+async def deltas(layer: Any, channel: str, count: int) -> set[int]:
+    return {(await asyncio.wait_for(layer.receive(channel), 5))["site_id"] for _ in range(count)}
+
+
+@time_machine.travel(NOW, tick=False)
+def test_the_other_sites_get_their_live_deltas_at_once_and_the_down_server_s_sites_once_it_is_back(
+    servers: list[ThrowawayValkey],
+) -> None:
+    sites = sites_on_every_server()
+    down, waiting, going = split(servers, sites)
+    layer, channel = asyncio.run(listen(sites))
+    down.stop()
+    ingest(uuid.uuid4().hex, [event for n, site in enumerate(sites) for event in visits(site, n)])
+    during = asyncio.run(deltas(layer, channel, len(going)))
+    [(_, kwargs)] = waiting_messages()
+    down.start()
+    breaker.reset()
+
+    ingest(kwargs["batch_id"], kwargs["events"])
+
+    assert during == {site.id for site in going}
+    assert asyncio.run(deltas(layer, channel, len(waiting))) == {site.id for site in waiting}
 
 
 @time_machine.travel(NOW, tick=False)
