@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
+from accounts.apikeys import create_api_key
 from accounts.models import Membership, Role, Site, User
 from analytics.ingest import quota, rollups
 from analytics.ingest.pipeline import ingest
@@ -213,6 +214,23 @@ def test_a_down_server_s_sites_are_answered_from_sql_marked_not_live_trying_the_
     assert len([r for r in caplog.records if r.getMessage() == "breaker.opened"]) == 1
     sources = [r.source for r in caplog.records if r.getMessage() == "query.answered"]  # type: ignore[attr-defined]
     assert sources.count("redis") == 2 * len(going)
+
+
+@time_machine.travel(NOW, tick=False)
+def test_the_api_says_a_down_server_s_site_is_not_live(servers: list[ThrowawayValkey], client: Client) -> None:
+    sites = sites_on_every_server(count=3)
+    down, waiting, _ = split(servers, sites)
+    _, key = create_api_key(waiting[0].account, "stats", ["stats:read"])
+    auth = {"Authorization": f"Bearer {key}"}
+    down.stop()
+
+    v2 = client.post(
+        "/api/v2/query", {**TOTALS, "site_id": waiting[0].domain}, content_type="application/json", headers=auth
+    )
+    v1 = client.get("/api/v1/stats/aggregate", {"site_id": waiting[0].domain, "period": "day"}, headers=auth)
+
+    assert (v2.status_code, v2.json()["meta"]["live"]) == (200, False)
+    assert (v1.status_code, v1.json()["live"]) == (200, False)
 
 
 def test_the_dashboard_of_a_down_server_s_site_says_it_is_not_live(
