@@ -244,8 +244,11 @@ def test_the_dashboard_of_a_down_server_s_site_says_it_is_not_live(
     client.force_login(user)
     down.stop()
 
-    assert "Not live" in client.get(f"/sites/{waiting[0].domain}/").content.decode()
-    assert "Not live" not in client.get(f"/sites/{going[0].domain}/").content.decode()
+    assert (
+        '<p class="notice" id="not-live" role="status">Not live'
+        in client.get(f"/sites/{waiting[0].domain}/").content.decode()
+    )
+    assert 'id="not-live" role="status" hidden>' in client.get(f"/sites/{going[0].domain}/").content.decode()
 
 
 @pytest.mark.slow
