@@ -25,6 +25,7 @@ UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError
 OPEN_SECONDS = 5.0
 
 _open_until: dict[str, float] = {}
+_failing_since: dict[str, float] = {}
 
 
 def is_open(url: str) -> bool:
@@ -36,18 +37,28 @@ def trip(url: str, error: BaseException | None = None) -> None:
     """``url`` did not answer: skip it for ``OPEN_SECONDS``."""
     if not is_open(url):
         logger.warning("breaker.opened", extra={"server": safe(url), "error": repr(error)[:300]})
-    _open_until[url] = time.monotonic() + OPEN_SECONDS
+    now = time.monotonic()
+    _open_until[url] = now + OPEN_SECONDS
+    _failing_since.setdefault(url, now)
 
 
 def close(url: str) -> None:
     """``url`` answered."""
     if _open_until.pop(url, None) is not None:
         logger.info("breaker.closed", extra={"server": safe(url)})
+    _failing_since.pop(url, None)
+
+
+def failing_for(url: str) -> float:
+    """Seconds since ``url`` first failed without answering since (0 when it answers)."""
+    since = _failing_since.get(url)
+    return 0.0 if since is None else time.monotonic() - since
 
 
 def reset() -> None:
     """Forget every failure (tests, and a process that learns of a new server set)."""
     _open_until.clear()
+    _failing_since.clear()
 
 
 def safe(url: str) -> str:

@@ -77,3 +77,4 @@ def test_a_breaker_skips_a_server_that_failed_until_it_answers_again() -> None:
 
     assert opened == [True, False, False]
     assert breaker.is_open(THREE[0]) is False
+    assert breaker.failing_for(THREE[0]) == 0.0
