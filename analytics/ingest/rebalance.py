@@ -29,7 +29,7 @@ import redis
 
 from accounts.models import Site
 from analytics.ingest import rollups
-from spinnakr import placement, redis_clients
+from spinnakr import breaker, placement, redis_clients
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +63,25 @@ def rebalance(
         before = redis_clients.rollup_placement()
         if before.next and set(before.next) != set(servers):
             raise RebalanceError("a move to other servers was interrupted: run it again with its servers first")
-        for url in servers:
-            redis_clients.raw(url).ping()  # every new server answers before anything changes
+        report = Report()
+        if set(before.servers) == set(servers) and not before.next:
+            say("those servers are in use already: nothing to move")
+            return report
         moving_set = placement.Placement(before.servers, servers)
-        data.set(placement.KEY, moving_set.dumps())
+        _answering(moving_set.every_server())  # before anything changes
         _carry_epoch(before.servers, servers)
+        data.set(placement.KEY, moving_set.dumps())
         say(f"announced the move to {len(servers)} servers; waiting {settle:.0f} s")
         time.sleep(settle)
-        report = Report()
         sites = [site for site in Site.objects.order_by("pk").values_list("pk", flat=True) if moving_set.moving(site)]
-        for site in sites:
-            report.keys += _copy(site, moving_set.server_of(site), moving_set.destination(site))
+        try:
+            for site in sites:
+                report.keys += _copy(site, moving_set.server_of(site), moving_set.destination(site))
+        except redis.ConnectionError as exc:
+            raise RebalanceError(
+                f"a server stopped answering during the copy ({exc}); the moving sites' batches wait: "
+                "run the command again with the same servers once it answers"
+            ) from exc
         report.moved = len(sites)
         data.set(placement.KEY, placement.Placement(servers).dumps())
         say(f"copied {report.moved} sites ({report.keys} keys); switched; waiting {settle:.0f} s")
@@ -86,6 +94,14 @@ def rebalance(
     report.seconds = time.monotonic() - started
     logger.info("rebalance.done", extra={"sites": report.moved, "keys": report.keys, "seconds": report.seconds})
     return report
+
+
+def _answering(urls: tuple[str, ...]) -> None:
+    for url in urls:
+        try:
+            redis_clients.raw(url).ping()
+        except redis.RedisError as exc:
+            raise RebalanceError(f"{breaker.safe(url)} does not answer ({exc}); nothing was changed") from exc
 
 
 def _carry_epoch(before: tuple[str, ...], after: tuple[str, ...]) -> None:

@@ -15,7 +15,7 @@ import pytest
 import redis
 import time_machine
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from accounts.models import Site
@@ -97,6 +97,21 @@ def test_a_moving_site_s_batches_wait_and_its_queries_answer_from_sql_marked_not
         2 * before[s.id] for s in staying
     ]
     assert [run_query(s, TOTALS)["meta"].get("live") for s in sites] == [False if s in moving else None for s in sites]
+
+
+def test_a_rebalance_to_a_server_that_does_not_answer_changes_nothing(servers: list[ThrowawayValkey]) -> None:
+    before = redis_clients.rollup_urls()
+
+    with pytest.raises(CommandError, match="does not answer"):
+        call_command("rebalance_rollups", "--add", f"redis://127.0.0.1:{free_port()}", settle=0, stdout=io.StringIO())
+
+    assert redis_clients.data().get(placement.KEY) is None
+    assert redis_clients.rollup_urls() == before
+
+
+def test_removing_a_server_not_in_use_is_refused(servers: list[ThrowawayValkey], spare: ThrowawayValkey) -> None:
+    with pytest.raises(CommandError, match="not a server in use"):
+        call_command("rebalance_rollups", "--remove", spare.tcp_url, settle=0, stdout=io.StringIO())
 
 
 @pytest.mark.slow
