@@ -3,8 +3,9 @@
 Sync clients are one per process, address and timeout (thread-safe, pooled); an async client is made
 per call, because it belongs to the event loop that first uses it, and its caller closes it.
 ``for_site`` is the client of the server holding a site's rollups: with ``REDIS_URLS`` one of
-those servers, chosen by rendezvous hashing on the site id (``spinnakr.rendezvous``); without it
-the data Redis. ``rollup_servers`` lists them all, for what concerns every site's rollups.
+the servers in use (``spinnakr.placement``), chosen by rendezvous hashing on the site id
+(``spinnakr.rendezvous``); without it the data Redis. ``rollup_servers`` lists them all, for what
+concerns every site's rollups.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from spinnakr import rendezvous
+from spinnakr import placement
 
 # A connection attempt fails after at most this long even where calls may wait longer.
 CONNECT_TIMEOUT = 2.0
@@ -36,18 +37,35 @@ def _data(url: str, timeout: float | None) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=connect)
 
 
-def for_site(site_id: int) -> redis.Redis:
-    """The client of the server holding ``site_id``'s rollups."""
-    urls: tuple[str, ...] = settings.ROLLUP_REDIS_URLS
-    if not urls:
-        return data()
-    return _data(urls[0] if len(urls) == 1 else rendezvous.choose(urls, site_id), None)
+@functools.cache
+def raw(url: str) -> redis.Redis:
+    """A client of ``url`` answering bytes: ``DUMP`` payloads, when sites move between servers."""
+    return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+
+
+def for_site(site_id: int, *, timeout: float | None = None) -> redis.Redis:
+    """The client of the server holding ``site_id``'s rollups; ``timeout`` as ``data`` takes it."""
+    return _data(rollup_url(site_id), timeout)
+
+
+def rollup_url(site_id: int) -> str:
+    """The address of the server holding ``site_id``'s rollups."""
+    return rollup_placement().server_of(site_id)
+
+
+def rollup_placement() -> placement.Placement:
+    """The rollups servers in use, and those of a move in progress (``spinnakr.placement``); the
+    data Redis alone without ``REDIS_URLS``. One answer for several decisions: it may change
+    between two calls."""
+    if not settings.ROLLUP_REDIS_URLS:
+        return placement.Placement((settings.REDIS_DATA_URL,))
+    return placement.current(data(), settings.ROLLUP_REDIS_URLS)
 
 
 def rollup_urls() -> tuple[str, ...]:
-    """The addresses of the servers holding rollups (the data Redis's alone without ``REDIS_URLS``)."""
-    urls: tuple[str, ...] = settings.ROLLUP_REDIS_URLS
-    return urls or (settings.REDIS_DATA_URL,)
+    """The addresses of the servers holding rollups (the data Redis's alone without ``REDIS_URLS``);
+    during a move, those of both sets."""
+    return rollup_placement().every_server()
 
 
 def rollup_servers(*, timeout: float | None = None) -> list[redis.Redis]:

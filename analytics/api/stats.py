@@ -119,7 +119,11 @@ class V1StatsView(APIBaseView):
         params = _params(request)
         site = self.site_for_request(request, params.get("site_id"))
         body, anchor = build(params)
-        return body, shape(body, run_query(site, body, today=anchor))
+        answer = run_query(site, body, today=anchor)
+        data = shape(body, answer)
+        if answer["meta"].get("live") is False:  # as v2's meta says it: answered from SQL, events waiting
+            data["live"] = False
+        return body, data
 
 
 class RealtimeVisitorsView(APIBaseView):

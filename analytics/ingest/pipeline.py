@@ -13,6 +13,10 @@ changes nothing that was done:
 4. One live delta per site to the channel group ``site.<id>``, after the commit.
 5. Acknowledgement (``acks_late``): a worker lost before it redelivers the message.
 
+With ``REDIS_URLS`` naming several servers, step 1 goes server by server: the parts of a server
+that does not answer, or of a site being moved to another server, wait in the broker
+(``analytics.ingest.held``) and skip steps 2 to 4; the other sites go on.
+
 Before step 1, ``analytics.ingest.screen`` sets aside the events the store could not take (a wrong
 shape, a NUL), counted per site and reason, so one bad event costs no other.
 
@@ -35,22 +39,30 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from analytics.ingest import quota, rollups, screen, store
+from analytics.ingest import held, quota, rollups, screen, store
 from analytics.ingest.siteinfo import SiteSettings, load_sites
 from analytics.ingest.visits import visit_id
 from analytics.live import push
 from analytics.payloads import EnrichedEvent
-from spinnakr import redis_clients
+from spinnakr import breaker, redis_clients
 
 logger = logging.getLogger(__name__)
 
 
-TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+TRANSIENT = (
+    OperationalError,
+    InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    held.BrokerUnavailable,
+)
 PAUSE_ENV = "SPINNAKR_TEST_INGEST_PAUSE"
 
 
@@ -97,19 +109,21 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
     result per site.
     """
     parts: list[tuple[str, int, list[EnrichedEvent]]] = []  # (batch, site, events), in order
-    seen: set[str] = set()
+    seen: set[tuple[str, int]] = set()
     rejected: list[screen.Rejected] = []
     for batch_id, events in batches:
-        if batch_id in seen:  # a copy of a message the group holds already (a redelivery)
-            continue
-        seen.add(batch_id)
         kept, set_aside = screen.screen(batch_id, events)
         rejected.extend(set_aside)
         by_site: dict[int, list[EnrichedEvent]] = defaultdict(list)
         for event in _dedupe(kept):
             by_site[event["site_id"]].append(event)
-        parts.extend((batch_id, site_id, site_events) for site_id, site_events in by_site.items())
-    screen.record(rejected)
+        # A copy of a part the group holds already (a redelivery, or the held part of a
+        # message that is also redelivered whole) is left out; the parts of a batch are the
+        # same events in every copy.
+        fresh = [(batch_id, site_id, evs) for site_id, evs in by_site.items() if (batch_id, site_id) not in seen]
+        seen.update((batch_id, site_id) for _, site_id, _ in fresh)
+        parts.extend(fresh)
+    unrecorded = screen.record(rejected)
     sites = load_sites({site_id for _, site_id, _ in parts})
     for site_id in {site_id for _, site_id, _ in parts} - set(sites):
         dropped = sum(len(evs) for _, s, evs in parts if s == site_id)
@@ -118,9 +132,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
 
     for _, _, site_events in parts:
         site_events.sort(key=rollups.event_order)
-    results = rollups.apply_batches(
-        [(sites[site_id], batch_id, rollups.prepare(sites[site_id], evs)) for batch_id, site_id, evs in parts]
-    )
+    parts, results = _apply_rollups(parts, sites, [(item.batch_id, item.event) for item in unrecorded])
     _test_pause("after_rollups")
 
     store.ensure_partitions({store.month_of(e["ts"]) for _, _, evs in parts for e in evs})
@@ -163,13 +175,66 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
     return dict(answer)
 
 
+def _apply_rollups(
+    parts: list[tuple[str, int, list[EnrichedEvent]]],
+    sites: dict[int, SiteSettings],
+    unrecorded: Sequence[tuple[str, Any]],
+) -> tuple[list[tuple[str, int, list[EnrichedEvent]]], list[rollups.BatchResult]]:
+    """Apply the rollups server by server; answers the parts applied, in order, and their results.
+
+    With ``REDIS_URLS`` naming several servers, the parts of a server that does not answer (or
+    whose breaker is open), and those of a site being moved to another server, are held
+    (``analytics.ingest.held``) and left out of the rest of the pipeline, even when that is every
+    part: the pool process goes on to the next message at once instead of pausing
+    (``TRANSIENT_PAUSE_SECONDS``) on each; so are the events set aside that could not be recorded
+    on such a server (``unrecorded``). With one server there is nothing
+    else to go on with: the error is raised and the whole message retried, as for any transient
+    failure.
+    """
+    # One reading of the placement for both decisions: read twice, a move's switch in between
+    # could send a site that was moving to the server it just left.
+    place = redis_clients.rollup_placement()
+    server = {site_id: place.server_of(site_id) for site_id in {site_id for _, site_id, _ in parts}}
+    moving = {site_id for site_id in server if place.moving(site_id)}
+    by_server: dict[str, list[int]] = defaultdict(list)
+    for n, (_, site_id, _) in enumerate(parts):
+        if site_id not in moving:  # a moving site's parts wait for the move's end
+            by_server[server[site_id]].append(n)
+    results: dict[int, rollups.BatchResult] = {}
+    failure: Exception | None = None
+    for url, indexes in by_server.items():
+        if breaker.is_open(url):
+            failure = failure or redis.ConnectionError(
+                f"rollups server {breaker.safe(url)} skipped: its breaker is open"
+            )
+            continue
+        try:
+            applied = rollups.apply_batches(
+                [(sites[parts[n][1]], parts[n][0], rollups.prepare(sites[parts[n][1]], parts[n][2])) for n in indexes]
+            )
+        except breaker.UNREACHABLE as exc:
+            breaker.trip(url, exc)
+            failure = exc
+            continue
+        breaker.close(url)
+        results.update(zip(indexes, applied, strict=True))
+    if failure is not None and not results and len(place.every_server()) < 2:
+        raise failure
+    if len(results) < len(parts) or unrecorded:
+        held.hold([part for n, part in enumerate(parts) if n not in results], server, unrecorded)
+    kept = sorted(results)
+    return [parts[n] for n in kept], [results[n] for n in kept]
+
+
 def _count_quota(parts: Sequence[tuple[str, int, list[EnrichedEvent]]], sites: dict[int, SiteSettings]) -> None:
+    # One marker per batch and site, not per batch and account: a batch's sites may be counted
+    # at different times when one's rollups server was down (``analytics.ingest.held``).
     per_batch: dict[tuple[str, int], dict[date, int]] = defaultdict(lambda: defaultdict(int))
     quotas: dict[int, int] = {}
     for batch_id, site_id, site_events in parts:
         info = sites[site_id]
         quotas[info.account_id] = info.monthly_event_quota
-        counts = per_batch[(batch_id, info.account_id)]
+        counts = per_batch[(f"{batch_id}:{site_id}", info.account_id)]
         for event in site_events:
             if event["name"] != "engagement":
                 counts[store.month_of(event["ts"])] += 1

@@ -36,7 +36,7 @@ from typing import Any
 from analytics.fields import EVENT_FIELDS
 from analytics.ingest import rollups
 from analytics.payloads import UNSTORABLE_CHARACTERS, EnrichedEvent, unstorable
-from spinnakr import redis_clients
+from spinnakr import breaker, redis_clients
 
 logger = logging.getLogger(__name__)
 
@@ -151,23 +151,36 @@ def _record_script() -> Any:
     return redis_clients.data().register_script(_RECORD_SCRIPT)
 
 
-def record(rejected: Sequence[Rejected]) -> None:
-    """Count the events set aside per site and reason and keep them for an operator, once per batch."""
+def record(rejected: Sequence[Rejected]) -> list[Rejected]:
+    """Count the events set aside per site and reason and keep them for an operator, once per batch.
+
+    With several rollups servers, answers those it could not record because their site's server
+    does not answer or the site is moving: they wait with the batch's held parts
+    (``analytics.ingest.held``) and are recorded when those are applied.
+    """
     if not rejected:
-        return
+        return []
     groups: dict[tuple[int | None, str], list[Rejected]] = defaultdict(list)
     for item in rejected:
         groups[(_site(item.event), item.batch_id)].append(item)
     script = _record_script()
+    place = redis_clients.rollup_placement()
+    several = len(place.every_server()) > 1
     # One pipeline per server: a site's keys live where its rollups do, events without one on
     # the data Redis.
-    pipes: dict[int, Any] = {}
+    pipes: dict[str, tuple[Any, list[tuple[int | None, str]]]] = {}
+    waiting: list[Rejected] = []
     now = time.time()
     for (site_id, batch_id), items in groups.items():
-        server = redis_clients.data() if site_id is None else redis_clients.for_site(site_id)
-        pipe = pipes.get(id(server))
-        if pipe is None:
-            pipe = pipes[id(server)] = server.pipeline(transaction=False)
+        url = "" if site_id is None else place.server_of(site_id)
+        if several and site_id is not None and (breaker.is_open(url) or place.moving(site_id)):
+            waiting.extend(items)
+            continue
+        if url not in pipes:
+            server = redis_clients.data() if site_id is None else redis_clients.for_site(site_id)
+            pipes[url] = (server.pipeline(transaction=False), [])
+        pipe, recorded = pipes[url]
+        recorded.append((site_id, batch_id))
         prefix = NO_SITE_PREFIX if site_id is None else rollups.prefix(site_id)
         records = [
             json.dumps({"batch_id": batch_id, "reason": item.reason, "at": now, "event": item.event}, default=repr)
@@ -178,18 +191,27 @@ def record(rejected: Sequence[Rejected]) -> None:
             args=[rollups.MARKER_TTL, KEEP_EVENTS, json.dumps(Counter(item.reason for item in items)), *records],
             client=pipe,
         )
-    for pipe in pipes.values():
-        pipe.execute()
-    for (site_id, batch_id), items in groups.items():
-        logger.warning(
-            "ingest.events_rejected",
-            extra={
-                "batch_id": batch_id,
-                "site_id": site_id,
-                "events": len(items),
-                "reasons": ",".join(sorted({item.reason for item in items})),
-            },
-        )
+    for url, (pipe, recorded) in pipes.items():
+        try:
+            pipe.execute()
+        except breaker.UNREACHABLE as exc:
+            if not several or not url:
+                raise
+            breaker.trip(url, exc)
+            waiting.extend(item for group in recorded for item in groups[group])
+            continue
+        for site_id, batch_id in recorded:
+            items = groups[(site_id, batch_id)]
+            logger.warning(
+                "ingest.events_rejected",
+                extra={
+                    "batch_id": batch_id,
+                    "site_id": site_id,
+                    "events": len(items),
+                    "reasons": ",".join(sorted({item.reason for item in items})),
+                },
+            )
+    return waiting
 
 
 def _storable(text: str) -> str:

@@ -84,6 +84,9 @@ def run_query(
     warnings = _revenue_warnings(query, rows)
     if warnings:
         meta["metric_warnings"] = warnings
+    if source != "redis" and not planner.rollups_live(site.pk):
+        # The site's rollups server is down: its latest events wait, so SQL lacks them too.
+        meta["live"] = False
 
     results = [_result(query, dims, values) for dims, values in rows]
     if query.comparison:

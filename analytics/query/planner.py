@@ -5,7 +5,9 @@ Redis answers a query only when (1) its shape is one the rollups keep exactly
 ``{s:<id>}:meta`` has a ``complete_since`` on or before the range's first day and
 no rebuild is running. When the meta hash is missing (Redis lost or wiped) the
 query goes to SQL and a rebuild is scheduled, at most once per ``REBUILD_DEBOUNCE``.
-The answer is never zeros read from empty rollups.
+The answer is never zeros read from empty rollups. When the site's server does not answer
+(``spinnakr.breaker`` remembers it for a few seconds), the query goes to SQL and its answer says
+it is not live (``rollups_live``): the site's recent batches wait for the server.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from analytics import jobs
 from analytics.ingest import rollups
 from analytics.query import redis_path
 from analytics.query.model import Query
-from spinnakr import redis_clients
+from spinnakr import breaker, redis_clients
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +59,41 @@ def schedule_rebuild(site_id: int) -> bool:
     return True
 
 
+# A probe of a site's rollups server must not hold a request for long (spinnakr.breaker).
+PROBE_TIMEOUT = 0.5
+
+
+def rollups_live(site_id: int) -> bool:
+    """Whether the site's rollups server answers and the site is not being moved: otherwise its
+    recent batches wait (``analytics.ingest.held``), so neither Redis nor the raw store holds them yet."""
+    place = redis_clients.rollup_placement()
+    url = place.server_of(site_id)
+    if breaker.is_open(url) or place.moving(site_id):
+        return False
+    try:
+        redis_clients.for_site(site_id, timeout=PROBE_TIMEOUT).ping()
+    except breaker.UNREACHABLE as exc:
+        breaker.trip(url, exc)
+        return False
+    return True
+
+
 def try_redis(site: Site, query: Query) -> tuple[list[Row], int] | None:
     now = timezone.now()
     if not redis_path.supports(query, now):
+        return None
+    place = redis_clients.rollup_placement()
+    url = place.server_of(site.pk)
+    if breaker.is_open(url) or place.moving(site.pk):
         return None
     try:
         if not rollups_ready(site.pk, query.date_range.first_day):
             return None
         rows = redis_path.answer(query)
+    except breaker.UNREACHABLE as exc:
+        breaker.trip(url, exc)
+        logger.warning("planner.redis_unavailable", extra={"site_id": site.pk, "error": repr(exc)[:300]})
+        return None
     except redis.RedisError:
         logger.warning("planner.redis_unavailable", extra={"site_id": site.pk}, exc_info=True)
         return None

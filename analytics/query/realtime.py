@@ -18,15 +18,21 @@ from django.utils import timezone
 
 from accounts.models import Site
 from analytics.ingest import rollups
-from spinnakr import redis_clients
+from spinnakr import breaker, redis_clients
 
 NOW_WINDOW = dt.timedelta(minutes=5)
 MINUTES = 30
 
 
 def _rollups_present(site: Site) -> bool:
+    place = redis_clients.rollup_placement()
+    if breaker.is_open(place.server_of(site.pk)) or place.moving(site.pk):  # down a moment ago, or moving
+        return False
     try:
         return bool(rollups.meta(site.pk).get("complete_since"))
+    except breaker.UNREACHABLE as exc:
+        breaker.trip(place.server_of(site.pk), exc)
+        return False
     except redis.RedisError:
         return False
 

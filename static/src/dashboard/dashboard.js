@@ -197,8 +197,10 @@ export class Dashboard {
     if (generation !== this.generation && !only) return; // a newer view superseded this one
     this.root.classList.remove("loading");
     this.hideError();
-    const { byId, serverTime } = answer;
+    const { byId, serverTime, live } = answer;
     if (serverTime) this.status.setServerTime(serverTime);
+    const notLive = document.getElementById("not-live");
+    if (notLive) notLive.hidden = live;
     // A delta that arrived while the queries ran may or may not be in their answer: counters that
     // only grow keep the larger value, and one more refetch settles the exact figures.
     // Only for a refetch of the same view (user-initiated loads change the view and start afresh).
