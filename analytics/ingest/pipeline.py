@@ -40,7 +40,7 @@ import redis
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from analytics.ingest import quota, rollups, screen, store
+from analytics.ingest import failover, quota, rollups, screen, store
 from analytics.ingest.siteinfo import SiteSettings, load_sites
 from analytics.ingest.visits import visit_id
 from analytics.live import push
@@ -121,11 +121,14 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
     results = rollups.apply_batches(
         [(sites[site_id], batch_id, rollups.prepare(sites[site_id], evs)) for batch_id, site_id, evs in parts]
     )
+    # Behind Sentinel: a token after the scripts, so a new master shows which groups it missed.
+    marks = failover.mark_applied([(site_id, evs) for _, site_id, evs in parts])
     _test_pause("after_rollups")
 
     store.ensure_partitions({store.month_of(e["ts"]) for _, _, evs in parts for e in evs})
     inserted = 0
     with transaction.atomic():
+        failover.record(marks)
         # Rows go in with one COPY; a part that renames visits (late events merged or moved
         # them) is applied in order: the rows before it first, then its renames.
         rows: list[tuple[EnrichedEvent, int]] = []
