@@ -268,14 +268,14 @@ else:
 BROKER_LEASE_SECONDS = env_int("BROKER_LEASE_SECONDS", 30, minimum=3, maximum=3600)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    # analytics.tasks: partitions ahead of time, retention, the accounts past quota, today's
-    # visitor-id salt, and what a rollup server's new master missed (analytics.ingest.failover).
+    # analytics.tasks: partitions ahead of time, retention, the accounts past quota, the visitor-id salts.
     "analytics-ensure-partitions": {"task": "analytics.ensure_partitions", "schedule": 6 * 3600.0},
     "analytics-apply-retention": {"task": "analytics.apply_retention", "schedule": 24 * 3600.0},
     "analytics-refresh-quota-flags": {"task": "analytics.refresh_quota_flags", "schedule": 60.0},
     "rotate-salts": {"task": "analytics.rotate_salts", "schedule": 600.0},
-    "analytics-check-rollup-masters": {"task": "analytics.check_rollup_masters", "schedule": 10.0},
 }
+if REDIS_SENTINELS:  # what a rollup server's new master missed is rebuilt (analytics.ingest.failover)
+    CELERY_BEAT_SCHEDULE["rollup-masters"] = {"task": "analytics.check_rollup_masters", "schedule": 10.0}
 
 # Collector --------------------------------------------------------------------
 
