@@ -87,10 +87,17 @@ def mark_applied(parts: Sequence[tuple[int, Sequence[EnrichedEvent]]]) -> list[R
     rows: list[RollupMark] = []
     for server, (client, items) in groups.items():
         token = uuid.uuid4().hex
+        pool = client.connection_pool
+        assert isinstance(pool, redis.sentinel.SentinelConnectionPool)
+        # The master the scripts ran on; if the token's connection had to find another (its retries
+        # can outlast a failover), the token would vouch for writes that new master may lack.
+        ran_on = pool.master_address
         pipe = client.pipeline(transaction=False)
         pipe.zadd(APPLIED_KEY, {token: now_ms})
         pipe.zremrangebyscore(APPLIED_KEY, "-inf", now_ms - KEEP.total_seconds() * 1000)
         pipe.execute()
+        if pool.master_address != ran_on:
+            raise redis.ConnectionError(f"{server}: the master changed while a group was applied")
         rows.extend(
             RollupMark(
                 server=server,
