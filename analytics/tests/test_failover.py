@@ -24,6 +24,7 @@ from analytics.models import RollupMark, RollupRebuild
 from analytics.payloads import EnrichedEvent
 from analytics.tests.conftest import WorkerProcess
 from analytics.tests.factories import make_event, make_site
+from analytics.tests.outage_servers import free_port
 from analytics.tests.sentinel_servers import SentinelGroup, sentinel_group
 from spinnakr.celery import app
 from spinnakr.settings import redis_db_url
@@ -91,6 +92,19 @@ def test_a_server_without_sentinel_gets_no_token_and_no_record(data_redis: redis
 
     assert (RollupMark.objects.count(), data_redis.exists(failover.APPLIED_KEY)) == (0, 0)
     assert failover.check_masters() == []
+
+
+def test_health_names_a_master_behind_sentinel_that_no_sentinel_can_find(client: Client) -> None:
+    nowhere = (("127.0.0.1", free_port()),)
+
+    with override_settings(ROLLUP_REDIS_URLS=("redis+sentinel://lost-master/8",), REDIS_SENTINELS=nowhere):
+        response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert (
+        "rollups on sentinel:lost-master/8: No master found for 'lost-master'"
+        in response.json()["components"]["redis"]["error"]
+    )
 
 
 def test_a_failover_under_a_worker_s_load_loses_nothing_and_counts_nothing_twice(
