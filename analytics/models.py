@@ -165,8 +165,8 @@ class SharedLink(models.Model):
 class RollupMark(models.Model):
     """Batches the worker applied to a rollup server behind Sentinel, with the token it left there.
 
-    Written in the raw events' transaction, one row per site of a group of batches, and kept an
-    hour: after a failover the new master's tokens show which of them it missed
+    Written in the raw events' transaction, one row per site of a group of batches, and kept a
+    quarter of an hour: after a failover the new master's tokens show which of them it missed
     (``analytics.ingest.failover``). An operational log read by server, not a tenant's record.
     """
 

@@ -6,10 +6,10 @@ them. No redelivery brings those back; the raw events do.
 
 The worker's part (``mark_applied`` then ``record``): once the rollup scripts of a group of
 batches have answered, it adds a new token to the server's ``rollups:applied`` (a sorted set by
-time, an hour of tokens), and records the token with the group's sites in PostgreSQL in the raw
-events' transaction (``RollupMark``, kept an hour). A replica applies its master's writes in the
-order the master ran them, so a replica that holds a token holds every script the group ran
-before it.
+time, a quarter of an hour of tokens), and records the token with the group's sites in
+PostgreSQL in the raw events' transaction (``RollupMark``, kept as long). A replica applies its
+master's writes in the order the master ran them, so a replica that holds a token holds every
+script the group ran before it.
 
 The beat's part (``check_masters``, every 10 s): for each server behind Sentinel it compares the
 master's address and run id with those it saw last (``rollups:master:<server>`` in the data Redis).
@@ -53,7 +53,9 @@ from spinnakr import redis_clients, rendezvous
 logger = logging.getLogger(__name__)
 
 APPLIED_KEY = "rollups:applied"
-KEEP = timedelta(hours=1)
+# Tokens and their rows: the beat checks every 10 s, so a quarter of an hour spans many missed
+# checks; after longer without one, a failover rebuilds more sites than it must, never fewer.
+KEEP = timedelta(minutes=15)
 # A group's row commits a moment after its token is written: a check looks back this much further.
 MARGIN = timedelta(minutes=1)
 STATE_KEY = "rollups:master:"
