@@ -61,6 +61,7 @@ MARGIN = timedelta(minutes=1)
 STATE_KEY = "rollups:master:"
 CHECK_LOCK = "rollups:failover:check"
 CHECK_LOCK_SECONDS = 120
+REQUEUE_AFTER = timedelta(minutes=10)
 ZMSCORE_CHUNK = 1000
 
 
@@ -150,6 +151,13 @@ def check_masters() -> list[RollupRebuild]:
                 # Sentinel has no master to offer yet (a failover in progress): the next beat asks again.
                 logger.warning("failover.master_unknown", extra={"server": server}, exc_info=True)
         RollupMark.objects.filter(applied__lt=timezone.now() - KEEP).delete()
+        # A rebuild whose task never started (lost with a broker, say) is queued again; one that
+        # did start is its task's to finish or retry.
+        unstarted = RollupRebuild.objects.filter(
+            finished__isnull=True, started__isnull=True, created__lt=timezone.now() - REQUEUE_AFTER
+        )
+        for rebuild_id in unstarted.values_list("id", flat=True):
+            jobs.rebuild_lost_rollups(rebuild_id)
     finally:
         try:
             lock.release()

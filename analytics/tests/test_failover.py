@@ -15,6 +15,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from accounts.models import Site, User
 from analytics.ingest import failover, rollups
@@ -26,6 +27,7 @@ from analytics.tests.conftest import WorkerProcess
 from analytics.tests.factories import make_event, make_site
 from analytics.tests.outage_servers import free_port
 from analytics.tests.sentinel_servers import SentinelGroup, sentinel_group
+from spinnakr import rendezvous
 from spinnakr.celery import app
 from spinnakr.settings import redis_db_url
 from spinnakr.tests.waiting import wait_for
@@ -211,3 +213,22 @@ def test_what_the_new_master_missed_is_rebuilt_from_postgresql_by_itself_and_sho
 
 def event_time(event: EnrichedEvent) -> datetime:
     return EPOCH + timedelta(microseconds=event["ts"])
+
+
+def test_a_rebuild_whose_task_never_started_is_queued_again(group: SentinelGroup, worker: WorkerProcess) -> None:
+    site = make_site("forgotten.example")
+    send(batch([site], 6))
+    wait_for(lambda: stored(site) == 6, timeout=60)
+    forgotten = RollupRebuild.objects.create(
+        site=site,
+        server=rendezvous.identity(group.url),
+        reason="a failover whose rebuild task was lost",
+        window_start=MOMENT,
+        window_end=MOMENT,
+        created=timezone.now() - failover.REQUEUE_AFTER - timedelta(minutes=1),
+    )
+
+    failover.check_masters()
+
+    wait_for(lambda: RollupRebuild.objects.get(pk=forgotten.pk).finished is not None, timeout=60)
+    assert RollupRebuild.objects.get(pk=forgotten.pk).replayed_events == 6
