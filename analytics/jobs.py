@@ -11,6 +11,7 @@ from __future__ import annotations
 from spinnakr.celery import app
 
 REBUILD_ROLLUPS = "analytics.rebuild_rollups"
+REBUILD_LOST_ROLLUPS = "analytics.rebuild_lost_rollups"
 DELETE_SITE_DATA = "analytics.delete_site_data"
 DELETE_ACCOUNT_DATA = "analytics.delete_account_data"
 
@@ -18,6 +19,11 @@ DELETE_ACCOUNT_DATA = "analytics.delete_account_data"
 def rebuild_rollups(site_id: int, since: str | None = None, *, countdown: float | None = None) -> None:
     """Recompute a site's rollups from PostgreSQL (``analytics.ingest.rebuild``)."""
     app.send_task(REBUILD_ROLLUPS, args=(site_id, since), countdown=countdown)
+
+
+def rebuild_lost_rollups(rebuild_id: int, *, countdown: float | None = None) -> None:
+    """Carry out a ``RollupRebuild`` after a failover (``analytics.ingest.failover``)."""
+    app.send_task(REBUILD_LOST_ROLLUPS, args=(rebuild_id,), countdown=countdown)
 
 
 def delete_site_data(site_id: int) -> None:

@@ -160,3 +160,49 @@ class SharedLink(models.Model):
 
     def check_password(self, raw: str) -> bool:
         return bool(self.password_hash) and check_password(raw, self.password_hash)
+
+
+class RollupMark(models.Model):
+    """Batches the worker applied to a rollup server behind Sentinel, with the token it left there.
+
+    Written in the raw events' transaction, one row per site of a group of batches, and kept a
+    quarter of an hour: after a failover the new master's tokens show which of them it missed
+    (``analytics.ingest.failover``). An operational log read by server, not a tenant's record.
+    """
+
+    server = models.CharField(max_length=200)  # the server's identity (spinnakr.rendezvous)
+    token = models.CharField(max_length=32)
+    site_id = models.BigIntegerField()
+    first_event = models.DateTimeField()
+    last_event = models.DateTimeField()
+    events = models.PositiveIntegerField()
+    applied = models.DateTimeField(default=django_timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["server", "applied"], name="rollupmark_server_applied")]
+
+    def __str__(self) -> str:
+        return f"{self.token} on {self.server}: site {self.site_id}"
+
+
+class RollupRebuild(models.Model):
+    """A rebuild of a site's rollups from the raw events that the service started by itself, and why."""
+
+    site = models.ForeignKey("accounts.Site", on_delete=models.CASCADE, related_name="rollup_rebuilds")
+    server = models.CharField(max_length=200)
+    reason = models.CharField(max_length=300)
+    # Event times of the batches the server lost (the rebuild covers the whole site).
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    missed_events = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(default=django_timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    replayed_events = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "created"], name="rolluprebuild_site_created")]
+
+    def __str__(self) -> str:
+        return f"{self.site} on {self.server} ({self.created:%Y-%m-%d %H:%M})"

@@ -14,7 +14,7 @@ from celery import shared_task
 from accounts.models import Site
 from analytics import jobs
 from analytics.collector import visitors
-from analytics.ingest import cleanup, coalesce, compact, quota, retention, store
+from analytics.ingest import cleanup, coalesce, compact, failover, quota, retention, store
 from analytics.ingest.coalesce import RETRY_BACKOFF_MAX
 from analytics.ingest.pipeline import TRANSIENT
 from analytics.ingest.rebuild import RebuildRunning, rebuild_site
@@ -111,6 +111,30 @@ def rebuild_rollups(site_id: int, since: str | None = None) -> None:
     except RebuildRunning:
         # The running rebuild may have started before this request's change: go again later.
         jobs.rebuild_rollups(site_id, since, countdown=60)
+
+
+@shared_task(name="analytics.check_rollup_masters", ignore_result=True)
+def check_rollup_masters() -> None:
+    """Beat: what the new master of a rollup server behind Sentinel missed is rebuilt (``analytics.ingest.failover``)."""
+    failover.check_masters()
+
+
+@shared_task(
+    name="analytics.rebuild_lost_rollups",
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=None,
+    time_limit=6 * 3600,
+    soft_time_limit=6 * 3600 - 60,
+)
+def rebuild_lost_rollups(rebuild_id: int) -> None:
+    """Rebuild a site whose rollup server's new master missed some of its batches."""
+    try:
+        failover.carry_out(rebuild_id)
+    except RebuildRunning:
+        jobs.rebuild_lost_rollups(rebuild_id, countdown=60)
 
 
 @shared_task(name="analytics.rotate_salts", ignore_result=True)

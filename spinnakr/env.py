@@ -112,3 +112,21 @@ def _redact(url: str) -> str:
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
+
+
+def env_host_ports(name: str, *, needed: bool = False) -> tuple[tuple[str, int], ...]:
+    """The comma-separated ``host:port`` pairs in ``name`` (``[v6]:port`` for an IPv6 address);
+    with ``needed``, an empty list is refused."""
+    pairs = []
+    for item in env_list(name):
+        parts = urlsplit(f"//{item}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None or parts.path or parts.query:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not host:port")
+        pairs.append((parts.hostname, port))
+    if needed and not pairs:
+        raise ImproperlyConfigured(f"{name} is required here: at least one host:port")
+    return tuple(pairs)

@@ -5,18 +5,22 @@ per call, because it belongs to the event loop that first uses it, and its calle
 ``for_site`` is the client of the server holding a site's rollups: with ``REDIS_URLS`` one of
 the servers in use (``spinnakr.placement``), chosen by rendezvous hashing on the site id
 (``spinnakr.rendezvous``); without it the data Redis. ``rollup_servers`` lists them all, for what
-concerns every site's rollups.
+concerns every site's rollups. A server of ``REDIS_URLS`` may be a master watched by Sentinel
+(``redis+sentinel://<name>/<db>``): its client asks ``REDIS_SENTINELS`` for the master's address at
+each connection, so it follows a failover.
 """
 
 from __future__ import annotations
 
 import functools
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+import redis.sentinel
 from django.conf import settings
 
-from spinnakr import placement
+from spinnakr import placement, rendezvous
 
 # A connection attempt fails after at most this long even where calls may wait longer.
 CONNECT_TIMEOUT = 2.0
@@ -34,7 +38,31 @@ def _data(url: str, timeout: float | None) -> redis.Redis:
     # One client per address, shared by the data Redis and a rollups server of the same address;
     # keyed by it, a test may point the settings at servers of its own.
     connect = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
+    if rendezvous.is_sentinel(url):
+        return _sentinel_master(url, timeout, connect)
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=connect)
+
+
+def _sentinel_master(url: str, timeout: float | None, connect: float) -> redis.Redis:
+    """The client of the master ``redis+sentinel://[[user]:password@]<name>/<db>`` names."""
+    parts = urlsplit(url)
+    return _sentinels(settings.REDIS_SENTINELS).master_for(
+        parts.netloc.rpartition("@")[2],
+        db=int(parts.path.strip("/") or 0),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=connect,
+    )
+
+
+@functools.cache
+def _sentinels(addresses: tuple[tuple[str, int], ...]) -> redis.sentinel.Sentinel:
+    # Asked where a master is at each new connection: a Sentinel that does not answer within the
+    # connect timeout is passed over for the next.
+    timeouts = {"socket_timeout": CONNECT_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT}
+    return redis.sentinel.Sentinel(list(addresses), sentinel_kwargs=timeouts)
 
 
 @functools.cache

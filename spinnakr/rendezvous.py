@@ -7,7 +7,9 @@ of its next-highest weight). Python's ``hash()`` would not do: it is salted per 
 web and worker process must agree.
 
 A server's identity is its address without scheme or credentials (``host:port/db``, or
-``unix:path/db``): turning on TLS or changing a password does not move sites.
+``unix:path/db``): turning on TLS or changing a password does not move sites. A server behind
+Sentinel (``redis+sentinel://<master name>/<db>``) is known by its master's name
+(``sentinel:<name>/<db>``): a failover, which changes the address, moves no site.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import hashlib
 from urllib.parse import parse_qsl, urlsplit
 
 DEFAULT_PORT = 6379
+SENTINEL = "redis+sentinel"
+
+
+def is_sentinel(url: str) -> bool:
+    """Whether ``url`` names a master watched by Sentinel rather than an address."""
+    return url.startswith(f"{SENTINEL}://")
 
 
 @functools.cache
@@ -27,6 +35,8 @@ def identity(url: str) -> str:
     db = query.get("db") or (parts.path.strip("/") if parts.scheme != "unix" else "") or "0"
     if parts.scheme == "unix":
         return f"unix:{parts.path}/{db}"
+    if parts.scheme == SENTINEL:
+        return f"sentinel:{parts.netloc.rpartition('@')[2]}/{db}"
     host = (parts.hostname or "").lower()
     return f"{host}:{parts.port or DEFAULT_PORT}/{db}"
 

@@ -19,7 +19,7 @@ from kombu import Queue
 from spinnakr import rendezvous
 from spinnakr.embedded import postgres as embedded_postgres
 from spinnakr.embedded import valkey as embedded_valkey
-from spinnakr.env import env_bool, env_int, env_list, env_str, env_url, env_url_list
+from spinnakr.env import env_bool, env_host_ports, env_int, env_list, env_str, env_url, env_url_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -166,8 +166,10 @@ REDIS_CHANNELS_URL = redis_db_url(REDIS_URL, 2)
 # hashing on its id (spinnakr.rendezvous). Empty: they stay in REDIS_DATA_URL's database.
 ROLLUP_REDIS_URLS = tuple(
     redis_db_url(url, 0, "REDIS_URLS")
-    for url in env_url_list("REDIS_URLS", ("redis", "rediss", "unix"), same=rendezvous.identity)
+    for url in env_url_list("REDIS_URLS", ("redis", "rediss", "unix", rendezvous.SENTINEL), same=rendezvous.identity)
 )
+# The Sentinels (host:port) that know the masters of the REDIS_URLS entries redis+sentinel://<name>/<db>.
+REDIS_SENTINELS = env_host_ports("REDIS_SENTINELS", needed=any(map(rendezvous.is_sentinel, ROLLUP_REDIS_URLS)))
 
 CACHES = {
     "default": {
@@ -232,9 +234,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH", 1, minimum=1)
 # A pool process applies up to this many events of waiting messages together with the one it
 # was given (analytics.tasks, "Coalescing"); 0 applies every message alone.
 INGEST_COALESCE_EVENTS = env_int("INGEST_COALESCE_EVENTS", 5000, minimum=0)
-# On a Redis broker the collector pushes its messages onto the queue's list itself instead of
-# through Celery's send_task (spinnakr.queue.wire.RedisListSender): the same message, a fifth of
-# the CPU. Off: send_task, as on RabbitMQ.
+# On a Redis broker the collector pushes its messages onto the queue's list itself
+# (spinnakr.queue.wire.RedisListSender): send_task's message for a fifth of the CPU. Off: send_task.
 PUBLISH_REDIS_LIST = env_bool("PUBLISH_REDIS_LIST", True)
 # `make run` starts the worker this much lower in CPU priority than the web process
 # (a `nice` increment): on a shared box a backlog drains with the CPU the collector
@@ -242,8 +243,7 @@ PUBLISH_REDIS_LIST = env_bool("PUBLISH_REDIS_LIST", True)
 WORKER_NICE = env_int("WORKER_NICE", 10, minimum=0, maximum=19)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A worker that lost the broker reconnects for as long as it takes (Celery's default gives up
-# after 100 attempts, and the worker exits).
+# A worker that lost the broker reconnects for as long as it takes (Celery's default: 100 tries, then exit).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
@@ -261,21 +261,21 @@ else:
     }
     if TESTING:
         CELERY_BROKER_TRANSPORT_OPTIONS |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
-# With a Redis broker each consuming process holds a lease this long (renewed every third of it);
-# the messages of a process whose lease has expired go back to their queue at once
-# (spinnakr/queue/leases.py), so a lost worker's batches come back within about this time, not after
-# the visibility timeout.
+# With a Redis broker each consuming process holds a lease this long (renewed every third of it); a
+# lost worker's batches go back to their queue when it expires, not after the visibility timeout
+# (spinnakr/queue/leases.py).
 BROKER_LEASE_SECONDS = env_int("BROKER_LEASE_SECONDS", 30, minimum=3, maximum=3600)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    # Housekeeping (analytics.tasks): partitions ahead of time, retention, quota flags, closed days.
+    # Housekeeping (analytics.tasks): partitions ahead of time, retention, quota flags, closed days, salts.
     "analytics-ensure-partitions": {"task": "analytics.ensure_partitions", "schedule": 6 * 3600.0},
     "analytics-apply-retention": {"task": "analytics.apply_retention", "schedule": 24 * 3600.0},
     "analytics-refresh-quota-flags": {"task": "analytics.refresh_quota_flags", "schedule": 60.0},
     "analytics-compact-rollups": {"task": "analytics.compact_rollups", "schedule": 6 * 3600.0},
+    "rotate-salts": {"task": "analytics.rotate_salts", "schedule": 600.0},
 }
-# The collector's daily visitor-id salt: create today's, delete those older than yesterday.
-CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "schedule": 600.0}
+if REDIS_SENTINELS:  # what a rollup server's new master missed is rebuilt (analytics.ingest.failover)
+    CELERY_BEAT_SCHEDULE["rollup-masters"] = {"task": "analytics.check_rollup_masters", "schedule": 10.0}
 
 # Collector --------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ import redis
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from analytics.ingest import held, quota, rollups, screen, store
+from analytics.ingest import failover, held, quota, rollups, screen, store
 from analytics.ingest.siteinfo import SiteSettings, load_sites
 from analytics.ingest.visits import visit_id
 from analytics.live import push
@@ -133,11 +133,14 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
     for _, _, site_events in parts:
         site_events.sort(key=rollups.event_order)
     parts, results = _apply_rollups(parts, sites, [(item.batch_id, item.event) for item in unrecorded])
+    # Behind Sentinel: a token after the scripts, so a new master shows which groups it missed.
+    marks = failover.mark_applied([(site_id, evs) for _, site_id, evs in parts])
     _test_pause("after_rollups")
 
     store.ensure_partitions({store.month_of(e["ts"]) for _, _, evs in parts for e in evs})
     inserted = 0
     with transaction.atomic():
+        failover.record(marks)
         # Rows go in with one COPY; a part that renames visits (late events merged or moved
         # them) is applied in order: the rows before it first, then its renames.
         rows: list[tuple[EnrichedEvent, int]] = []

@@ -62,3 +62,14 @@ def test_a_server_is_known_by_its_address_and_database_not_its_scheme_or_passwor
     assert rendezvous.identity("redis://cache.example:6380/2") == "cache.example:6380/2"
     assert rendezvous.identity("redis://cache.example") == "cache.example:6379/0"
     assert rendezvous.identity("unix:///run/valkey.sock?db=3") == "unix:/run/valkey.sock/3"
+
+
+def test_a_master_behind_sentinel_is_known_by_its_name_so_a_failover_moves_no_site() -> None:
+    named = ("redis+sentinel://:secret@Rollups-1/0", "redis+sentinel://Rollups-1/0", "redis+sentinel://Rollups-1/1")
+
+    assert [rendezvous.identity(url) for url in named] == [
+        "sentinel:Rollups-1/0",
+        "sentinel:Rollups-1/0",
+        "sentinel:Rollups-1/1",
+    ]
+    assert rendezvous.identity("redis://rollups-1:6379/0") != rendezvous.identity("redis+sentinel://rollups-1/0")

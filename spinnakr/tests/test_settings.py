@@ -47,6 +47,9 @@ def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("REDIS_URLS", "redis://a:6379,redis://:6379", "REDIS_URLS: 'redis://:6379' names no host"),
         ("REDIS_URLS", "redis://a:6379/0,redis://A", "REDIS_URLS: 'redis://A' names the same server as an earlier"),
         ("REDIS_URLS", "redis://a:6379/zero", "REDIS_URLS='redis://a:6379/zero' has a database that is not a number"),
+        ("REDIS_URLS", "redis+sentinel://rollups-1/0", "REDIS_SENTINELS is required here: at least one host:port"),
+        ("REDIS_SENTINELS", "sentinel.example", "REDIS_SENTINELS: 'sentinel.example' is not host:port"),
+        ("REDIS_SENTINELS", "10.0.0.1:port", "REDIS_SENTINELS: '10.0.0.1:port' is not host:port"),
         ("CELERY_BROKER_URL", "sqs://queue", "CELERY_BROKER_URL='sqs://queue' must start with one of amqp://"),
         ("SPINNAKR_ENV", "staging", "SPINNAKR_ENV='staging' must be 'development' or 'production'"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be"),
@@ -148,10 +151,11 @@ SHOW_REDIS = (
 )
 
 
-def show_redis(**overrides: str) -> list[str]:
+def show_redis(show: str = "None", **overrides: str) -> list[str]:
+    """The Redis settings, and the expression ``show`` of settings ``s``, in a process with ``overrides``."""
     env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "REDIS_URLS"}}
     result = subprocess.run(
-        [sys.executable, "-c", SHOW_REDIS],
+        [sys.executable, "-c", f"{SHOW_REDIS}; print({show})"],
         env={**env, "DJANGO_SETTINGS_MODULE": "spinnakr.settings", "SPINNAKR_TESTING": "0", **overrides},
         capture_output=True,
         text=True,
@@ -169,6 +173,18 @@ def test_redis_urls_moves_the_rollups_alone() -> None:
     assert default[0] == "()"
     assert spread[0] == "('redis://10.0.0.1:7001/0', 'rediss://:pw@r2:6380/3')"
     assert spread[1] == default[1]
+
+
+def test_a_master_behind_sentinel_is_a_rollups_server_named_by_its_master() -> None:
+    spread = show_redis(
+        REDIS_URL="redis://cache:6379/2",
+        REDIS_URLS="redis+sentinel://:pw@Rollups-1/2,redis://10.0.0.1:7001",
+        REDIS_SENTINELS="10.0.0.21:26379, [::1]:26380",
+        show="s.REDIS_SENTINELS",
+    )
+
+    assert spread[0] == "('redis+sentinel://:pw@Rollups-1/2', 'redis://10.0.0.1:7001/0')"
+    assert spread[2] == "(('10.0.0.21', 26379), ('::1', 26380))"
 
 
 @pytest.mark.django_db
