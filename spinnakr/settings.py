@@ -162,12 +162,12 @@ REDIS_DATA_URL = redis_db_url(REDIS_URL, 0)
 REDIS_CACHE_URL = redis_db_url(REDIS_URL, 1)
 REDIS_CHANNELS_URL = redis_db_url(REDIS_URL, 2)
 
-# REDIS_URLS spreads the rollups alone over independent servers, a site's chosen by rendezvous
-# hashing on its id (spinnakr.rendezvous). Empty: they stay in REDIS_DATA_URL's database.
-ROLLUP_REDIS_URLS = tuple(
-    redis_db_url(url, 0, "REDIS_URLS")
-    for url in env_url_list("REDIS_URLS", ("redis", "rediss", "unix"), same=rendezvous.identity)
-)
+# REDIS_URLS spreads the rollups alone over independent servers (a site's chosen by rendezvous hashing
+# on its id) or a Redis Cluster (one redis-cluster:// entry); spinnakr.rendezvous. Empty: REDIS_DATA_URL.
+_ROLLUP_URLS = env_url_list("REDIS_URLS", ("redis", "rediss", "unix", *rendezvous.CLUSTER_SCHEMES), rendezvous.identity)
+if problem := rendezvous.cluster_problem(_ROLLUP_URLS):
+    raise ImproperlyConfigured(f"REDIS_URLS: {problem}")
+ROLLUP_REDIS_URLS = tuple(u if rendezvous.is_cluster(u) else redis_db_url(u, 0, "REDIS_URLS") for u in _ROLLUP_URLS)
 
 CACHES = {
     "default": {

@@ -36,7 +36,7 @@ from typing import Any
 from analytics.fields import EVENT_FIELDS
 from analytics.ingest import rollups
 from analytics.payloads import UNSTORABLE_CHARACTERS, EnrichedEvent, unstorable
-from spinnakr import redis_clients
+from spinnakr import redis_clients, redis_scripts
 
 logger = logging.getLogger(__name__)
 
@@ -159,27 +159,22 @@ def record(rejected: Sequence[Rejected]) -> None:
     for item in rejected:
         groups[(_site(item.event), item.batch_id)].append(item)
     script = _record_script()
-    # One pipeline per server: a site's keys live where its rollups do, events without one on
+    # One round trip per server: a site's keys live where its rollups do, events without one on
     # the data Redis.
-    pipes: dict[int, Any] = {}
+    calls: dict[int, tuple[redis_clients.Rollups, list[redis_scripts.Call]]] = {}
     now = time.time()
     for (site_id, batch_id), items in groups.items():
         server = redis_clients.data() if site_id is None else redis_clients.for_site(site_id)
-        pipe = pipes.get(id(server))
-        if pipe is None:
-            pipe = pipes[id(server)] = server.pipeline(transaction=False)
         prefix = NO_SITE_PREFIX if site_id is None else rollups.prefix(site_id)
         records = [
             json.dumps({"batch_id": batch_id, "reason": item.reason, "at": now, "event": item.event}, default=repr)
             for item in items
         ]
-        script(
-            keys=[f"{prefix}rejected", f"{prefix}rejected:events", f"{prefix}rejected:batch:{batch_id}"],
-            args=[rollups.MARKER_TTL, KEEP_EVENTS, json.dumps(Counter(item.reason for item in items)), *records],
-            client=pipe,
-        )
-    for pipe in pipes.values():
-        pipe.execute()
+        keys = [f"{prefix}rejected", f"{prefix}rejected:events", f"{prefix}rejected:batch:{batch_id}"]
+        args = [rollups.MARKER_TTL, KEEP_EVENTS, json.dumps(Counter(item.reason for item in items)), *records]
+        calls.setdefault(id(server), (server, []))[1].append((script, keys, args))
+    for server, server_calls in calls.values():
+        redis_scripts.run(server, server_calls)
     for (site_id, batch_id), items in groups.items():
         logger.warning(
             "ingest.events_rejected",

@@ -15,13 +15,15 @@ import redis
 from django.conf import settings
 from django.db import connection
 from kombu import Connection
+from redis.cluster import RedisCluster
 
 from analytics.ingest import siteinfo, store
+from analytics.tests.cluster_servers import assert_throwaway, redis_cluster
 from analytics.tests.collector_fixtures import collector, strict_collector
 from spinnakr import redis_clients
 from spinnakr.tests.waiting import wait_for
 
-__all__ = ["collector", "strict_collector"]
+__all__ = ["collector", "redis_cluster", "strict_collector"]
 
 
 @pytest.fixture
@@ -46,6 +48,8 @@ def data_redis() -> Iterator[redis.Redis]:
 
 def _flush_rollups(data: redis.Redis) -> None:
     for server in {id(server): server for server in [data, *redis_clients.rollup_servers()]}.values():
+        if isinstance(server, RedisCluster):  # a cluster has no test database of its own
+            assert_throwaway(server)
         server.flushdb()
 
 

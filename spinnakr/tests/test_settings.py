@@ -47,6 +47,8 @@ def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("REDIS_URLS", "redis://a:6379,redis://:6379", "REDIS_URLS: 'redis://:6379' names no host"),
         ("REDIS_URLS", "redis://a:6379/0,redis://A", "REDIS_URLS: 'redis://A' names the same server as an earlier"),
         ("REDIS_URLS", "redis://a:6379/zero", "REDIS_URLS='redis://a:6379/zero' has a database that is not a number"),
+        ("REDIS_URLS", "redis-cluster://a:7001,redis://b", "REDIS_URLS: a redis-cluster:// entry must be the only one"),
+        ("REDIS_URLS", "redis-cluster://a:7001/2", "REDIS_URLS: a Redis Cluster has database 0 only"),
         ("CELERY_BROKER_URL", "sqs://queue", "CELERY_BROKER_URL='sqs://queue' must start with one of amqp://"),
         ("SPINNAKR_ENV", "staging", "SPINNAKR_ENV='staging' must be 'development' or 'production'"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be"),
@@ -169,6 +171,14 @@ def test_redis_urls_moves_the_rollups_alone() -> None:
     assert default[0] == "()"
     assert spread[0] == "('redis://10.0.0.1:7001/0', 'rediss://:pw@r2:6380/3')"
     assert spread[1] == default[1]
+
+
+def test_redis_urls_of_one_cluster_keeps_its_seed_as_given() -> None:
+    default = show_redis(REDIS_URL="redis://cache:6379/2")
+    cluster = show_redis(REDIS_URL="redis://cache:6379/2", REDIS_URLS="rediss-cluster://:pw@node1:7000")
+
+    assert cluster[0] == "('rediss-cluster://:pw@node1:7000',)"
+    assert cluster[1] == default[1]
 
 
 @pytest.mark.django_db

@@ -1,0 +1,117 @@
+"""A throwaway Redis Cluster for the tests: three Valkey masters on loopback ports.
+
+The ``valkey-server`` of the embedded default, started with ``cluster-enabled yes``; the slots are
+split evenly between the masters with ``CLUSTER ADDSLOTSRANGE`` and the masters meet with
+``CLUSTER MEET`` (both through redis-py: ``valkey-cli`` need not be shipped). No replicas: a test
+that stops a master sees the cluster go down, as a real one without a replica would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from analytics.tests.outage_servers import free_port
+from spinnakr.embedded import valkey as embedded_valkey
+from spinnakr.tests.waiting import wait_for
+
+SLOTS = 16384
+# The nodes' cluster file: its name marks a cluster the tests started, the only kind they flush.
+CONFIG_FILE = "spinnakr-test-nodes.conf"
+
+
+class ThrowawayCluster:
+    """``masters`` Valkeys in cluster mode under ``directory``, each owning an even share of the slots."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.directory = directory
+        self.ports = [free_port() for _ in range(masters)]
+        self.bus_ports = [free_port() for _ in range(masters)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """The address ``REDIS_URLS`` takes: the first master seeds the client."""
+        return f"redis-cluster://127.0.0.1:{self.ports[0]}"
+
+    def node(self, n: int) -> redis.Redis:
+        return redis.Redis(port=self.ports[n], decode_responses=True, socket_timeout=5)
+
+    def start(self) -> None:
+        for port, bus_port in zip(self.ports, self.bus_ports, strict=True):
+            directory = self.directory / str(port)
+            directory.mkdir(parents=True)
+            args = [
+                str(embedded_valkey.binary()),
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--dir", str(directory),
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(bus_port),
+                "--cluster-config-file", CONFIG_FILE,
+                "--appendonly", "no",
+                "--save", "",
+            ]  # fmt: skip
+            self.processes.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+        nodes = [self.node(n) for n in range(len(self.ports))]
+        wait_for(lambda: all(_answers(node) for node in nodes), timeout=30)
+        bounds = [SLOTS * n // len(nodes) for n in range(len(nodes) + 1)]
+        for n, node in enumerate(nodes):
+            node.execute_command("CLUSTER ADDSLOTSRANGE", bounds[n], bounds[n + 1] - 1)
+        for port, bus_port in zip(self.ports[1:], self.bus_ports[1:], strict=True):
+            nodes[0].execute_command("CLUSTER MEET", "127.0.0.1", port, bus_port)
+        wait_for(lambda: all(_serves_every_slot(node, len(nodes)) for node in nodes), timeout=60)
+
+    def master_of(self, key: str) -> int:
+        """The index of the master owning ``key``'s slot."""
+        slot = int(self.node(0).execute_command("CLUSTER KEYSLOT", key))
+        return max(n for n in range(len(self.ports)) if SLOTS * n // len(self.ports) <= slot)
+
+    def holders(self, pattern: str) -> set[int]:
+        """The indexes of the masters holding a key that matches ``pattern``, asked one by one."""
+        return {n for n in range(len(self.ports)) if next(self.node(n).scan_iter(match=pattern, count=1000), None)}
+
+    def stop_master(self, n: int) -> None:
+        self.processes[n].terminate()
+        self.processes[n].wait(timeout=30)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            process.wait(timeout=30)
+
+
+def _answers(node: redis.Redis) -> bool:
+    try:
+        return bool(node.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _serves_every_slot(node: redis.Redis, masters: int) -> bool:
+    info = node.cluster("info")
+    return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == masters)
+
+
+def assert_throwaway(cluster: RedisCluster) -> None:
+    """Fail unless ``cluster`` is one the tests started: they flush it."""
+    started = cluster.config_get("cluster-config-file").get("cluster-config-file")
+    assert started == CONFIG_FILE, "REDIS_URLS names a Redis Cluster the tests did not start: refusing to flush it"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayCluster]:
+    """One cluster for the session: tests empty it (``data_redis``), none stops it."""
+    cluster = ThrowawayCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,51 @@
+"""Running many Lua script calls in one round trip per server, on one server or a Redis Cluster.
+
+On a plain server the calls share one pipeline, which loads a script the server lacks before it
+runs (``SCRIPT EXISTS``, then ``SCRIPT LOAD``). redis-py's cluster pipeline refuses ``EVALSHA``
+outright, so on a cluster the calls go to one plain pipeline per master, each call to the master
+holding the slot of its first key, with the same loading. A call answered ``MOVED``, ``ASK`` or
+``TRYAGAIN`` (its slot moved since the client last read the slot map) did not run: it is sent
+again through the cluster client, which follows the redirection and refreshes the map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import AskError, MovedError, TryAgainError
+
+# (script, keys, args): one call. Every key a call touches shares the slot of its first key.
+Call = tuple[Script, Sequence[str], Sequence[Any]]
+_REDIRECTED = (MovedError, AskError, TryAgainError)
+
+
+def run(client: redis.Redis | RedisCluster, calls: Sequence[Call]) -> list[Any]:
+    """The answers of ``calls`` in order; the first error of a call is raised."""
+    if not isinstance(client, RedisCluster):
+        return _pipeline(client, calls)
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for n, (_, keys, _) in enumerate(calls):
+        node = client.get_node_from_key(keys[0])
+        by_node.setdefault(node.name, (node, []))[1].append(n)
+    results: list[Any] = [None] * len(calls)
+    for node, indexes in by_node.values():
+        answers = _pipeline(client.get_redis_connection(node), [calls[n] for n in indexes], raise_on_error=False)
+        for n, answer in zip(indexes, answers, strict=True):
+            if isinstance(answer, _REDIRECTED):
+                script, keys, args = calls[n]
+                answer = script(keys=keys, args=args, client=client)
+            elif isinstance(answer, Exception):
+                raise answer
+            results[n] = answer
+    return results
+
+
+def _pipeline(client: redis.Redis, calls: Sequence[Call], *, raise_on_error: bool = True) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        script(keys=keys, args=args, client=pipe)
+    return pipe.execute(raise_on_error=raise_on_error)
