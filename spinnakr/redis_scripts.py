@@ -5,18 +5,21 @@ runs (``SCRIPT EXISTS``, then ``SCRIPT LOAD``). redis-py's cluster pipeline refu
 outright, so on a cluster the calls go to one plain pipeline per master, each call to the master
 holding the slot of its first key, with the same loading. A call answered ``MOVED``, ``ASK`` or
 ``TRYAGAIN`` (its slot moved since the client last read the slot map) did not run: it is sent
-again through the cluster client, which follows the redirection and refreshes the map.
+again through the cluster client, which follows the redirection and refreshes the map. A master
+that does not answer makes the client read the slot map again before the error goes up, so the
+caller's retry reaches the replica that took over.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import AskError, MovedError, TryAgainError
+from redis.exceptions import AskError, MovedError, RedisClusterException, TryAgainError
 
 # (script, keys, args): one call. Every key a call touches shares the slot of its first key.
 Call = tuple[Script, Sequence[str], Sequence[Any]]
@@ -33,7 +36,13 @@ def run(client: redis.Redis | RedisCluster, calls: Sequence[Call]) -> list[Any]:
         by_node.setdefault(node.name, (node, []))[1].append(n)
     results: list[Any] = [None] * len(calls)
     for node, indexes in by_node.values():
-        answers = _pipeline(client.get_redis_connection(node), [calls[n] for n in indexes], raise_on_error=False)
+        try:
+            answers = _pipeline(client.get_redis_connection(node), [calls[n] for n in indexes], raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # The master may have failed over to its replica: the caller's retry finds the new one.
+            with contextlib.suppress(redis.RedisError, RedisClusterException):
+                client.nodes_manager.initialize()
+            raise
         for n, answer in zip(indexes, answers, strict=True):
             if isinstance(answer, _REDIRECTED):
                 script, keys, args = calls[n]

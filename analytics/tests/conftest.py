@@ -14,6 +14,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from django.test import override_settings
 from kombu import Connection
 from redis.cluster import RedisCluster
 
@@ -24,6 +25,25 @@ from spinnakr import redis_clients
 from spinnakr.tests.waiting import wait_for
 
 __all__ = ["collector", "redis_cluster", "strict_collector"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rollups_on_a_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With ``SPINNAKR_TEST_ROLLUPS_CLUSTER=1`` (the CI's cluster leg), the analytics tests keep the
+    rollups on the session's throwaway Redis Cluster, their worker subprocesses too; else nothing."""
+    if os.environ.get("SPINNAKR_TEST_ROLLUPS_CLUSTER") != "1":
+        yield
+        return
+    url = request.getfixturevalue("redis_cluster").url
+    before = os.environ.get("REDIS_URLS")
+    os.environ["REDIS_URLS"] = url
+    try:
+        with override_settings(ROLLUP_REDIS_URLS=(url,)):
+            yield
+    finally:
+        os.environ.pop("REDIS_URLS")
+        if before is not None:
+            os.environ["REDIS_URLS"] = before
 
 
 @pytest.fixture
