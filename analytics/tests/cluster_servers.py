@@ -68,9 +68,11 @@ class ThrowawayCluster:
         wait_for(lambda: all(_serves_every_slot(node, len(nodes)) for node in nodes), timeout=60)
 
     def master_of(self, key: str) -> int:
-        """The index of the master owning ``key``'s slot."""
-        slot = int(self.node(0).execute_command("CLUSTER KEYSLOT", key))
-        return max(n for n in range(len(self.ports)) if SLOTS * n // len(self.ports) <= slot)
+        """The index of the master owning ``key``'s slot, as the cluster says."""
+        node = self.node(0)
+        slot = int(node.execute_command("CLUSTER KEYSLOT", key))
+        owner = next(master for start, end, master, *_ in node.cluster("slots") if start <= slot <= end)
+        return self.ports.index(int(owner[1]))
 
     def holders(self, pattern: str) -> set[int]:
         """The indexes of the masters holding a key that matches ``pattern``, asked one by one."""

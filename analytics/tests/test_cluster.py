@@ -107,6 +107,16 @@ def test_each_site_s_keys_live_on_the_master_of_its_slot_and_the_sites_spread_ov
 
 
 @time_machine.travel(NOW, tick=False)
+def test_the_cluster_keeps_one_epoch_for_all_its_masters(cluster: ThrowawayCluster) -> None:
+    sites = sites_on_every_master(cluster, count=3)
+    ingest(uuid.uuid4().hex, [event for n, site in enumerate(sites) for event in visits(site, n)])
+
+    assert cluster.holders(rollups.EPOCH_KEY) == {cluster.master_of(rollups.EPOCH_KEY)}
+    assert redis_clients.for_site(sites[0].id).get(rollups.EPOCH_KEY) == "0"
+    assert [rollups.meta(site.id).get("complete_since") for site in sites] == [DAY] * len(sites)
+
+
+@time_machine.travel(NOW, tick=False)
 def test_a_batch_delivered_again_changes_nothing_on_the_cluster(cluster: ThrowawayCluster) -> None:
     sites = sites_on_every_master(cluster, count=3)
     batch = (uuid.uuid4().hex, [event for n, site in enumerate(sites) for event in visits(site, n)])
@@ -135,18 +145,18 @@ def test_masters_that_lost_their_scripts_are_given_them_again(cluster: Throwaway
 
 
 @time_machine.travel(NOW, tick=False)
-def test_a_site_whose_slot_moved_to_another_master_is_counted_there(cluster: ThrowawayCluster) -> None:
+def test_a_site_whose_slot_moved_to_another_master_is_counted_there(own_cluster: ThrowawayCluster) -> None:
     site = make_site()
     redis_clients.for_site(site.id)  # the client has read the slot map
-    slot = int(cluster.node(0).execute_command("CLUSTER KEYSLOT", rollups.prefix(site.id)))
-    target = (cluster.master_of(rollups.prefix(site.id)) + 1) % 3
-    target_id = cluster.node(target).execute_command("CLUSTER MYID")
+    slot = int(own_cluster.node(0).execute_command("CLUSTER KEYSLOT", rollups.prefix(site.id)))
+    target = (own_cluster.master_of(rollups.prefix(site.id)) + 1) % 3
+    target_id = own_cluster.node(target).execute_command("CLUSTER MYID")
     for n in range(3):  # the slot holds no key yet: it can simply change hands
-        cluster.node(n).execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        own_cluster.node(n).execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
 
     ingest(uuid.uuid4().hex, visits(site, 4))
 
-    assert cluster.holders(f"{rollups.prefix(site.id)}*") == {target}
+    assert own_cluster.holders(f"{rollups.prefix(site.id)}*") == {target}
     assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == len(visits(site, 4))
 
 
