@@ -19,7 +19,7 @@ from django.conf import settings
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from spinnakr import rendezvous
+from spinnakr import redis_scripts, rendezvous
 
 # A connection attempt fails after at most this long even where calls may wait longer.
 CONNECT_TIMEOUT = 2.0
@@ -52,13 +52,12 @@ def for_site(site_id: int) -> Rollups:
 
 def site_pipeline(site_id: int) -> redis.client.Pipeline:
     """A pipeline (no transaction) to the server holding ``site_id``'s rollups. On a cluster, a plain
-    one to the master owning the site's slot: redis-py's cluster pipeline refuses multi-key commands
-    (PFCOUNT, MGET, …) and EVALSHA even within one slot. After the slot moved, it answers ``MOVED``
-    until a command of the cluster client (such as ``for_site``'s) has read the slot map again."""
+    one to the master owning the site's slot (``redis_scripts.SitePipeline``): redis-py's cluster
+    pipeline refuses multi-key commands (PFCOUNT, MGET, …) and EVALSHA even within one slot."""
     server = for_site(site_id)
     if isinstance(server, RedisCluster):
         # The site's hash tag (analytics.ingest.rollups.prefix) decides its slot.
-        server = server.get_redis_connection(server.get_node_from_key(f"{{s:{site_id}}}"))
+        return redis_scripts.SitePipeline(server, f"{{s:{site_id}}}")
     return server.pipeline(transaction=False)
 
 

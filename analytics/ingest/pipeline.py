@@ -50,7 +50,16 @@ from spinnakr import redis_clients
 logger = logging.getLogger(__name__)
 
 
-TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# CLUSTERDOWN and TRYAGAIN: a Redis Cluster failing over a master, or moving a slot.
+TRANSIENT = (
+    OperationalError,
+    InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
 PAUSE_ENV = "SPINNAKR_TEST_INGEST_PAUSE"
 
 

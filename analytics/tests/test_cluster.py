@@ -63,6 +63,18 @@ def own_cluster(tmp_path: Path) -> Iterator[ThrowawayCluster]:
         started.stop()
 
 
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[ThrowawayCluster]:
+    """A cluster of the test's own whose masters each have a replica."""
+    started = ThrowawayCluster(tmp_path / "cluster", replicas=True)
+    try:
+        started.start()
+        with override_settings(ROLLUP_REDIS_URLS=(started.url,)):
+            yield started
+    finally:
+        started.stop()
+
+
 def sites_on_every_master(cluster: ThrowawayCluster, count: int = 9) -> list[Site]:
     """At least ``count`` new sites, and as many more as it takes for each master to own one."""
     sites: list[Site] = []
@@ -279,3 +291,35 @@ def test_a_worker_given_a_cluster_counts_every_site_on_the_master_of_its_slot(
     )
     assert owners(cluster, sites) == {site.id: {cluster.master_of(rollups.prefix(site.id))} for site in sites}
     assert set().union(*owners(cluster, sites).values()) == {0, 1, 2}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_events")
+def test_once_a_replica_took_over_a_lost_master_the_worker_and_the_readers_go_on_there(
+    replicated_cluster: ThrowawayCluster, celery_worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    sites = sites_on_every_master(replicated_cluster, count=3)
+    yesterday = datetime.now(UTC).replace(hour=23, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    day = yesterday.strftime("%Y%m%d")
+    counted = lambda: [rollups.counters(s.id, "d", [day])[0]["pageviews"] for s in sites]  # noqa: E731
+    batches = [visits(site, n, yesterday) for n, site in enumerate(sites)]
+    celery_worker_factory(env={"REDIS_URLS": replicated_cluster.url})
+    send = lambda: app.send_task(  # noqa: E731
+        "analytics.ingest_batch",
+        kwargs={"batch_id": uuid.uuid4().hex, "events": [event for batch in batches for event in batch]},
+        queue=settings.EVENTS_QUEUE,
+    )
+    send()
+    wait_for(lambda: counted() == list(map(len, batches)), timeout=60)
+    lost = replicated_cluster.master_of(rollups.prefix(sites[0].id))
+    assert replicated_cluster.node(lost).execute_command("WAIT", 1, 5000) == 1  # the replica has every write
+    replicated_cluster.stop_master(lost)
+    replica = replicated_cluster.node(replicated_cluster.masters + lost)
+    wait_for(lambda: replica.info("replication")["role"] == "master", timeout=30)
+    wait_for(lambda: replicated_cluster.serves_every_slot(replicated_cluster.masters + lost), timeout=30)
+
+    send()
+
+    wait_for(lambda: counted() == [2 * len(batch) for batch in batches], timeout=60)
+    assert replicated_cluster.master_of(rollups.prefix(sites[0].id)) == replicated_cluster.masters + lost
