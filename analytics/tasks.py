@@ -14,7 +14,7 @@ from celery import shared_task
 from accounts.models import Site
 from analytics import jobs
 from analytics.collector import visitors
-from analytics.ingest import cleanup, coalesce, quota, retention, store
+from analytics.ingest import cleanup, coalesce, compact, quota, retention, store
 from analytics.ingest.coalesce import RETRY_BACKOFF_MAX
 from analytics.ingest.pipeline import TRANSIENT
 from analytics.ingest.rebuild import RebuildRunning, rebuild_site
@@ -60,6 +60,12 @@ def ensure_partitions() -> None:
 def apply_retention() -> None:
     """Beat: delete raw events older than each account's retention; drop partitions none keeps."""
     retention.apply_retention()
+
+
+@shared_task(name="analytics.compact_rollups", ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=True)
+def compact_rollups() -> None:
+    """Beat: rewrite the closed days' dense HyperLogLogs sparse (``analytics.ingest.compact``)."""
+    compact.compact_closed_days(datetime.now(UTC))
 
 
 @shared_task(name="analytics.refresh_quota_flags", ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=True)

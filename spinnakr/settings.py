@@ -268,11 +268,11 @@ else:
 BROKER_LEASE_SECONDS = env_int("BROKER_LEASE_SECONDS", 30, minimum=3, maximum=3600)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    # Ingestion housekeeping (analytics.tasks): monthly partitions ahead of time, retention of
-    # raw events, the set of accounts past their quota.
+    # Housekeeping (analytics.tasks): partitions ahead of time, retention, quota flags, closed days.
     "analytics-ensure-partitions": {"task": "analytics.ensure_partitions", "schedule": 6 * 3600.0},
     "analytics-apply-retention": {"task": "analytics.apply_retention", "schedule": 24 * 3600.0},
     "analytics-refresh-quota-flags": {"task": "analytics.refresh_quota_flags", "schedule": 60.0},
+    "analytics-compact-rollups": {"task": "analytics.compact_rollups", "schedule": 6 * 3600.0},
 }
 # The collector's daily visitor-id salt: create today's, delete those older than yesterday.
 CELERY_BEAT_SCHEDULE["rotate-salts"] = {"task": "analytics.rotate_salts", "schedule": 600.0}

@@ -32,6 +32,9 @@ Breakdowns per day (sorted sets, member → value; a member whose value is 0 is 
   engagement (on ``page``): ``engagements`` (count), ``time_ms`` (summed engaged time),
   ``scroll_sum`` and ``scroll_n`` (scroll depth sum and count: average = sum / n).
   An empty member ``""`` means absent (direct traffic, unknown country…).
+  A closed day is compacted (``analytics.ingest.compact``, beat): its dense HyperLogLogs are
+  rewritten sparse, and its sorted sets of a dimension move into one string
+  ``{s:<id>}:topc:<dim>:d:<day>``, which readers add to any sorted set written since.
 What Redis does not serve exactly goes to SQL: unique visitors per member of a visit
 dimension that is not also an event dimension (entry_page, exit_page, source, channel,
 referrer, utm_*), any filter, several dimensions, and ranges crossing ``complete_since``.
@@ -41,18 +44,20 @@ Visits and state:
                                 exit, counts); expires 25.5 h after the visitor's newest event
     {s:<id>}:live               sorted set visitor_id → last seen (epoch seconds); "visitors
                                 now" = members seen in the last 5 minutes
-    {s:<id>}:batch:<batch_id>   the batch's result (visit starts), 48 h: a redelivered batch
-                                gets the same answer and changes nothing
+    {s:<id>}:batch:<batch_id>   the batch's result (visit starts, a byte an event), 48 h: a
+                                redelivered batch gets the same answer and changes nothing
     {s:<id>}:meta               hash: ``complete_since`` (YYYY-MM-DD, site tz: first day whose
                                 rollups are complete; set by the site's first batch when the
                                 site is younger than ``rollups:epoch``, else by a rebuild),
-                                ``rebuilding`` ("1" while a rebuild runs)
+                                ``rebuilding`` ("1" while a rebuild runs), ``compacted_until``
+                                (YYYYMMDD: last day compacted)
     rollups:epoch               (no site tag) epoch ms since when this Redis saw every batch:
                                 0 on a fresh installation, the moment of recovery after a loss
     {s:<id>}:rb:…               the rebuild's namespace (see analytics/ingest/rebuild.py)
 
 Readers: ``counters``, ``visitors``, ``top``, ``member_values``, ``member_visitors``,
-``visitors_now``, ``meta``.
+``visitors_now``, ``meta`` (``top`` and ``member_values`` read sorted sets only: a day not yet
+compacted; the query path adds the compacted strings, ``compact.compacted_values``).
 
 The scripts name only the site's meta key in KEYS (for routing); every key they touch carries
 the same hash tag, so on Redis Cluster they run within the site's slot.
@@ -63,7 +68,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -73,6 +77,7 @@ import orjson
 from django.db import connection
 
 from analytics.fields import COUNTER_FIELDS, ROLLUP_ATTRIBUTES, ROLLUP_SPEC
+from analytics.ingest.batch_result import BatchResult, parse_result
 from analytics.ingest.siteinfo import SiteSettings
 from analytics.payloads import EnrichedEvent
 from spinnakr import redis_clients, redis_scripts
@@ -111,15 +116,6 @@ class PreparedEvent(TypedDict):
     em: NotRequired[int]
     sd: NotRequired[int]
     b: NotRequired[int]  # the event's batch, when several are applied together (1-based)
-
-
-@dataclass
-class BatchResult:
-    starts: list[int]  # visit start (epoch ms) per prepared event
-    renames: list[tuple[int, int, int]]  # (visitor_id, old start ms, new start ms)
-    new_visits: int
-    visitors_now: int
-    duplicate: bool
 
 
 def prefix(site_id: int) -> str:
@@ -204,19 +200,6 @@ def prepare(info: SiteSettings, events: Iterable[EnrichedEvent]) -> list[Prepare
                 item["sd"] = event["scroll_depth"]
         prepared.append(item)
     return prepared
-
-
-def _result(raw: str) -> BatchResult:
-    data = json.loads(raw)
-    starts = data.get("st") or []
-    renames = data.get("rn") or []
-    return BatchResult(
-        starts=[int(s) for s in starts] if isinstance(starts, list) else [],
-        renames=[(int(v), int(a), int(b)) for v, a, b in renames] if isinstance(renames, list) else [],
-        new_visits=int(data.get("nv", 0)),
-        visitors_now=int(data.get("now", 0)),
-        duplicate=bool(data.get("dup", 0)),
-    )
 
 
 EPOCH_KEY = "rollups:epoch"
@@ -327,7 +310,7 @@ def apply_batches(
             )
         for (_, indexes), raws in zip(calls, redis_scripts.run(server, scripts), strict=True):
             for n, raw in zip(indexes, raws, strict=True):
-                results[n] = _result(raw)
+                results[n] = parse_result(raw, parts[n][2])
     return [result for result in results if result is not None]
 
 

@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from analytics.fields import METRICS, dimensions_of, metric_names
-from analytics.ingest import rollups
+from analytics.ingest import compact, rollups
 from analytics.query.dates import local_midnight
 from analytics.query.model import VISIT_METRICS, Query
 from analytics.query.timeline import time_labels
@@ -179,11 +179,16 @@ def _timeseries(query: Query) -> list[Row]:
 
 
 def _union(site_id: int, dim: str, days: Sequence[str], metric: str) -> dict[str, int]:
+    """``metric`` of each member over the days: the sorted sets plus the compacted days' strings
+    (``analytics.ingest.compact``); a member whose sum is 0 is absent, as in a sorted set."""
     keys = [f"{rollups.prefix(site_id)}top:{dim}:d:{day}:{metric}" for day in days]
     if not keys:
         return {}
     pairs: list[tuple[str, float]] = redis_clients.for_site(site_id).zunion(keys, withscores=True)  # type: ignore[assignment]
-    return {str(member): int(score) for member, score in pairs}
+    totals = compact.compacted_values(site_id, dim, days, metric)
+    for member, score in pairs:
+        totals[str(member)] = totals.get(str(member), 0) + int(score)
+    return {member: value for member, value in totals.items() if value}
 
 
 def _breakdown(query: Query) -> list[Row] | None:

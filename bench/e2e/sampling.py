@@ -166,8 +166,13 @@ def ms(sorted_values: list[float], fraction: float) -> float | None:
 
 
 def lags(accepted_at: list[float], samples: list[tuple[float, int]], before: int = 0) -> list[float]:
+    """The lags of ``lags_in_order``, sorted."""
+    return sorted(lags_in_order(accepted_at, samples, before))
+
+
+def lags_in_order(accepted_at: list[float], samples: list[tuple[float, int]], before: int = 0) -> list[float]:
     """Per accepted event (in 202 order): first sample at/after its 202 where both counts ≥ its rank
-    (counting from ``before``, the events the site already had).
+    (counting from ``before``, the events the site already had), in the order of ``accepted_at``.
 
     An event never reached gets the time until the last sample (a lower bound; the run then
     reports ``drained`` false).
@@ -183,7 +188,7 @@ def lags(accepted_at: list[float], samples: list[tuple[float, int]], before: int
             result.extend(max(0.0, samples[-1][0] - later) for later in accepted_at[rank - before - 1 :])
             break
         result.append(samples[j][0] - at)
-    return sorted(result)
+    return result
 
 
 def lag_figures(lag: list[float]) -> dict[str, float | None]:

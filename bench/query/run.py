@@ -30,7 +30,7 @@ from typing import Any
 
 import django
 
-from spinnakr import embedded, redis_clients
+from spinnakr import embedded
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spinnakr.settings")
 embedded.acquire()
@@ -38,7 +38,6 @@ django.setup()
 
 from accounts.models import Account, Site  # noqa: E402
 from analytics.fields import EVENT_FIELDS  # noqa: E402
-from analytics.ingest import rollups  # noqa: E402
 from analytics.ingest.pipeline import ingest  # noqa: E402
 from analytics.ingest.store import EPOCH  # noqa: E402
 from analytics.payloads import EnrichedEvent  # noqa: E402
@@ -47,6 +46,7 @@ from analytics.query import sql as sql_path  # noqa: E402
 from analytics.query.engine import site_goals  # noqa: E402
 from analytics.query.errors import QueryError  # noqa: E402
 from analytics.query.model import parse_query  # noqa: E402
+from bench.query import memory  # noqa: E402
 
 PAGES = ["/", "/pricing", "/docs", "/blog", "/about", "/signup", "/login"] + [f"/blog/post-{i}" for i in range(200)]
 SOURCES = (
@@ -156,7 +156,9 @@ def day_events(
     return out
 
 
-def load_slice(site_id: int, events: int, days: int, seed: int, batch_size: int, workers: int, worker: int) -> int:
+def load_slice(
+    site_id: int, events: int, days: int, seed: int, batch_size: int, workers: int, worker: int, visitors: int
+) -> int:
     """One loader process: its share of every day, in day order, through ``ingest``."""
     from django.db import connection
 
@@ -170,7 +172,6 @@ def load_slice(site_id: int, events: int, days: int, seed: int, batch_size: int,
     rng = random.Random(seed * 1000 + worker)
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
     per_day = events // days // workers
-    visitors = max(1000, events // 8)
     total = 0
     began = time.perf_counter()
     pending: list[EnrichedEvent] = []
@@ -189,13 +190,16 @@ def load_slice(site_id: int, events: int, days: int, seed: int, batch_size: int,
     return total
 
 
-def _load_slice_star(args: tuple[int, int, int, int, int, int, int]) -> int:
+def _load_slice_star(args: tuple[int, int, int, int, int, int, int, int]) -> int:
     return load_slice(*args)
 
 
-def load(site: Site, events: int, days: int, seed: int, batch_size: int = 5000, workers: int = 1) -> float:
+def load(
+    site: Site, events: int, days: int, seed: int, batch_size: int = 5000, workers: int = 1, visitors: int = 0
+) -> float:
     began = time.perf_counter()
-    jobs = [(site.pk, events, days, seed, batch_size, workers, w) for w in range(workers)]
+    visitor_pool = visitors or max(1000, events // 8)
+    jobs = [(site.pk, events, days, seed, batch_size, workers, w, visitor_pool) for w in range(workers)]
     if workers == 1:
         total = load_slice(*jobs[0])
     else:
@@ -363,30 +367,6 @@ def site_events(site_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-def redis_bytes(site_id: int) -> dict[str, tuple[int, int]]:
-    """The site's Redis memory (``MEMORY USAGE``) by kind of key: kind → (keys, bytes)."""
-    client = redis_clients.for_site(site_id)
-    prefix = rollups.prefix(site_id)
-    found: dict[str, tuple[int, int]] = {}
-    for key in client.scan_iter(match=f"{prefix}*", count=2000):
-        parts = (key.decode() if isinstance(key, bytes) else key)[len(prefix) :].split(":")
-        if parts[0] == "batch":
-            kind = "batch markers (48 h)"
-        elif parts[0] == "sess":
-            kind = "visitor sessions (25.5 h)"
-        elif "d" in parts:
-            kind = "day keys (retention)"
-        elif "h" in parts:
-            kind = "hour keys (90 days)"
-        elif "m" in parts:
-            kind = "minute keys (48 h)"
-        else:
-            kind = "other"
-        keys, used = found.get(kind, (0, 0))
-        found[kind] = (keys + 1, used + int(client.memory_usage(key) or 0))
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -400,6 +380,9 @@ def main() -> None:
     parser.add_argument("--forced-runs", type=int, default=3, help="runs of Redis-served queries forced through SQL")
     parser.add_argument("--plain-runs", type=int, default=3, help="runs of SQL-path queries' plain statements")
     parser.add_argument("--skip-load", action="store_true", help="time the queries of an already loaded site")
+    parser.add_argument("--visitors", type=int, default=0, help="visitor pool (default: events / 8)")
+    parser.add_argument("--memory-only", action="store_true", help="report the site's Redis memory, no timings")
+    parser.add_argument("--compact", action="store_true", help="compact the closed days first (as the daily beat)")
     args = parser.parse_args()
     domain = args.domain or f"bench-query-{args.events}.test"
     site = Site.objects.filter(domain=domain).first()
@@ -419,8 +402,13 @@ def main() -> None:
 
         Goal.objects.create(site=site, display_name="Signup", event_name="Signup")
         Goal.objects.create(site=site, display_name="Visit /pricing", page_path="/pricing")
-        load(site, args.events, args.days, args.seed, args.batch, args.workers)
+        load(site, args.events, args.days, args.seed, args.batch, args.workers, args.visitors)
     if args.load_only:
+        return
+    if args.compact:
+        memory.compact_closed(site, args.days)
+    if args.memory_only:
+        memory.report(site.pk, args.days, site_events(site.pk))
         return
     print(f"site {site.domain} (id {site.pk}), {site_events(site.pk)} events")
     print("| query | path | p50 ms | p95 ms |")
@@ -468,13 +456,7 @@ def main() -> None:
         elif other_samples:
             p50, p95 = _percentiles(other_samples)
             print(f"| {other_label} | sql | {p50:.1f} | {p95:.1f} |", flush=True)
-    found = redis_bytes(site.pk)
-    total = sum(used for _, used in found.values())
-    print(f"Redis: {sum(k for k, _ in found.values())} keys, {total / 1e6:.1f} MB")
-    for kind, (keys, used) in sorted(found.items(), key=lambda item: -item[1][1]):
-        print(f"  {kind}: {keys} keys, {used / 1e6:.1f} MB")
-    days_keys = found.get("day keys (retention)", (0, 0))[1]
-    print(f"  day keys over {args.days} days: {days_keys / args.days / 1e3:.0f} kB per site-day")
+    memory.report(site.pk, args.days, site_events(site.pk))
 
 
 if __name__ == "__main__":

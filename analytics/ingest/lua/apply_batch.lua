@@ -23,8 +23,9 @@
 --          events; "name": the dimension of event names; "engagement": the dimension that
 --          keeps engagement; "counters": the fields of every counter hash
 --
--- Returns one result per batch, in the order of ARGV[2], each as JSON: {"st": [visit start ms
--- per event of the batch, in the batch's order], "rn": [[visitor, old start, new start], ...],
+-- Returns one result per batch, in the order of ARGV[2], each as JSON: {"sc": the visit start
+-- of each event of the batch, in the batch's order, one character an event, and "sx" (see the
+-- end of this script), "rn": [[visitor, old start, new start], ...],
 -- "nv": visits added (net), "now": visitors in the last 5 minutes, "dup": 1 when the batch had
 -- been applied before}. Each batch has its own marker holding its result, so a batch applied
 -- here with others and delivered again alone, or with others, is applied once; the events of
@@ -507,12 +508,26 @@ redis.call('ZREMRANGEBYSCORE', live, '-inf', now_s - LIVE_WINDOW - 1)
 redis.call('EXPIRE', live, 3600)
 local visitors_now = redis.call('ZCOUNT', live, now_s - LIVE_WINDOW, '+inf')
 
-local starts = {}
+-- Each batch's visit starts, one character per event (the marker holds them 48 h, so a byte
+-- an event matters): "n" the event's own time, "s" the start of the visitor's previous event
+-- in the batch, "x" the event's time minus the next number of the batch's "sx" list.
+local codes, offsets, previous_start = {}, {}, {}
 for i, ev in ipairs(new_events) do
   local k = ev.b or 1
-  local st = starts[k]
-  if not st then st = {}; starts[k] = st end
-  st[#st + 1] = res.starts[i] or ev.t
+  local c = codes[k]
+  if not c then c = {}; codes[k] = c; offsets[k] = {}; previous_start[k] = {} end
+  local start = res.starts[i] or ev.t
+  local prev = previous_start[k]
+  if start == ev.t then
+    c[#c + 1] = 'n'
+  elseif prev[ev.v] == start then
+    c[#c + 1] = 's'
+  else
+    c[#c + 1] = 'x'
+    local xs = offsets[k]
+    xs[#xs + 1] = ev.t - start
+  end
+  prev[ev.v] = start
 end
 -- The group's renames and new visits go with its first new batch (a replay of the others
 -- alone then adds nothing twice to the live delta).
@@ -522,7 +537,10 @@ for k, id in ipairs(ids) do
   if fresh[k] then
     local rn, nv = {}, 0
     if first then rn = res.renames; nv = res.net_visits; first = false end
-    local result = {st = starts[k] or {}, rn = rn, nv = nv, now = visitors_now, dup = 0}
+    local sx = offsets[k] or {}
+    -- cjson writes an empty table as an object: no list then, which the reader takes as [].
+    if #sx == 0 then sx = nil end
+    local result = {sc = table.concat(codes[k] or {}), sx = sx, rn = rn, nv = nv, now = visitors_now, dup = 0}
     out[k] = cjson.encode(result)
     result.dup = 1
     redis.call('SET', live_ns .. 'batch:' .. id, cjson.encode(result), 'EX', marker_ttl)

@@ -15,5 +15,6 @@ for _, key in ipairs(redis.call('SMEMBERS', rb .. 'keys')) do
 end
 redis.call('UNLINK', rb .. 'keys', rb .. 'seen')
 redis.call('HSET', KEYS[1], 'complete_since', ARGV[4])
-redis.call('HDEL', KEYS[1], 'rebuilding', 'rebuild_token', 'rebuild_started')
+-- The rebuilt days are not compacted (analytics/ingest/compact.py): the next compaction starts over.
+redis.call('HDEL', KEYS[1], 'rebuilding', 'rebuild_token', 'rebuild_started', 'compacted_until')
 return moved
