@@ -41,6 +41,7 @@ def run(client: redis.Redis | RedisCluster, calls: Sequence[Call]) -> list[Any]:
         node = client.get_node_from_key(keys[0])
         by_node.setdefault(node.name, (node, []))[1].append(n)
     results: list[Any] = [None] * len(calls)
+    errors: list[Exception] = []  # raised once every master has run its calls, as one pipeline would
     for node, indexes in by_node.values():
         try:
             answers = _pipeline(client.get_redis_connection(node), [calls[n] for n in indexes], raise_on_error=False)
@@ -53,8 +54,10 @@ def run(client: redis.Redis | RedisCluster, calls: Sequence[Call]) -> list[Any]:
                 script, keys, args = calls[n]
                 answer = script(keys=keys, args=args, client=client)
             elif isinstance(answer, Exception):
-                raise answer
+                errors.append(answer)
             results[n] = answer
+    if errors:
+        raise errors[0]
     return results
 
 
