@@ -25,15 +25,12 @@ def check_database() -> None:
 
 def check_redis() -> None:
     """The data Redis, then each server holding rollups (``REDIS_URLS``), named when it fails."""
-    data = redis_clients.data(timeout=TIMEOUT_SECONDS)
-    data.ping()
-    for url, server in zip(
-        redis_clients.rollup_urls(), redis_clients.rollup_servers(timeout=TIMEOUT_SECONDS), strict=True
-    ):
-        if server is data:
+    redis_clients.data(timeout=TIMEOUT_SECONDS).ping()
+    for url in redis_clients.rollup_urls():
+        if url == settings.REDIS_DATA_URL:
             continue
         try:
-            server.ping()
+            redis_clients.ping_rollups(url, timeout=TIMEOUT_SECONDS)
         except redis.RedisError as exc:
             raise redis.ConnectionError(f"rollups on {rendezvous.identity(url)}: {exc}") from exc
 

@@ -10,6 +10,9 @@ A server's identity is its address without scheme or credentials (``host:port/db
 ``unix:path/db``): turning on TLS or changing a password does not move sites. A server behind
 Sentinel (``redis+sentinel://<master name>/<db>``) is known by its master's name
 (``sentinel:<name>/<db>``): a failover, which changes the address, moves no site.
+
+A ``redis-cluster://`` (or ``rediss-cluster://``) address names a Redis Cluster, which places each
+site itself: the slot of its hash tag ``{s:<id>}``. It is then the only address.
 """
 
 from __future__ import annotations
@@ -25,6 +28,26 @@ SENTINEL = "redis+sentinel"
 def is_sentinel(url: str) -> bool:
     """Whether ``url`` names a master watched by Sentinel rather than an address."""
     return url.startswith(f"{SENTINEL}://")
+
+
+CLUSTER_SCHEMES = ("redis-cluster", "rediss-cluster")
+# What a REDIS_URLS entry may start with.
+SCHEMES = ("redis", "rediss", "unix", SENTINEL, *CLUSTER_SCHEMES)
+
+
+def is_cluster(url: str) -> bool:
+    """Whether ``url`` seeds a Redis Cluster rather than naming one server."""
+    return url.startswith(tuple(f"{scheme}://" for scheme in CLUSTER_SCHEMES))
+
+
+def cluster_problem(urls: list[str]) -> str | None:
+    """Why the list ``urls`` cannot be, for a cluster address in it, or None."""
+    clusters = [url for url in urls if is_cluster(url)]
+    if clusters and len(urls) > 1:
+        return "a redis-cluster:// entry must be the only one (the cluster spreads the sites over its nodes itself)"
+    if clusters and urlsplit(clusters[0]).path.strip("/") not in {"", "0"}:
+        return "a Redis Cluster has database 0 only: give the redis-cluster:// entry no database"
+    return None
 
 
 @functools.cache

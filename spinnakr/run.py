@@ -237,9 +237,9 @@ def unanswered_rollup_servers() -> list[str]:
     if not settings.ROLLUP_REDIS_URLS:
         return []  # the rollups stay on the data Redis, embedded or named by REDIS_URL
     problems = []
-    for url, server in zip(redis_clients.rollup_urls(), redis_clients.rollup_servers(timeout=2.0), strict=True):
+    for url in redis_clients.rollup_urls():
         try:
-            server.ping()
+            redis_clients.ping_rollups(url, timeout=2.0)
         except redis.RedisError as exc:
             problems.append(f"{rendezvous.identity(url)} ({exc})")
     return problems

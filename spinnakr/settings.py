@@ -162,12 +162,12 @@ REDIS_DATA_URL = redis_db_url(REDIS_URL, 0)
 REDIS_CACHE_URL = redis_db_url(REDIS_URL, 1)
 REDIS_CHANNELS_URL = redis_db_url(REDIS_URL, 2)
 
-# REDIS_URLS spreads the rollups alone over independent servers, a site's chosen by rendezvous
-# hashing on its id (spinnakr.rendezvous). Empty: they stay in REDIS_DATA_URL's database.
-ROLLUP_REDIS_URLS = tuple(
-    redis_db_url(url, 0, "REDIS_URLS")
-    for url in env_url_list("REDIS_URLS", ("redis", "rediss", "unix", rendezvous.SENTINEL), same=rendezvous.identity)
-)
+# REDIS_URLS spreads the rollups alone over independent servers or masters behind Sentinel (a site's
+# chosen by rendezvous hashing on its id), or a Redis Cluster (one redis-cluster:// entry); spinnakr.rendezvous.
+_ROLLUP_URLS = env_url_list("REDIS_URLS", rendezvous.SCHEMES, rendezvous.identity)
+if problem := rendezvous.cluster_problem(_ROLLUP_URLS):
+    raise ImproperlyConfigured(f"REDIS_URLS: {problem}")
+ROLLUP_REDIS_URLS = tuple(u if rendezvous.is_cluster(u) else redis_db_url(u, 0, "REDIS_URLS") for u in _ROLLUP_URLS)
 # The Sentinels (host:port) that know the masters of the REDIS_URLS entries redis+sentinel://<name>/<db>.
 REDIS_SENTINELS = env_host_ports("REDIS_SENTINELS", needed=any(map(rendezvous.is_sentinel, ROLLUP_REDIS_URLS)))
 

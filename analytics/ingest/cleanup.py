@@ -3,9 +3,9 @@
 Receivers of ``accounts.signals.site_deleted`` / ``account_deleted`` (sent after the deleting
 transaction commits) queue a task on the default queue that deletes the raw events
 (``DELETE … WHERE site_id`` across all partitions), every Redis key of the site
-(``SCAN {s:<id>}:*`` + ``UNLINK`` on the data Redis and on each rollups server) and the
-account's quota counters (``{a:<id>}:*``). The tasks are idempotent; deleting twice finds
-nothing the second time. The receivers live in ``analytics.receivers``, the tasks in
+(``SCAN {s:<id>}:*`` + ``UNLINK`` on the data Redis and on each rollups server, every master of
+a Redis Cluster) and the account's quota counters (``{a:<id>}:*``). The tasks are idempotent;
+deleting twice finds nothing the second time. The receivers live in ``analytics.receivers``, the tasks in
 ``analytics.tasks``; both queue them by name (``analytics.jobs``).
 """
 
@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from analytics.ingest import quota, rollups, siteinfo, store
 from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)
 
 
-def _unlink_pattern(client: redis.Redis, pattern: str) -> int:
+def _unlink_pattern(client: redis_clients.Rollups, pattern: str) -> int:
     removed = 0
     batch: list[str] = []
     for key in client.scan_iter(match=pattern, count=1000):

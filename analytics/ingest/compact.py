@@ -160,10 +160,9 @@ def _move_script() -> Any:
 def _hll_keys(site_id: int, day: str) -> list[str]:
     """The day's unique-visitor HyperLogLogs: the day's, and each member's of the event
     dimensions and event names (their members read from the day's breakdowns)."""
-    client = redis_clients.for_site(site_id)
     prefix = rollups.prefix(site_id)
     dims = [dim for dim, _ in ROLLUP_EVENT_DIMENSIONS] + [ROLLUP_NAME]
-    pipe = client.pipeline(transaction=False)
+    pipe = redis_clients.site_pipeline(site_id)
     for dim in dims:
         pipe.zrange(f"{prefix}top:{dim}:d:{day}:events", 0, -1)
         pipe.get(f"{prefix}topc:{dim}:d:{day}")
@@ -182,23 +181,26 @@ def compact_day(site_id: int, day: str) -> Compacted:
     its breakdowns moved into one string per dimension."""
     result = compact_hyperloglogs(site_id, day)
     result.breakdowns = int(
-        _move_script()(keys=[f"{rollups.prefix(site_id)}meta"], args=[rollups.prefix(site_id), day, BREAKDOWN_SPEC])
+        _move_script()(
+            keys=[f"{rollups.prefix(site_id)}meta"],
+            args=[rollups.prefix(site_id), day, BREAKDOWN_SPEC],
+            client=redis_clients.for_site(site_id),
+        )
     )
     return result
 
 
 def compact_hyperloglogs(site_id: int, day: str) -> Compacted:
     """Rewrite the day's dense HyperLogLogs whose sparse form is smaller."""
-    client = redis_clients.for_site(site_id)
     keys = _hll_keys(site_id, day)
-    pipe = client.pipeline(transaction=False)
+    pipe = redis_clients.site_pipeline(site_id)
     for key in keys:
         pipe.execute_command("STRLEN", key)
     dense = [key for key, size in zip(keys, pipe.execute(), strict=True) if size == DENSE_SIZE]
     result = Compacted(keys=len(dense))
     for start in range(0, len(dense), CHUNK):
         chunk = dense[start : start + CHUNK]
-        pipe = client.pipeline(transaction=False)
+        pipe = redis_clients.site_pipeline(site_id)
         for key in chunk:
             pipe.execute_command("GET", key, **{NEVER_DECODE: True})
         rewrites: list[tuple[str, bytes, bytes]] = []

@@ -71,7 +71,7 @@ def sentinel_servers() -> list[tuple[str, redis.Redis]]:
     return [
         (rendezvous.identity(url), client)
         for url, client in zip(urls, redis_clients.rollup_servers(), strict=True)
-        if rendezvous.is_sentinel(url)
+        if rendezvous.is_sentinel(url) and isinstance(client, redis.Redis)  # never a cluster
     ]
 
 
@@ -84,7 +84,7 @@ def mark_applied(parts: Sequence[tuple[int, Sequence[EnrichedEvent]]]) -> list[R
     groups: dict[str, tuple[redis.Redis, list[tuple[int, Sequence[EnrichedEvent]]]]] = {}
     for site_id, events in parts:
         client = redis_clients.for_site(site_id)
-        if events and id(client) in servers:
+        if events and id(client) in servers and isinstance(client, redis.Redis):
             groups.setdefault(servers[id(client)], (client, []))[1].append((site_id, events))
     now_ms = int(time.time() * 1000)
     rows: list[RollupMark] = []

@@ -55,6 +55,8 @@ from spinnakr import breaker, redis_clients
 logger = logging.getLogger(__name__)
 
 
+# CLUSTERDOWN and TRYAGAIN: a Redis Cluster failing over a master, or moving a slot; a broker
+# that cannot take a held part back.
 TRANSIENT = (
     OperationalError,
     InterfaceError,
@@ -62,6 +64,8 @@ TRANSIENT = (
     redis.TimeoutError,
     redis.BusyLoadingError,
     held.BrokerUnavailable,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
 )
 PAUSE_ENV = "SPINNAKR_TEST_INGEST_PAUSE"
 

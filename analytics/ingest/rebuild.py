@@ -152,7 +152,7 @@ def _finalise_sessions(site_id: int) -> None:
     for start in range(0, len(keys), 500):
         part = keys[start : start + 500]
         values = client.mget(part)
-        pipe = client.pipeline(transaction=False)
+        pipe = redis_clients.site_pipeline(site_id)
         for key, raw in zip(part, values, strict=True):
             if raw is None:
                 continue

@@ -74,14 +74,13 @@ from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
-import redis
 from django.db import connection
 
 from analytics.fields import COUNTER_FIELDS, ROLLUP_ATTRIBUTES, ROLLUP_SPEC
 from analytics.ingest.batch_result import BatchResult, parse_result
 from analytics.ingest.siteinfo import SiteSettings
 from analytics.payloads import EnrichedEvent
-from spinnakr import redis_clients
+from spinnakr import redis_clients, redis_scripts
 
 MARKER_TTL = 48 * 3600
 # Events of one script call at most (a single larger batch still goes whole; see apply_batches).
@@ -206,7 +205,7 @@ def prepare(info: SiteSettings, events: Iterable[EnrichedEvent]) -> list[Prepare
 EPOCH_KEY = "rollups:epoch"
 
 
-def rollups_epoch(server: redis.Redis, now_ms: int) -> int:
+def rollups_epoch(server: redis_clients.Rollups, now_ms: int) -> int:
     """Epoch ms since when the Redis ``server`` has seen every batch (``rollups:epoch``).
 
     Set when the key is missing: to 0 while PostgreSQL holds no event of the server's sites (a
@@ -220,7 +219,7 @@ def rollups_epoch(server: redis.Redis, now_ms: int) -> int:
     return int(str(raw or 0))
 
 
-def _holds_events(server: redis.Redis) -> bool:
+def _holds_events(server: redis_clients.Rollups) -> bool:
     """Whether PostgreSQL holds an event of a site whose rollups live on ``server`` (of any site
     when there is one server): a fresh server beside others that already counted is complete."""
     with connection.cursor() as cursor:
@@ -267,7 +266,7 @@ def apply_batches(
     # script blocks the server while it runs, and a short one lets other clients (the
     # collector's publishes, when Redis is also the broker; the dashboards' reads) in between.
     # The calls of the sites on one server share one round trip.
-    servers: dict[int, tuple[redis.Redis, list[tuple[int, list[int]]]]] = {}
+    servers: dict[int, tuple[redis_clients.Rollups, list[tuple[int, list[int]]]]] = {}
     for site, indexes in by_site.items():
         server = redis_clients.for_site(site)
         calls = servers.setdefault(id(server), (server, []))[1]
@@ -282,7 +281,7 @@ def apply_batches(
     results: list[BatchResult | None] = [None] * len(parts)
     for server, calls in servers.values():
         epoch = rollups_epoch(server, now)
-        pipe = server.pipeline(transaction=False)
+        scripts: list[redis_scripts.Call] = []
         for site, indexes in calls:
             merged: list[PreparedEvent] = []
             for k, n in enumerate(indexes, 1):
@@ -291,23 +290,25 @@ def apply_batches(
                     merged.append(event)
             if len(indexes) > 1:
                 merged.sort(key=lambda e: (e["t"], e["id"]))
-            script(
-                keys=[f"{prefix(site)}meta"],
-                args=[
-                    prefix(site),
-                    json.dumps([parts[n][1] for n in indexes]),
-                    MARKER_TTL,
-                    now,
-                    _first_complete_day(parts[indexes[0]][0], epoch),
-                    orjson.dumps(merged),
-                    "live",
-                    rebuild_prefix(site),
-                    0,
-                    ROLLUP_SPEC,
-                ],
-                client=pipe,
+            scripts.append(
+                (
+                    script,
+                    [f"{prefix(site)}meta"],
+                    [
+                        prefix(site),
+                        json.dumps([parts[n][1] for n in indexes]),
+                        MARKER_TTL,
+                        now,
+                        _first_complete_day(parts[indexes[0]][0], epoch),
+                        orjson.dumps(merged),
+                        "live",
+                        rebuild_prefix(site),
+                        0,
+                        ROLLUP_SPEC,
+                    ],
+                )
             )
-        for (_, indexes), raws in zip(calls, pipe.execute(), strict=True):
+        for (_, indexes), raws in zip(calls, redis_scripts.run(server, scripts), strict=True):
             for n, raw in zip(indexes, raws, strict=True):
                 results[n] = parse_result(raw, parts[n][2])
     return [result for result in results if result is not None]
@@ -348,7 +349,7 @@ def day_name(day: date) -> str:
 
 def counters(site_id: int, granularity: Granularity, buckets: Sequence[str]) -> list[dict[str, int]]:
     """The counter hash of each bucket (zeros for a bucket with no data)."""
-    pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
+    pipe = redis_clients.site_pipeline(site_id)
     for bucket in buckets:
         pipe.hgetall(f"{prefix(site_id)}{granularity}:{bucket}")
     return [{name: int(row.get(name, 0)) for name in COUNTER_FIELDS} for row in pipe.execute()]
@@ -372,7 +373,7 @@ def member_values(
     site_id: int, dimension: str, days: Sequence[str], metric: str, members: Sequence[str]
 ) -> dict[str, int]:
     """``metric`` of each member summed over the days."""
-    pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
+    pipe = redis_clients.site_pipeline(site_id)
     for day in days:
         pipe.zmscore(f"{prefix(site_id)}top:{dimension}:d:{day}:{metric}", list(members))
     totals = dict.fromkeys(members, 0)

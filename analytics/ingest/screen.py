@@ -36,7 +36,7 @@ from typing import Any
 from analytics.fields import EVENT_FIELDS
 from analytics.ingest import rollups
 from analytics.payloads import UNSTORABLE_CHARACTERS, EnrichedEvent, unstorable
-from spinnakr import breaker, redis_clients
+from spinnakr import breaker, redis_clients, redis_scripts
 
 logger = logging.getLogger(__name__)
 
@@ -166,9 +166,9 @@ def record(rejected: Sequence[Rejected]) -> list[Rejected]:
     script = _record_script()
     place = redis_clients.rollup_placement()
     several = len(place.every_server()) > 1
-    # One pipeline per server: a site's keys live where its rollups do, events without one on
+    # One round trip per server: a site's keys live where its rollups do, events without one on
     # the data Redis.
-    pipes: dict[str, tuple[Any, list[tuple[int | None, str]]]] = {}
+    calls: dict[str, tuple[redis_clients.Rollups, list[redis_scripts.Call], list[tuple[int | None, str]]]] = {}
     waiting: list[Rejected] = []
     now = time.time()
     for (site_id, batch_id), items in groups.items():
@@ -176,24 +176,22 @@ def record(rejected: Sequence[Rejected]) -> list[Rejected]:
         if several and site_id is not None and (breaker.is_open(url) or place.moving(site_id)):
             waiting.extend(items)
             continue
-        if url not in pipes:
+        if url not in calls:
             server = redis_clients.data() if site_id is None else redis_clients.for_site(site_id)
-            pipes[url] = (server.pipeline(transaction=False), [])
-        pipe, recorded = pipes[url]
+            calls[url] = (server, [], [])
+        recorded = calls[url][2]
         recorded.append((site_id, batch_id))
         prefix = NO_SITE_PREFIX if site_id is None else rollups.prefix(site_id)
         records = [
             json.dumps({"batch_id": batch_id, "reason": item.reason, "at": now, "event": item.event}, default=repr)
             for item in items
         ]
-        script(
-            keys=[f"{prefix}rejected", f"{prefix}rejected:events", f"{prefix}rejected:batch:{batch_id}"],
-            args=[rollups.MARKER_TTL, KEEP_EVENTS, json.dumps(Counter(item.reason for item in items)), *records],
-            client=pipe,
-        )
-    for url, (pipe, recorded) in pipes.items():
+        keys = [f"{prefix}rejected", f"{prefix}rejected:events", f"{prefix}rejected:batch:{batch_id}"]
+        args = [rollups.MARKER_TTL, KEEP_EVENTS, json.dumps(Counter(item.reason for item in items)), *records]
+        calls[url][1].append((script, keys, args))
+    for url, (server, server_calls, recorded) in calls.items():
         try:
-            pipe.execute()
+            redis_scripts.run(server, server_calls)
         except breaker.UNREACHABLE as exc:
             if not several or not url:
                 raise

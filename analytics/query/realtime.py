@@ -95,7 +95,7 @@ def _redis_minutes(site: Site, start: dt.datetime) -> list[dict[str, Any]]:
     moments = [start + dt.timedelta(minutes=i) for i in range(MINUTES)]
     names = [rollups.bucket_name(m.astimezone(tz), "m") for m in moments]
     counters = rollups.counters(site.pk, "m", names)
-    pipe = redis_clients.for_site(site.pk).pipeline(transaction=False)
+    pipe = redis_clients.site_pipeline(site.pk)
     for name in names:
         pipe.pfcount(f"{rollups.prefix(site.pk)}uv:m:{name}")
     uniques = pipe.execute()

@@ -145,7 +145,7 @@ def _timeseries(query: Query) -> list[Row]:
             label.replace("-", "").replace(" ", "").replace(":", "")[: 12 if letter == "m" else 10] for label in labels
         ]
         counters = rollups.counters(site_id, letter, names)  # type: ignore[arg-type]
-        pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
+        pipe = redis_clients.site_pipeline(site_id)
         for name in names:
             pipe.pfcount(f"{rollups.prefix(site_id)}uv:{letter}:{name}")
         uniques = [int(v) for v in pipe.execute()]
@@ -161,7 +161,7 @@ def _timeseries(query: Query) -> list[Row]:
             elif gran == "month":
                 moment = moment.replace(day=1)
             buckets[moment.isoformat()].append(i)
-        pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
+        pipe = redis_clients.site_pipeline(site_id)
         for label in labels:
             keys = [f"{rollups.prefix(site_id)}uv:d:{days[i]}" for i in buckets.get(label, [])]
             pipe.pfcount(*keys) if keys else pipe.echo("0")
@@ -216,7 +216,7 @@ def _breakdown(query: Query) -> list[Row] | None:
     visitors: dict[str, int] = {}
     total = 0
     if metrics & {"visitors", "percentage"}:
-        pipe = redis_clients.for_site(site_id).pipeline(transaction=False)
+        pipe = redis_clients.site_pipeline(site_id)
         ordered = sorted(members)
         for member in ordered:
             pipe.pfcount(*[f"{rollups.prefix(site_id)}uvm:{name}:d:{day}:{member}" for day in days])

@@ -14,14 +14,36 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from django.test import override_settings
 from kombu import Connection
+from redis.cluster import RedisCluster
 
 from analytics.ingest import siteinfo, store
+from analytics.tests.cluster_servers import assert_throwaway, redis_cluster
 from analytics.tests.collector_fixtures import collector, strict_collector
 from spinnakr import redis_clients
 from spinnakr.tests.waiting import wait_for
 
-__all__ = ["collector", "strict_collector"]
+__all__ = ["collector", "redis_cluster", "strict_collector"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rollups_on_a_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With ``SPINNAKR_TEST_ROLLUPS_CLUSTER=1`` (the CI's cluster leg), the analytics tests keep the
+    rollups on the session's throwaway Redis Cluster, their worker subprocesses too; else nothing."""
+    if os.environ.get("SPINNAKR_TEST_ROLLUPS_CLUSTER") != "1":
+        yield
+        return
+    url = request.getfixturevalue("redis_cluster").url
+    before = os.environ.get("REDIS_URLS")
+    os.environ["REDIS_URLS"] = url
+    try:
+        with override_settings(ROLLUP_REDIS_URLS=(url,)):
+            yield
+    finally:
+        os.environ.pop("REDIS_URLS")
+        if before is not None:
+            os.environ["REDIS_URLS"] = before
 
 
 @pytest.fixture
@@ -46,6 +68,8 @@ def data_redis() -> Iterator[redis.Redis]:
 
 def _flush_rollups(data: redis.Redis) -> None:
     for server in {id(server): server for server in [data, *redis_clients.rollup_servers()]}.values():
+        if isinstance(server, RedisCluster):  # a cluster has no test database of its own
+            assert_throwaway(server)
         server.flushdb()
 
 

@@ -23,6 +23,13 @@ from spinnakr.celery import app
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
 
+
+def rollups_server() -> redis_clients.Rollups:
+    """The one server holding every site's rollups: the data Redis, or REDIS_URLS' only entry."""
+    [server] = redis_clients.rollup_servers()
+    return server
+
+
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
 BROWSERS = ("Firefox", "Chrome")  # a visitor's browser: its id's parity
 LATER = DAY + timedelta(days=3, hours=12)
@@ -38,7 +45,7 @@ SHAPES = [
 
 
 def raw(key: str) -> bytes:
-    value = redis_clients.data().execute_command("GET", key, **{NEVER_DECODE: True})
+    value = rollups_server().execute_command("GET", key, **{NEVER_DECODE: True})
     assert isinstance(value, bytes)
     return value
 
@@ -86,21 +93,21 @@ def agree(redis_answers, sql_answers) -> bool:
 
 
 def test_the_sparse_form_holds_the_registers_of_the_dense_one():
-    client = redis_clients.data()
-    client.pfadd("dense", *[f"v{n}" for n in range(5000)])
-    dense = raw("dense")
+    client = rollups_server()  # the keys share a hash tag: one slot on a cluster
+    client.pfadd("{t}dense", *[f"v{n}" for n in range(5000)])
+    dense = raw("{t}dense")
     sparse = compact.sparse_form(dense)
     assert sparse is not None
     assert len(dense) == compact.DENSE_SIZE
     assert len(sparse) < len(dense)
-    client.set("sparse", sparse)
-    client.pfmerge("merged", "sparse")  # a dense copy of the sparse one's registers
-    assert raw("merged")[compact.HEADER :] == dense[compact.HEADER :]
-    assert client.pfcount("sparse") == client.pfcount("dense")
+    client.set("{t}sparse", sparse)
+    client.pfmerge("{t}merged", "{t}sparse")  # a dense copy of the sparse one's registers
+    assert raw("{t}merged")[compact.HEADER :] == dense[compact.HEADER :]
+    assert client.pfcount("{t}sparse") == client.pfcount("{t}dense")
 
 
 def test_a_hyperloglog_whose_sparse_form_is_no_smaller_stays_dense():
-    client = redis_clients.data()
+    client = rollups_server()
     client.pfadd("dense", *[f"v{n}" for n in range(40_000)])
     assert compact.sparse_form(raw("dense")) is None
 
@@ -112,12 +119,12 @@ def test_compacting_a_closed_day_shrinks_its_hyperloglogs_and_changes_no_answer(
         load_day(site, 2400)
     before = answers(site)
     day_key = f"{rollups.prefix(site.id)}uv:d:20260310"
-    assert redis_clients.data().strlen(day_key) == compact.DENSE_SIZE
+    assert rollups_server().strlen(day_key) == compact.DENSE_SIZE
 
     done = compact.compact_site(site.id, DAY.date(), DAY.date())
 
     assert done.rewritten == done.keys >= 4  # the day's, hostname's, pageview's, a browser's…
-    assert redis_clients.data().strlen(day_key) < compact.DENSE_SIZE
+    assert rollups_server().strlen(day_key) < compact.DENSE_SIZE
     assert answers(site) == before
 
 
@@ -152,11 +159,11 @@ def test_the_beat_task_compacts_a_day_once_two_more_have_begun():
     day_key = f"{rollups.prefix(site.id)}uv:d:20260310"
     pages = f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews"
     compact.compact_closed_days(DAY + timedelta(days=1, hours=12))  # the day is not closed yet
-    assert redis_clients.data().strlen(day_key) == compact.DENSE_SIZE
-    assert redis_clients.data().exists(pages)
+    assert rollups_server().strlen(day_key) == compact.DENSE_SIZE
+    assert rollups_server().exists(pages)
     compact.compact_closed_days(DAY + timedelta(days=2, hours=12))
-    assert redis_clients.data().strlen(day_key) < compact.DENSE_SIZE
-    assert not redis_clients.data().exists(pages)
+    assert rollups_server().strlen(day_key) < compact.DENSE_SIZE
+    assert not rollups_server().exists(pages)
     assert rollups.meta(site.id)["compacted_until"] == "20260310"
 
 
@@ -166,10 +173,10 @@ def test_a_beat_run_out_of_time_leaves_the_rest_to_the_next():
         load_day(site, 200)
     pages = f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews"
     compact.compact_closed_days(LATER, budget_seconds=0)
-    assert redis_clients.data().exists(pages)
+    assert rollups_server().exists(pages)
     assert "compacted_until" not in rollups.meta(site.id)
     compact.compact_closed_days(LATER)
-    assert not redis_clients.data().exists(pages)
+    assert not rollups_server().exists(pages)
     assert rollups.meta(site.id)["compacted_until"] == "20260311"
 
 
@@ -181,9 +188,9 @@ def test_the_beat_task_compacts_the_rebuilt_days_again():
     with time_machine.travel(LATER, tick=False):
         compact.compact_closed_days(LATER)
         rebuild_site(site, grace_seconds=0)
-        assert redis_clients.data().exists(pages)
+        assert rollups_server().exists(pages)
         compact.compact_closed_days(LATER)
-        assert not redis_clients.data().exists(pages)
+        assert not rollups_server().exists(pages)
         assert agree(answers(site), answers(site, path="sql"))
 
 
@@ -192,9 +199,9 @@ def test_a_site_being_rebuilt_keeps_its_breakdowns_as_they_are():
     site = make_site()
     with time_machine.travel(DAY + timedelta(hours=23), tick=False):
         load_day(site, 200)
-    redis_clients.data().hset(f"{rollups.prefix(site.id)}meta", "rebuilding", "1")
+    rollups_server().hset(f"{rollups.prefix(site.id)}meta", "rebuilding", "1")
     assert compact.compact_site(site.id, DAY.date(), DAY.date()).breakdowns == 0
-    assert redis_clients.data().exists(f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews")
+    assert rollups_server().exists(f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews")
 
 
 def test_a_key_written_since_it_was_read_is_left_as_it_is():
@@ -225,4 +232,4 @@ def test_the_compaction_task_compacts_the_closed_days():
         load_day(site, 200)
     with time_machine.travel(LATER, tick=False):
         compact_rollups()
-    assert not redis_clients.data().exists(f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews")
+    assert not rollups_server().exists(f"{rollups.prefix(site.id)}top:page:d:20260310:pageviews")

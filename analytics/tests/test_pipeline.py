@@ -74,7 +74,7 @@ def test_events_of_a_deleted_site_are_dropped_and_the_others_kept():
 
     assert Event.objects.filter(site_id=site.id).count() == 1
     assert not Event.objects.filter(site_id=ghost_id).exists()
-    assert list(redis_clients.data().scan_iter(match=f"{rollups.prefix(ghost_id)}*")) == []
+    assert list(redis_clients.for_site(ghost_id).scan_iter(match=f"{rollups.prefix(ghost_id)}*")) == []
 
 
 @time_machine.travel(NOW, tick=False)
@@ -255,7 +255,7 @@ def _stored(site):
 
 
 def _rejected(site):
-    return redis_clients.data().hgetall(f"{rollups.prefix(site.id)}rejected")
+    return redis_clients.for_site(site.id).hgetall(f"{rollups.prefix(site.id)}rejected")
 
 
 @time_machine.travel(NOW, tick=False)
@@ -292,4 +292,4 @@ def test_a_batch_with_a_rejected_event_delivered_again_changes_nothing():
     assert again[site.id].starts == first[site.id].starts
     assert (_pageviews(site), _stored(site)) == (1, 1)
     assert _rejected(site) == {"unstorable:referrer": "1"}
-    assert redis_clients.data().llen(f"{rollups.prefix(site.id)}rejected:events") == 1
+    assert redis_clients.for_site(site.id).llen(f"{rollups.prefix(site.id)}rejected:events") == 1

@@ -13,6 +13,7 @@ from accounts.models import Site
 from analytics.ingest import rollups
 from analytics.query import run_query
 from analytics.tests.query_support import add_events, make_cast
+from spinnakr import redis_clients
 from spinnakr.tests.waiting import wait_for
 
 TODAY_UTC = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -63,7 +64,7 @@ def test_it_answers_a_filtered_query_from_sql(data_redis: redis.Redis, caplog: p
 @pytest.mark.django_db
 def test_it_answers_from_sql_while_a_rebuild_runs(data_redis: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
     site = _site_with_events()
-    data_redis.hset(f"{rollups.prefix(site.pk)}meta", "rebuilding", "1")
+    redis_clients.for_site(site.pk).hset(f"{rollups.prefix(site.pk)}meta", "rebuilding", "1")
     with caplog.at_level(logging.INFO, logger="analytics.query.engine"):
         answer = run_query(site, BODY)
     assert answer["results"][0]["metrics"] == [2, 2, 3]
@@ -75,7 +76,9 @@ def test_it_answers_from_sql_for_days_before_the_rollups_are_complete(
     data_redis: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     site = _site_with_events()
-    data_redis.hset(f"{rollups.prefix(site.pk)}meta", "complete_since", TODAY_UTC.date().isoformat())
+    redis_clients.for_site(site.pk).hset(
+        f"{rollups.prefix(site.pk)}meta", "complete_since", TODAY_UTC.date().isoformat()
+    )
     with caplog.at_level(logging.INFO, logger="analytics.query.engine"):
         answer = run_query(site, BODY)
     assert answer["results"][0]["metrics"] == [2, 2, 3]
@@ -87,7 +90,7 @@ def test_it_answers_from_sql_after_redis_is_wiped_and_a_worker_rebuilds_the_roll
     data_redis: redis.Redis, celery_worker_factory: Any, clean_events: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     site = _site_with_events()
-    data_redis.flushdb()
+    redis_clients.for_site(site.pk).flushdb()
     celery_worker_factory()
     with caplog.at_level(logging.INFO, logger="analytics.query.engine"):
         wiped = run_query(site, BODY)

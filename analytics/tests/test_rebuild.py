@@ -28,7 +28,7 @@ SOURCES = [("", "Direct"), ("Google", "Organic Search"), ("Newsletter", "Email")
 
 def snapshot(site_id):
     """Every rollup key of the site with its content and TTL (HyperLogLogs by their count)."""
-    client = redis_clients.data()
+    client = redis_clients.for_site(site_id)
     base = rollups.prefix(site_id)
     found = {}
     for key in sorted(client.scan_iter(match=f"{base}*", count=1000)):
@@ -176,11 +176,12 @@ def test_a_rebuild_keeps_the_events_the_worker_set_aside():
     prefix = rollups.prefix(site.id)
 
     rebuild_site(site, grace_seconds=0)
-    kept = (redis_clients.data().hgetall(f"{prefix}rejected"), redis_clients.data().llen(f"{prefix}rejected:events"))
+    server = redis_clients.for_site(site.id)
+    kept = (server.hgetall(f"{prefix}rejected"), server.llen(f"{prefix}rejected:events"))
     ingest("a" * 32, [make_event(site, NOW, pathname="/\x00")])  # delivered again after the rebuild
 
     assert kept == ({"unstorable:pathname": "1"}, 1)
-    assert redis_clients.data().hgetall(f"{prefix}rejected") == {"unstorable:pathname": "1"}
+    assert server.hgetall(f"{prefix}rejected") == {"unstorable:pathname": "1"}
     assert rollups.counters(site.id, "d", ["20260310"])[0]["pageviews"] == 1
 
 

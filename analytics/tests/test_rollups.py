@@ -173,7 +173,7 @@ def test_after_redis_is_lost_live_ingestion_does_not_declare_an_older_sites_roll
     site.created = NOON - timedelta(days=30)
     site.save()
     batch(make_event(site, NOON - timedelta(days=1)))
-    redis_clients.data().flushdb()  # Redis lost; PostgreSQL still has the event
+    redis_clients.for_site(site.id).flushdb()  # Redis lost; PostgreSQL still has the event
 
     batch(make_event(site, NOON - timedelta(minutes=1)))
     fresh = make_site(domain="new.example")
@@ -181,4 +181,4 @@ def test_after_redis_is_lost_live_ingestion_does_not_declare_an_older_sites_roll
 
     assert "complete_since" not in rollups.meta(site.id)
     assert rollups.meta(fresh.id)["complete_since"] == "2026-03-10"
-    assert redis_clients.data().get(rollups.EPOCH_KEY) == str(int(NOON.timestamp() * 1000))
+    assert redis_clients.for_site(site.id).get(rollups.EPOCH_KEY) == str(int(NOON.timestamp() * 1000))

@@ -95,7 +95,7 @@ def test_it_counts_rejections_per_site_and_reason_once_per_batch_and_keeps_the_e
         "c" * 32, [{**event, "pathname": "/\x00"}, {**event, "name": "\ud800"}, without("ts")(event)]
     )
     _, no_site = screen.screen("c" * 32, [{**event, "site_id": "7"}])
-    client = redis_clients.data()
+    client = redis_clients.for_site(site_id)
 
     screen.record([*rejected, *no_site])
     screen.record(rejected)  # the batch delivered again
@@ -112,7 +112,7 @@ def test_it_counts_rejections_per_site_and_reason_once_per_batch_and_keeps_the_e
         ("c" * 32, "unstorable:pathname"),
     ]
     assert kept[2]["event"] == {**event, "pathname": "/\x00"}
-    assert client.hgetall("{ingest}:rejected") == {"malformed:site_id": "1"}
+    assert redis_clients.data().hgetall("{ingest}:rejected") == {"malformed:site_id": "1"}
 
 
 def test_it_keeps_at_most_the_newest_events_of_a_site(event: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,10 +122,13 @@ def test_it_keeps_at_most_the_newest_events_of_a_site(event: dict[str, Any], mon
 
     kept = [
         json.loads(raw)["event"]["pathname"]
-        for raw in redis_clients.data().lrange(f"{{s:{event['site_id']}}}:rejected:events", 0, -1)
+        for raw in redis_clients.for_site(event["site_id"]).lrange(f"{{s:{event['site_id']}}}:rejected:events", 0, -1)
     ]
     assert kept == ["/2\x00", "/1\x00"]
-    assert redis_clients.data().hget(f"{{s:{event['site_id']}}}:rejected", "unstorable:pathname") == "3"
+    assert (
+        redis_clients.for_site(event["site_id"]).hget(f"{{s:{event['site_id']}}}:rejected", "unstorable:pathname")
+        == "3"
+    )
 
 
 def test_sanitize_replaces_every_unstorable_character_and_keeps_the_rest(event: dict[str, Any]) -> None:

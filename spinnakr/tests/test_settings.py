@@ -50,6 +50,8 @@ def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("REDIS_URLS", "redis+sentinel://rollups-1/0", "REDIS_SENTINELS is required here: at least one host:port"),
         ("REDIS_SENTINELS", "sentinel.example", "REDIS_SENTINELS: 'sentinel.example' is not host:port"),
         ("REDIS_SENTINELS", "10.0.0.1:port", "REDIS_SENTINELS: '10.0.0.1:port' is not host:port"),
+        ("REDIS_URLS", "redis-cluster://a:7001,redis://b", "REDIS_URLS: a redis-cluster:// entry must be the only one"),
+        ("REDIS_URLS", "redis-cluster://a:7001/2", "REDIS_URLS: a Redis Cluster has database 0 only"),
         ("CELERY_BROKER_URL", "sqs://queue", "CELERY_BROKER_URL='sqs://queue' must start with one of amqp://"),
         ("SPINNAKR_ENV", "staging", "SPINNAKR_ENV='staging' must be 'development' or 'production'"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be"),
@@ -185,6 +187,14 @@ def test_a_master_behind_sentinel_is_a_rollups_server_named_by_its_master() -> N
 
     assert spread[0] == "('redis+sentinel://:pw@Rollups-1/2', 'redis://10.0.0.1:7001/0')"
     assert spread[2] == "(('10.0.0.21', 26379), ('::1', 26380))"
+
+
+def test_redis_urls_of_one_cluster_keeps_its_seed_as_given() -> None:
+    default = show_redis(REDIS_URL="redis://cache:6379/2")
+    cluster = show_redis(REDIS_URL="redis://cache:6379/2", REDIS_URLS="rediss-cluster://:pw@node1:7000")
+
+    assert cluster[0] == "('rediss-cluster://:pw@node1:7000',)"
+    assert cluster[1] == default[1]
 
 
 @pytest.mark.django_db
