@@ -61,7 +61,8 @@ class ThrowawayValkey:
             "--appendfsync", "everysec",
             "--save", "",
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        # A session of its own: a Ctrl-C meant for a bench (bench/soak) leaves it to the bench's teardown.
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, start_new_session=True)
         wait_for(self._answers, timeout=30)
 
     def _answers(self) -> bool:
