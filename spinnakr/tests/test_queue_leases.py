@@ -233,3 +233,24 @@ def test_a_channel_closed_in_an_outage_hands_its_messages_back_once_the_broker_i
     fresh: Any = app.connection_for_read(own_broker.url).default_channel
     assert fresh.qos.restore_orphans() == [message.delivery_tag]
     assert own_broker.client().llen(name) == 2
+
+
+def test_a_message_taken_when_the_broker_went_away_before_its_bookkeeping_goes_back_once_it_is_back(
+    own_broker: ThrowawayValkey, own_channel: tuple[Any, Any, str]
+) -> None:
+    _connection, channel, name = own_channel
+    # What kombu's consumer holds between its pop and its bookkeeping: a message off the queue.
+    message = Queue(name, routing_key=name)(channel).get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT)
+    assert message is not None
+    own_broker.stop()
+
+    with pytest.raises(channel.connection_errors):
+        channel.qos.append(message, message.delivery_tag)
+
+    held = leases.lease(channel)
+    assert held.pending() == {message.delivery_tag: "restore"}
+    own_broker.start()
+    wait_for(lambda: not held.pending(), timeout=15)
+    fresh: Any = app.connection_for_read(own_broker.url).default_channel
+    assert fresh.qos.restore_orphans() == [message.delivery_tag]
+    assert own_broker.client().llen(name) == 2
