@@ -105,7 +105,21 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 return 0
 """
 
-Settlement = Literal["ack", "release", "restore"]
+# The messages a bulk take (spinnakr.queue.take) took, recorded by its script for a while: a
+# take whose answer was lost with the connection hands them back once the broker answers.
+TAKE_RECORD_PREFIX = "unacked_take."
+_RECOVER_SCRIPT = """
+-- KEYS[1] the owner hash   KEYS[2] the take's record   ARGV[1] this owner   ARGV[2] the leaseless owner
+local raw = redis.call('GET', KEYS[2])
+if not raw then return 0 end
+for _, tag in ipairs(cjson.decode(raw)) do
+  if redis.call('HGET', KEYS[1], tag) == ARGV[1] then redis.call('HSET', KEYS[1], tag, ARGV[2]) end
+end
+redis.call('DEL', KEYS[2])
+return 0
+"""
+
+Settlement = Literal["ack", "release", "restore", "recover"]
 # How often the lease's thread retries what it was left to settle.
 SETTLE_RETRY_SECONDS = 1.0
 
@@ -126,6 +140,7 @@ class Lease:
         self.unacked_index_key: str = channel.unacked_index_key
         self._release = self.client.register_script(_RELEASE_SCRIPT)
         self._restore = self.client.register_script(_RESTORE_SCRIPT)
+        self._recover = self.client.register_script(_RECOVER_SCRIPT)
         self._pending: dict[str, Settlement] = {}  # delivery tag -> what is still to be done
         self._entries: dict[str, str] = {}  # delivery tag -> kombu's unacked entry, to restore
         self._pending_lock = threading.Lock()
@@ -155,7 +170,8 @@ class Lease:
     def settle_later(self, tags: Iterable[str], settlement: Settlement, error: BaseException, entry: str = "") -> None:
         """Leave the acknowledgement (``ack``) or hand-back (``release``) of messages this process
         holds to the lease's thread, which retries it until the broker answers; ``restore`` hands
-        back one message whose bookkeeping may be missing (``entry``: kombu's unacked entry)."""
+        back one message whose bookkeeping may be missing (``entry``: kombu's unacked entry),
+        ``recover`` the messages of a take whose answer was lost (its record's key for a tag)."""
         tags = list(tags)
         if not tags:
             return
@@ -179,12 +195,15 @@ class Lease:
         acks = [tag for tag, settlement in pending.items() if settlement == "ack"]
         releases = [tag for tag, settlement in pending.items() if settlement == "release"]
         restores = {tag: self._entries[tag] for tag, settlement in pending.items() if settlement == "restore"}
+        records = [tag for tag, settlement in pending.items() if settlement == "recover"]
         leaseless = f"{self.owner}:released"
         try:
             pipe = self.client.pipeline()
             for tag, entry in restores.items():
                 keys = [self.unacked_key, self.unacked_index_key, OWNER_KEY]
                 self._restore(keys=keys, args=[tag, leaseless, entry, time.time()], client=pipe)
+            for record in records:
+                self._recover(keys=[OWNER_KEY, record], args=[self.owner, leaseless], client=pipe)
             if acks:
                 pipe.zrem(self.unacked_index_key, *acks)
                 pipe.hdel(self.unacked_key, *acks)
@@ -201,7 +220,12 @@ class Lease:
                     self._entries.pop(tag, None)
         logger.info(
             "broker.settled",
-            extra={"acknowledged": len(acks), "released": len(releases), "restored": len(restores)},
+            extra={
+                "acknowledged": len(acks),
+                "released": len(releases),
+                "restored": len(restores),
+                "takes_recovered": len(records),
+            },
         )
 
     def stop(self) -> None:
