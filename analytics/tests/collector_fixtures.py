@@ -58,9 +58,12 @@ class Server:
         return self.log.read_text(errors="replace")[-5000:]
 
 
-def start_server(tmp: Path, extra_env: dict[str, str] | None = None, workers: int = 1) -> Server:
-    port = free_port()
-    log = tmp / f"uvicorn-{port}.log"
+def start_server(
+    tmp: Path, extra_env: dict[str, str] | None = None, workers: int = 1, port: int | None = None
+) -> Server:
+    """uvicorn serving the app on ``port`` (a free one by default), once it answers."""
+    port = port or free_port()
+    log = tmp / f"uvicorn-{port}-{uuid.uuid4().hex[:6]}.log"
     env = {
         **os.environ,
         "SPINNAKR_TESTING": "1",

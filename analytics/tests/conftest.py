@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -101,6 +102,7 @@ class WorkerProcess:
 
     def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
         self.log = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
+        self.node = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"  # as on a host of its own
         full_env = {
             **os.environ,
             "SPINNAKR_TESTING": "1",
@@ -113,7 +115,7 @@ class WorkerProcess:
             "-Q", f"{settings.EVENTS_QUEUE},{settings.DEFAULT_QUEUE}",
             "--concurrency", "1", "--prefetch-multiplier", "1",
             "--without-heartbeat", "--without-gossip", "--without-mingle",
-            "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
+            "-n", self.node, "--loglevel", "INFO",
         ]  # fmt: skip
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(

@@ -7,13 +7,15 @@ of one script that pops them and enters them in kombu's unacknowledged hash and 
 in the format kombu's own restore reads, with this process as their owner
 (``spinnakr.queue.leases``), and acknowledges a group with one pipeline. An acknowledgement or
 a hand-back that fails for want of the broker is left to the process's lease, which retries it
-until the broker answers.
+until the broker answers; so is a take whose answer was lost with the connection, through the
+record of its tags the script keeps for a lease's time.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +29,10 @@ TAKE_SCRIPT = """
 -- KEYS[4] the owner hash   KEYS[5] this process's lease (spinnakr.queue.leases)
 -- ARGV[1] most messages   ARGV[2] now (epoch seconds)   ARGV[3] the task's name
 -- ARGV[4] this process's owner name   ARGV[5] the lease's seconds
+-- KEYS[6] this take's record: its tags, for as long as a lease, in case the answer is lost
 redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
 local taken = {}
+local tags = {}
 for n = 1, tonumber(ARGV[1]) do
   local raw = redis.call('RPOP', KEYS[1])
   if not raw then break end
@@ -48,7 +52,9 @@ for n = 1, tonumber(ARGV[1]) do
     '[' .. raw .. ',' .. cjson.encode(info.exchange or '') .. ',' .. cjson.encode(info.routing_key or '') .. ']')
   redis.call('HSET', KEYS[4], props.delivery_tag, ARGV[4])
   taken[#taken + 1] = raw
+  tags[#tags + 1] = props.delivery_tag
 end
+if #tags > 0 then redis.call('SET', KEYS[6], cjson.encode(tags), 'EX', ARGV[5]) end
 return taken
 """
 
@@ -67,16 +73,24 @@ class RedisTake:
 
     def take(self, count: int) -> list[Any]:
         """Up to ``count`` waiting ingest messages as kombu messages, each unacknowledged."""
-        raws = self.script(
-            keys=[
-                self.queue,
-                self.channel.unacked_key,
-                self.channel.unacked_index_key,
-                leases.OWNER_KEY,
-                self.lease.key,
-            ],
-            args=[count, time.time(), self.task, self.lease.owner, self.lease.seconds],
-        )
+        record = f"{leases.TAKE_RECORD_PREFIX}{uuid.uuid4().hex}"
+        try:
+            raws = self.script(
+                keys=[
+                    self.queue,
+                    self.channel.unacked_key,
+                    self.channel.unacked_index_key,
+                    leases.OWNER_KEY,
+                    self.lease.key,
+                    record,
+                ],
+                args=[count, time.time(), self.task, self.lease.owner, self.lease.seconds],
+            )
+        except self.channel.connection_errors as exc:
+            # The script may have run and its answer been lost with the connection: what it
+            # took would stay with this live owner until the visibility timeout.
+            self.lease.settle_later([record], "recover", exc)
+            raise
         accept = prepare_accept_content(settings.CELERY_ACCEPT_CONTENT)
         messages = []
         for raw in raws:

@@ -233,3 +233,53 @@ def test_a_channel_closed_in_an_outage_hands_its_messages_back_once_the_broker_i
     fresh: Any = app.connection_for_read(own_broker.url).default_channel
     assert fresh.qos.restore_orphans() == [message.delivery_tag]
     assert own_broker.client().llen(name) == 2
+
+
+def test_a_message_taken_when_the_broker_went_away_before_its_bookkeeping_goes_back_once_it_is_back(
+    own_broker: ThrowawayValkey, own_channel: tuple[Any, Any, str]
+) -> None:
+    _connection, channel, name = own_channel
+    # What kombu's consumer holds between its pop and its bookkeeping: a message off the queue.
+    message = Queue(name, routing_key=name)(channel).get(no_ack=True, accept=settings.CELERY_ACCEPT_CONTENT)
+    assert message is not None
+    own_broker.stop()
+
+    with pytest.raises(channel.connection_errors):
+        channel.qos.append(message, message.delivery_tag)
+
+    held = leases.lease(channel)
+    assert held.pending() == {message.delivery_tag: "restore"}
+    own_broker.start()
+    wait_for(lambda: not held.pending(), timeout=15)
+    fresh: Any = app.connection_for_read(own_broker.url).default_channel
+    assert fresh.qos.restore_orphans() == [message.delivery_tag]
+    assert own_broker.client().llen(name) == 2
+
+
+def test_the_messages_of_a_bulk_take_whose_answer_was_lost_go_back_once_the_broker_answers(
+    own_broker: ThrowawayValkey, own_channel: tuple[Any, Any, str]
+) -> None:
+    _connection, channel, name = own_channel
+    with app.connection_for_write(own_broker.url) as writer:
+        app.send_task(
+            INGEST_TASK,
+            kwargs={"batch_id": "big", "events": [{"n": "x" * 40_000}]},
+            queue=name,
+            serializer=EVENTS_SERIALIZER,
+            producer=app.amqp.Producer(writer),
+        )
+    take = RedisTake(channel, name, INGEST_TASK)
+    # An answer past 16 kB goes beyond the server's output buffer limit: the script runs, and the
+    # server drops the connection instead of answering, as a broker that goes away does.
+    own_broker.client().config_set("client-output-buffer-limit", "normal 1000 1000 0")
+
+    with pytest.raises(channel.connection_errors):
+        take.take(10)
+
+    own_broker.client().config_set("client-output-buffer-limit", "normal 0 0 0")
+    assert list(take.lease.pending().values()) == ["recover"]
+    assert own_broker.client().llen(name) == 0
+    wait_for(lambda: not take.lease.pending(), timeout=20)  # the lease's thread wakes within a third of it
+    fresh: Any = app.connection_for_read(own_broker.url).default_channel
+    assert len(fresh.qos.restore_orphans()) == 3
+    assert own_broker.client().llen(name) == 3
