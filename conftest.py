@@ -3,8 +3,11 @@ browser fixtures of spinnakr/tests/browser.py for every app's tests."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,11 @@ from django.conf import settings
 from kombu import Connection, Queue
 
 from spinnakr import embedded
+
+# Before anything imports prometheus-client (spinnakr.metrics; nothing above does): the session's
+# processes, and the servers and workers it starts, write their metrics into a directory of its own.
+METRICS_DIR = Path(__file__).resolve().parent / "var" / "metrics-test" / str(os.getpid())
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 
 pytest_plugins = ["spinnakr.tests.browser"]
 
@@ -24,6 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     embedded.release()
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

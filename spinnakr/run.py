@@ -30,7 +30,7 @@ from types import FrameType
 
 import redis
 
-from spinnakr import embedded, redis_clients, rendezvous
+from spinnakr import embedded, metrics, redis_clients, rendezvous
 from spinnakr.embedded.paths import EmbeddedError
 
 GRACE_SECONDS = 10.0
@@ -254,6 +254,8 @@ def prepare() -> None:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spinnakr.settings")
+    # The children write their metrics into PROMETHEUS_MULTIPROC_DIR (spinnakr.metrics), inherited.
+    metrics.empty_directory()
     import django
 
     django.setup()

@@ -76,7 +76,7 @@ from django.db import connection
 from analytics.fields import COUNTER_FIELDS, ROLLUP_ATTRIBUTES, ROLLUP_SPEC
 from analytics.ingest.siteinfo import SiteSettings
 from analytics.payloads import EnrichedEvent
-from spinnakr import redis_clients
+from spinnakr import metrics, redis_clients
 
 MARKER_TTL = 48 * 3600
 # Events of one script call at most (a single larger batch still goes whole; see apply_batches).
@@ -324,7 +324,7 @@ def apply_batches(
                 ],
                 client=pipe,
             )
-        for (_, indexes), raws in zip(calls, pipe.execute(), strict=True):
+        for (_, indexes), raws in zip(calls, metrics.timed_rollups(server, pipe), strict=True):
             for n, raw in zip(indexes, raws, strict=True):
                 results[n] = _result(raw)
     return [result for result in results if result is not None]
