@@ -17,8 +17,8 @@ from kombu import Connection, Queue
 
 from spinnakr import embedded
 
-# Before anything imports prometheus-client (spinnakr.metrics; nothing above does): the session's
-# processes, and the servers and workers it starts, write their metrics into a directory of its own.
+# The session's processes, and the servers and workers it starts, write their metrics into a
+# directory of its own: the one spinnakr.metrics names under pytest, should it be imported first.
 METRICS_DIR = Path(__file__).resolve().parent / "var" / "metrics-test" / str(os.getpid())
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 

@@ -4,7 +4,7 @@ Every process (uvicorn workers, Celery pool processes) writes its values into fi
 in one directory, prometheus-client's multiprocess mode, and ``spinnakr.metrics_view`` sums
 them at each scrape: an answer does not depend on which process gives it. The directory is
 ``PROMETHEUS_MULTIPROC_DIR``, by default ``var/metrics`` of the checkout; ``make run``
-(``spinnakr.run``) empties it before it starts anything, and tests use one of their own. It must be
+(``spinnakr.run``) empties it before it starts anything, and a test session uses one of its own. It must be
 set before prometheus-client is imported, which picks its way of storing values then: hence the
 order of this module's first lines.
 
@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-MULTIPROC_DIR = Path(
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(__file__).resolve().parent.parent / "var" / "metrics"))
-)
+_VAR = Path(__file__).resolve().parent.parent / "var"
+# Under pytest (it sets PYTEST_VERSION) the session's own directory, the one conftest.py names; the
+# servers and workers a test starts inherit the variable.
+_DEFAULT = _VAR / "metrics-test" / str(os.getpid()) if "PYTEST_VERSION" in os.environ else _VAR / "metrics"
+MULTIPROC_DIR = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_DEFAULT)))
 MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 
 import redis  # noqa: E402
