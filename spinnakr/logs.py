@@ -52,13 +52,14 @@ class JsonFormatter(logging.Formatter):
     record's value, not the field's."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = extra_fields(record)
-        entry |= {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in extra_fields(record).items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
