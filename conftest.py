@@ -7,7 +7,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +15,11 @@ from django.conf import settings
 from kombu import Connection, Queue
 
 from spinnakr import embedded
+from spinnakr.embedded.paths import var_dir
 
 # The session's processes, and the servers and workers it starts, write their metrics into a
 # directory of its own: the one spinnakr.metrics names under pytest, should it be imported first.
-METRICS_DIR = Path(__file__).resolve().parent / "var" / "metrics-test" / str(os.getpid())
+METRICS_DIR = var_dir() / "metrics-test" / str(os.getpid())
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 
 pytest_plugins = ["spinnakr.tests.browser"]

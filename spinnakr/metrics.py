@@ -3,7 +3,7 @@
 Every process (uvicorn workers, Celery pool processes) writes its values into files of its own
 in one directory, prometheus-client's multiprocess mode, and ``spinnakr.metrics_view`` sums
 them at each scrape: an answer does not depend on which process gives it. The directory is
-``PROMETHEUS_MULTIPROC_DIR``, by default ``var/metrics`` of the checkout; ``make run``
+``PROMETHEUS_MULTIPROC_DIR``, by default ``metrics`` in the checkout's ``var/`` (``SPINNAKR_VAR_DIR``); ``make run``
 (``spinnakr.run``) empties it before it starts anything, and a test session uses one of its own. It must be
 set before prometheus-client is imported, which picks its way of storing values then: hence the
 order of this module's first lines.
@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-_VAR = Path(__file__).resolve().parent.parent / "var"
+from spinnakr.embedded.paths import var_dir
+
+_VAR = var_dir()
 # Under pytest (it sets PYTEST_VERSION) the session's own directory, the one conftest.py names; the
 # servers and workers a test starts inherit the variable.
 _DEFAULT = _VAR / "metrics-test" / str(os.getpid()) if "PYTEST_VERSION" in os.environ else _VAR / "metrics"
@@ -40,10 +42,10 @@ from spinnakr import rendezvous  # noqa: E402
 MULTIPROCESS = bool(getattr(ValueClass, "_multiprocess", False))
 
 
-def empty_directory() -> None:
+def empty_directory(directory: Path = MULTIPROC_DIR) -> None:
     """Forget every process's values: for a launcher, before it starts the processes (an earlier
     run's counters would add up with this one's)."""
-    for path in MULTIPROC_DIR.glob("*.db"):
+    for path in directory.glob("*.db"):
         path.unlink(missing_ok=True)
 
 

@@ -254,8 +254,6 @@ def prepare() -> None:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "spinnakr.settings")
-    # The children write their metrics into PROMETHEUS_MULTIPROC_DIR (spinnakr.metrics), inherited.
-    metrics.empty_directory()
     import django
 
     django.setup()
@@ -275,6 +273,9 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    # The children write their metrics into PROMETHEUS_MULTIPROC_DIR (spinnakr.metrics), inherited:
+    # an earlier run's values go first.
+    metrics.empty_directory()
     supervisor = Supervisor(commands(settings.PORT))
     print(f"supervisor: web, worker and beat starting; serving on http://127.0.0.1:{settings.PORT}/", flush=True)
     try:

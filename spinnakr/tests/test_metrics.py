@@ -78,7 +78,8 @@ def test_it_shows_the_messages_waiting_in_the_events_queue(events_queue: Connect
     for n in range(3):
         producer.publish({"n": n}, routing_key=settings.EVENTS_QUEUE, serializer="json")
 
-    assert value(local(), "spinnakr_queue_messages", queue="events") == 3
+    # RabbitMQ counts a message a moment after it is published (no confirm is asked here).
+    wait_for(lambda: value(local(), "spinnakr_queue_messages", queue="events") == 3, timeout=10)
 
 
 LIVE_PROCESS = """
@@ -131,3 +132,13 @@ def test_a_servers_label_names_its_address_never_its_credentials() -> None:
     assert (
         metrics.postgres_server({**database, "HOST": "/run/postgresql", "PORT": ""}) == "unix:/run/postgresql/spinnakr"
     )
+
+
+def test_a_launcher_empties_the_directory_of_every_processs_values_before_a_run(tmp_path) -> None:
+    for name in ("counter_12.db", "histogram_12.db", "gauge_livesum_13.db"):
+        (tmp_path / name).write_bytes(b"\0" * 8)
+    (tmp_path / "README").write_text("kept")
+
+    metrics.empty_directory(tmp_path)
+
+    assert [path.name for path in tmp_path.iterdir()] == ["README"]
