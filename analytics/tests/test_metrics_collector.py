@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from accounts.apikeys import create_api_key
 from analytics.tests.collector_fixtures import (
     BROWSER_UA,
     make_site,
@@ -86,3 +87,34 @@ def test_a_bots_event_is_counted_as_dropped_not_accepted(collector: str) -> None
     assert response.status_code == 202
     assert after[("202", "bot")] - before[("202", "bot")] == 1
     assert after[("202", "accepted")] == before[("202", "accepted")]
+
+
+def test_a_servers_batch_counts_each_event_by_its_answer_and_a_refused_request_once(collector: str) -> None:
+    site, stranger = make_site(), make_site()
+    _, key = create_api_key(site.account, "server", ("events:write",))
+    before = local()
+    events = [
+        {"name": "pageview", "url": f"https://{site.domain}/", "domain": site.domain, "visitor_id": "u1"},
+        {"name": "pageview", "url": f"https://{site.domain}/b", "domain": site.domain, "visitor_id": "u2"},
+        {"name": "pageview", "domain": site.domain, "visitor_id": "u3"},
+        {"name": "pageview", "url": f"https://{stranger.domain}/", "domain": stranger.domain, "visitor_id": "u4"},
+    ]
+
+    partly = httpx.post(f"{collector}/api/events", json={"events": events}, headers={"authorization": f"Bearer {key}"})
+    refused = httpx.post(f"{collector}/api/events", json={"events": events}, headers={"authorization": "Bearer nope"})
+
+    after = local()
+    assert (partly.status_code, refused.status_code) == (207, 401)
+    kinds = [("202", "accepted"), ("400", "invalid"), ("404", "unknown_site"), ("401", "unauthorized")]
+    grown = {
+        kind: value(after, "spinnakr_collector_events_total", endpoint="events", status=kind[0], reason=kind[1])
+        - value(before, "spinnakr_collector_events_total", endpoint="events", status=kind[0], reason=kind[1])
+        for kind in kinds
+    }
+    assert grown == {
+        ("202", "accepted"): 2,
+        ("400", "invalid"): 1,
+        ("404", "unknown_site"): 1,
+        ("401", "unauthorized"): 1,
+    }
+    purge_events_queue()
