@@ -3,7 +3,6 @@ browser fixtures of spinnakr/tests/browser.py for every app's tests."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -14,13 +13,8 @@ from channels.layers import channel_layers
 from django.conf import settings
 from kombu import Connection, Queue
 
-from spinnakr import embedded
+from spinnakr import embedded, metrics
 from spinnakr.embedded.paths import var_dir
-
-# The session's processes, and the servers and workers it starts, write their metrics into a
-# directory of its own: the one spinnakr.metrics names under pytest, should it be imported first.
-METRICS_DIR = var_dir() / "metrics-test" / str(os.getpid())
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 
 pytest_plugins = ["spinnakr.tests.browser"]
 
@@ -32,7 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     embedded.release()
-    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    # The session's metrics directory (spinnakr.metrics names one under pytest), unless it was given.
+    if metrics.MULTIPROC_DIR.parent == var_dir() / "metrics-test":
+        shutil.rmtree(metrics.MULTIPROC_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -17,15 +17,18 @@ from __future__ import annotations
 import functools
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from spinnakr.embedded.paths import var_dir
 
-_VAR = var_dir()
-# Under pytest (it sets PYTEST_VERSION) the session's own directory, the one conftest.py names; the
-# servers and workers a test starts inherit the variable.
-_DEFAULT = _VAR / "metrics-test" / str(os.getpid()) if "PYTEST_VERSION" in os.environ else _VAR / "metrics"
+# Under pytest (it sets PYTEST_VERSION) a new directory for the session, whose servers and workers
+# inherit the variable (a pid alone may name an earlier session's: pids wrap).
+if "PYTEST_VERSION" in os.environ:
+    _DEFAULT = var_dir() / "metrics-test" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+else:
+    _DEFAULT = var_dir() / "metrics"
 MULTIPROC_DIR = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_DEFAULT)))
 MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 

@@ -19,6 +19,9 @@ Every response, errors included, carries CORS headers. Errors are JSON
   quota), 413 body too large, 429 rate limited (Retry-After), 503 broker or
   Redis unreachable (Retry-After). Bots get 202 and are dropped, counted per
   site in Redis ``{s:<id>}:dropped:bots``.
+
+Every answer is counted by endpoint, status and reason in ``spinnakr_collector_events_total``
+(``spinnakr.metrics``): an increment in this process's memory-mapped file, no I/O.
 """
 
 from __future__ import annotations
@@ -271,7 +274,7 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     except Reject as reject:
         await refuse(send, headers, "pixel", reject)
         return
-    collector_answer("pixel", 202, "accepted" if kept else "bot").inc()
+    collector_answer("pixel", 200, "accepted" if kept else "bot").inc()
     await respond(send, 200, GIF, headers, content_type=b"image/gif")
 
 
