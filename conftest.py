@@ -3,6 +3,7 @@ browser fixtures of spinnakr/tests/browser.py for every app's tests."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,8 @@ from channels.layers import channel_layers
 from django.conf import settings
 from kombu import Connection, Queue
 
-from spinnakr import embedded
+from spinnakr import embedded, metrics
+from spinnakr.embedded.paths import var_dir
 
 pytest_plugins = ["spinnakr.tests.browser"]
 
@@ -24,6 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     embedded.release()
+    # The session's metrics directory (spinnakr.metrics names one under pytest), unless it was given.
+    if metrics.MULTIPROC_DIR.parent == var_dir() / "metrics-test":
+        shutil.rmtree(metrics.MULTIPROC_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

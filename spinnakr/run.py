@@ -30,7 +30,7 @@ from types import FrameType
 
 import redis
 
-from spinnakr import embedded, redis_clients, rendezvous
+from spinnakr import embedded, metrics, redis_clients, rendezvous
 from spinnakr.embedded.paths import EmbeddedError
 
 GRACE_SECONDS = 10.0
@@ -273,6 +273,9 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    # The children write their metrics into PROMETHEUS_MULTIPROC_DIR (spinnakr.metrics), inherited:
+    # an earlier run's values go first.
+    metrics.empty_directory()
     supervisor = Supervisor(commands(settings.PORT))
     print(f"supervisor: web, worker and beat starting; serving on http://127.0.0.1:{settings.PORT}/", flush=True)
     try:

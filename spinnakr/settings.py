@@ -29,8 +29,7 @@ SPINNAKR_ENV = env_str("SPINNAKR_ENV", "development")
 if SPINNAKR_ENV not in {"development", "production"}:
     raise ImproperlyConfigured(f"SPINNAKR_ENV={SPINNAKR_ENV!r} must be 'development' or 'production'")
 PRODUCTION = SPINNAKR_ENV == "production"
-# pytest sets PYTEST_VERSION; tests then use their own database, Redis
-# databases and queue names, so they can run beside `make run`.
+# pytest sets PYTEST_VERSION: tests then use their own database, Redis databases and queue names.
 TESTING = env_bool("SPINNAKR_TESTING", "PYTEST_VERSION" in os.environ)
 
 DEBUG = env_bool("DEBUG", False)
@@ -251,8 +250,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any]
 if BROKER_IS_AMQP:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 else:
-    # With a Redis broker a message not acknowledged within this many seconds
-    # is redelivered to another worker; it must exceed the longest batch.
+    # A Redis broker redelivers a message not acknowledged within this many seconds: > the longest batch.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Tests kill workers on purpose and want the batch back within seconds.
         "visibility_timeout": env_int(
@@ -294,13 +292,10 @@ def _peers(name: str, default: list[str], *, anyone: bool = False) -> list[str]:
     return peers
 
 
-# Peers whose X-Forwarded-For the collector believes. Empty: every peer's, as
-# Plausible does for server-side senders.
+# Peers whose X-Forwarded-For the collector believes. Empty: every peer's, as Plausible does.
 TRUSTED_PROXIES = _peers("TRUSTED_PROXIES", [])
-# Peers whose X-Forwarded-For and X-Forwarded-Proto Django and the WebSocket routes
-# believe (uvicorn's own variable and default). The app applies them itself
-# (spinnakr.asgi), so uvicorn runs with --no-proxy-headers and the collector, which reads
-# X-Forwarded-For itself, sees the real peer and spends nothing on it.
+# Peers whose X-Forwarded-For and -Proto Django and the WebSocket routes believe (uvicorn's variable
+# and default), applied by spinnakr.asgi itself: the collector reads X-Forwarded-For on its own.
 FORWARDED_ALLOW_IPS = _peers("FORWARDED_ALLOW_IPS", ["127.0.0.1"], anyone=True)
 # Per client address and per web process: events per second, and the burst above it.
 COLLECTOR_RATE_PER_IP = env_int("COLLECTOR_RATE_PER_IP", 100, minimum=1)
@@ -344,8 +339,7 @@ STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 EMAIL_BACKEND = env_str(
-    "EMAIL_BACKEND",
-    "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION else "django.core.mail.backends.console.EmailBackend",
+    "EMAIL_BACKEND", f"django.core.mail.backends.{'smtp' if PRODUCTION else 'console'}.EmailBackend"
 )
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
@@ -398,21 +392,27 @@ SPECTACULAR_SETTINGS = {
 # Stats API requests per API key per hour; accounts may have an override (analytics.APIRateLimit).
 API_RATE_LIMIT_PER_HOUR = env_int("API_RATE_LIMIT_PER_HOUR", 600, minimum=1)
 
-# Logging ----------------------------------------------------------------------
+# Logging and metrics ----------------------------------------------------------
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()  # json: one JSON object a line (spinnakr.logs)
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} must be 'plain' or 'json'")
+METRICS_TOKEN = env_str("METRICS_TOKEN")  # the bearer token of GET /metrics (spinnakr.metrics_view); unset: 404
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"()": "spinnakr.logs.KeyValueFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "plain": {"()": "spinnakr.logs.KeyValueFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "spinnakr.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        **({"uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False}} if LOG_FORMAT == "json" else {}),
         # One line per received and finished task would dwarf everything else at ingestion rates.
         "celery.worker.strategy": {"level": "WARNING"},
         "celery.app.trace": {"level": "WARNING"},

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection
 
 from accounts.models import Account, APIKey, Site
 from accounts.tests.conftest import PASSWORD
+from analytics.ingest import freshness
 from analytics.ingest.quota import events_this_month, month_stamp, quota_key
 from spinnakr import redis_clients
 
@@ -141,3 +144,23 @@ def test_staff_log_in_through_the_service_login_and_reach_the_admin(client, staf
 @pytest.mark.parametrize("page", ["config", "qrcode"])
 def test_an_unknown_two_factor_device_is_404_for_staff(staff_client, page):
     assert staff_client.get(f"/admin/otp_totp/totpdevice/0/{page}/").status_code == 404
+
+
+def test_the_site_list_and_page_show_when_its_last_events_were_applied_and_their_lag(staff_client, site):
+    applied = int(time.time() * 1000) - 90_000
+    redis_clients.data().hset(freshness.KEY, str(site.pk), f"{applied} {applied - 1250}")
+    try:
+        listing = staff_client.get("/admin/accounts/site/").content.decode()
+        page = staff_client.get(f"/admin/accounts/site/{site.pk}/change/").content.decode()
+    finally:
+        freshness.forget([site.pk])
+
+    for html in (listing, page):
+        assert "1\xa0minute ago" in html
+        assert "1.25 s" in html
+
+
+def test_a_site_without_applied_events_says_never(staff_client, site):
+    freshness.forget([site.pk])
+
+    assert "never" in staff_client.get(f"/admin/accounts/site/{site.pk}/change/").content.decode()

@@ -103,7 +103,14 @@ class FeedSocket:
     """The live feed: an API key with ``feed:read`` of the site's account."""
 
 
-Reach = Public | OwnAccount | Member | Viewer | Link | Key | Staff | SiteSocket | OverviewSocket | FeedSocket
+@dataclass(frozen=True)
+class ServiceToken:
+    """The operator's scraper: the service's own bearer token (``METRICS_TOKEN``); no tenant's data."""
+
+
+Reach = (
+    Public | OwnAccount | Member | Viewer | Link | Key | Staff | SiteSocket | OverviewSocket | FeedSocket | ServiceToken
+)
 
 _ACCOUNT = "/accounts/{account}/"
 _QUERY = {"site_id": "{site}", "metrics": ["visitors"], "date_range": "7d"}
@@ -111,6 +118,7 @@ _QUERY = {"site_id": "{site}", "metrics": ["visitors"], "date_range": "7d"}
 REACH: dict[str, tuple[Reach, ...]] = {
     "/": (Public(),),
     "/healthz": (Public(),),
+    "/metrics": (ServiceToken(),),
     "/accounts/2fa/": (Public(),),
     "/accounts/login/": (Public(),),
     "/accounts/login/2fa/": (Public(),),
@@ -407,3 +415,16 @@ def test_the_feed_socket_refuses_a_bad_key_a_low_scope_and_an_outsider(cast: Cas
             codes[who] = error.code
     assert live.feed_site(cast.key, cast.site.domain)[1] == cast.site
     assert codes == {"bad key": 4401, "low scope": 4403, "outsider": 4404}
+
+
+def test_metrics_turn_away_a_customers_session_and_api_key(cast: Cast, settings: Any) -> None:
+    settings.METRICS_TOKEN = "operator-token-of-the-service"
+    client = Client()
+    client.force_login(cast.users[Role.OWNER])
+
+    answers = [
+        client.get("/metrics").status_code,
+        client.get("/metrics", headers={"authorization": f"Bearer {cast.key}"}).status_code,
+    ]
+
+    assert answers == [401, 401]

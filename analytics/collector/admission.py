@@ -78,11 +78,11 @@ async def find_sites(event: IncomingEvent) -> list[SiteInfo]:
 def admit(site: SiteInfo, origin: str | None, count: int, now: float) -> None:
     """Refuse an event the site may not take now (origin, suspension, quota, rate)."""
     if not site.origin_allowed(origin):
-        raise Reject(403, f"origin not allowed for {site.domain}")
+        raise Reject(403, f"origin not allowed for {site.domain}", reason="origin")
     if site.suspended:
-        raise Reject(403, "account suspended")
+        raise Reject(403, "account suspended", reason="suspended")
     if CACHE.is_over_quota(site.account_id):
-        raise Reject(403, "monthly event quota exceeded")
+        raise Reject(403, "monthly event quota exceeded", reason="quota")
     rate, burst = site.rate
     wait = SITE_BUCKETS.take(site.site_id, count, rate=rate, burst=burst, now=now)
     if wait:

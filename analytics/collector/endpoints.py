@@ -19,6 +19,9 @@ Every response, errors included, carries CORS headers. Errors are JSON
   quota), 413 body too large, 429 rate limited (Retry-After), 503 broker or
   Redis unreachable (Retry-After). Bots get 202 and are dropped, counted per
   site in Redis ``{s:<id>}:dropped:bots``.
+
+Every answer is counted by endpoint, status and reason in ``spinnakr_collector_events_total``
+(``spinnakr.metrics``): an increment in this process's memory-mapped file, no I/O.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -70,6 +74,7 @@ from analytics.payloads import (
     check_storable,
     parse_event,
 )
+from spinnakr.metrics import collector_answer
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +85,9 @@ MAX_BATCH_EVENTS = 1000
 
 # Event ids of client-supplied ids: uuid5 of (site, id) in this namespace.
 CLIENT_ID_NAMESPACE = uuid.UUID("6b2f0c5e-8d1a-4a8e-9d0b-5f3c2a1e7b44")
+# The hot path's usual answers, counted without a lookup (spinnakr.metrics).
+EVENT_ACCEPTED = collector_answer("event", 202, "accepted")
+EVENT_BOT = collector_answer("event", 202, "bot")
 GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
 
 
@@ -168,8 +176,9 @@ async def record(
     event: IncomingEvent,
     page: enrich.Page,
     address: str,
-) -> None:
-    """Admit, enrich and publish one browser event for each of its sites (raises Reject)."""
+) -> bool:
+    """Admit, enrich and publish one browser event for each of its sites (raises Reject); False
+    for a bot's event, answered as accepted and dropped."""
     user_agent = check_storable(headers.get(b"user-agent", b"").decode("latin-1"), "user-agent")
     sites = cached_sites(event) or await find_sites(event)
     origin_header = headers.get(b"origin")
@@ -182,7 +191,7 @@ async def record(
     if agent.bot:
         for site in sites:
             BOT_DROPS[site.site_id] += 1
-        return
+        return False
     today = visitors.utc_day(now)
     if not visitors.SALTS.fresh(today):
         await ensure_salts(now)
@@ -205,6 +214,7 @@ async def record(
         for site in sites
     ]
     await publish(events)
+    return True
 
 
 async def event_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
@@ -219,14 +229,20 @@ async def event_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         address = admitted_address(scope)
         raw = await read_body(scope, receive, headers, MAX_EVENT_BODY)
         event, page = parse(parse_json(raw))
-        await record(scope, headers, event, page, address)
+        kept = await record(scope, headers, event, page, address)
     except InvalidEvent as exc:
-        await respond_error(send, headers, Reject(400, str(exc)))
+        await refuse(send, headers, "event", Reject(400, str(exc)))
         return
     except Reject as reject:
-        await respond_error(send, headers, reject)
+        await refuse(send, headers, "event", reject)
         return
+    (EVENT_ACCEPTED if kept else EVENT_BOT).inc()
     await respond_accepted(send, headers)
+
+
+async def refuse(send: Send, headers: dict[bytes, bytes], endpoint: str, reject: Reject) -> None:
+    collector_answer(endpoint, reject.status, reject.reason).inc()
+    await respond_error(send, headers, reject)
 
 
 # GET /api/pixel/<site key>.gif --------------------------------------------------
@@ -251,13 +267,14 @@ async def pixel_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         if query.get("w", "").isdigit():
             body["w"] = int(query["w"])
         event, page = parse(body)
-        await record(scope, headers, event, page, address)
+        kept = await record(scope, headers, event, page, address)
     except InvalidEvent as exc:
-        await respond_error(send, headers, Reject(400, str(exc)))
+        await refuse(send, headers, "pixel", Reject(400, str(exc)))
         return
     except Reject as reject:
-        await respond_error(send, headers, reject)
+        await refuse(send, headers, "pixel", reject)
         return
+    collector_answer("pixel", 200, "accepted" if kept else "bot").inc()
     await respond(send, 200, GIF, headers, content_type=b"image/gif")
 
 
@@ -280,10 +297,12 @@ async def batch_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             raise Reject(400, "events: required, a non-empty list")
         if len(items) > MAX_BATCH_EVENTS:
             raise Reject(400, f"events: more than {MAX_BATCH_EVENTS} events")
-        results, accepted, retry = await ingest_batch(grant, items, headers)
+        results, accepted, retry, reasons = await ingest_batch(grant, items, headers)
     except Reject as reject:
-        await respond_error(send, headers, reject)
+        await refuse(send, headers, "events", reject)
         return
+    for (status, reason), count in Counter(zip((r["status"] for r in results), reasons, strict=True)).items():
+        collector_answer("events", status, reason).inc(count)
     extra = [(b"retry-after", retry_after(retry).encode())] if retry else []
     duplicates = sum(1 for result in results if result.get("duplicate"))
     if accepted == len(items):
@@ -298,8 +317,9 @@ async def batch_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def ingest_batch(
     grant: KeyGrant, items: list[Any], headers: dict[bytes, bytes]
-) -> tuple[list[dict[str, Any]], int, float]:
-    """Validate each event; publish the accepted ones together. Returns (results, accepted, retry)."""
+) -> tuple[list[dict[str, Any]], int, float, list[str]]:
+    """Validate each event; publish the accepted ones together. Returns (results, accepted, retry,
+    the reason each result is counted under)."""
     now = time.time()
     now_us = int(now * 1_000_000)
     monotonic = time.monotonic()
@@ -307,6 +327,7 @@ async def ingest_batch(
     today_salt = visitors.SALTS.for_day(visitors.utc_day(now))
     account_id = grant.account_id
     results: list[dict[str, Any]] = []
+    reasons: list[str] = []
     events: list[EnrichedEvent] = []
     claims: list[tuple[str, int, int]] = []  # (key, position in events, index in items)
     retry = 0.0
@@ -321,6 +342,7 @@ async def ingest_batch(
                 admit(site, None, 1, monotonic)
         except InvalidEvent as exc:
             results.append({"index": index, "status": 400, "error": str(exc)})
+            reasons.append("invalid")
             continue
         except Reject as reject:
             if reject.status == 503:  # the database is down: no event of the request can be looked up
@@ -328,12 +350,14 @@ async def ingest_batch(
             if reject.status == 429:
                 retry = max(retry, 1.0)
             results.append({"index": index, "status": reject.status, "error": reject.message})
+            reasons.append(reject.reason)
             continue
         agent = agents.parse_user_agent(event.user_agent)
         if agent.bot:
             for site in sites:
                 BOT_DROPS[site.site_id] += 1
             results.append({"index": index, "status": 202, "dropped": "bot"})
+            reasons.append("bot")
             continue
         if event.timestamp_us is None:
             ts_us = now_us
@@ -367,6 +391,7 @@ async def ingest_batch(
                 )
             )
         results.append({"index": index, "status": 202})
+        reasons.append("accepted")
     claimed = await claim_client_ids(claims, events, results)
     try:
         await publish(events)
@@ -374,4 +399,7 @@ async def ingest_batch(
         await release_client_ids(claimed)
         raise
     accepted = sum(1 for result in results if result["status"] == 202)
-    return results, accepted, retry
+    reasons = [
+        "duplicate" if result.get("duplicate") else reason for result, reason in zip(results, reasons, strict=True)
+    ]
+    return results, accepted, retry, reasons

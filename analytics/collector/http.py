@@ -19,12 +19,29 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 SERVICE_RETRY_AFTER = "2"
 
 
+# The reason a refusal is counted under (spinnakr.metrics), by status unless the refusal names its own:
+# a few fixed words, where the message may name a field or a domain.
+REASONS = {
+    400: "invalid",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "unknown_site",
+    405: "method",
+    413: "too_large",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
 class Reject(Exception):
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None, *, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or []
+        self.reason = reason or REASONS.get(status, "other")
 
 
 def unavailable(message: str = "service unavailable, retry later") -> Reject:

@@ -62,5 +62,5 @@ async def authorize(headers: dict[bytes, bytes]) -> KeyGrant:
     if grant is None:
         raise Reject(401, "invalid, revoked or expired API key", unauthorized)
     if "events:write" not in grant.scopes:
-        raise Reject(403, "the API key lacks the events:write scope")
+        raise Reject(403, "the API key lacks the events:write scope", reason="scope")
     return grant

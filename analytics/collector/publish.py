@@ -36,13 +36,13 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import uuid_utils
 from django.conf import settings
 
 from analytics.payloads import (
@@ -172,7 +172,8 @@ class Publisher:
         loop = asyncio.get_running_loop()
         try:
             for message in messages:
-                batch_id = uuid.uuid4().hex
+                # A UUIDv7: the worker reads the time of receipt from it (the ingestion lag).
+                batch_id = uuid_utils.uuid7().hex
                 try:
                     await self._deliver(loop, batch_id, message)
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a 503 for its waiters

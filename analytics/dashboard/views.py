@@ -22,6 +22,7 @@ from accounts.access import current_account, get_site_for_user, has_role, sites_
 from accounts.models import Role, Site
 from analytics import fields
 from analytics.dashboard import queries, sharing
+from analytics.ingest import freshness
 from analytics.query import QueryError, planner
 from analytics.query.goals import create_goal, delete_goal
 from spinnakr.untrusted import UntrustedInputError, loads_json
@@ -72,6 +73,8 @@ def _dashboard_context(access: sharing.DashboardAccess, shared_link: str = "") -
         "sharedLink": shared_link,
         **fields.dashboard_data(),
     }
+    fresh = freshness.of_sites([site.pk]).get(site.pk)
+    lag_ms = None if fresh is None else max(0, fresh.applied_ms - fresh.received_ms)
     return {
         "site": site,
         "access": access,
@@ -80,6 +83,8 @@ def _dashboard_context(access: sharing.DashboardAccess, shared_link: str = "") -
         "panels": PANELS,
         # Its rollups server down: the figures come from SQL and lack the events that wait.
         "rollups_live": planner.rollups_live(site.pk),
+        "freshness": fresh,
+        "freshness_lag_ms": lag_ms,
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from analytics.ingest import quota, rollups, siteinfo, store
+from analytics.ingest import freshness, quota, rollups, siteinfo, store
 from spinnakr import redis_clients
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def purge_site(site_id: int) -> tuple[int, int]:
     servers = {id(client): client for client in [redis_clients.data(), *redis_clients.rollup_servers()]}
     keys = sum(_unlink_pattern(client, f"{rollups.prefix(site_id)}*") for client in servers.values())
     siteinfo.forget(site_id)
+    freshness.forget([site_id])
     logger.info("cleanup.site_purged", extra={"site_id": site_id, "events": events, "keys": keys})
     return events, keys
 

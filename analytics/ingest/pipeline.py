@@ -45,12 +45,12 @@ import redis
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from analytics.ingest import failover, held, quota, rollups, screen, store
+from analytics.ingest import failover, freshness, held, quota, rollups, screen, store
 from analytics.ingest.siteinfo import SiteSettings, load_sites
 from analytics.ingest.visits import visit_id
 from analytics.live import push
 from analytics.payloads import EnrichedEvent
-from spinnakr import breaker, redis_clients
+from spinnakr import breaker, metrics, redis_clients
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
     counted before anything is applied, so it costs no other event. Answers each batch's rollup
     result per site.
     """
+    started = time.monotonic()
     parts: list[tuple[str, int, list[EnrichedEvent]]] = []  # (batch, site, events), in order
     seen: set[tuple[str, int]] = set()
     rejected: list[screen.Rejected] = []
@@ -143,6 +144,7 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
 
     store.ensure_partitions({store.month_of(e["ts"]) for _, _, evs in parts for e in evs})
     inserted = 0
+    stored = time.monotonic()
     with transaction.atomic():
         failover.record(marks)
         # Rows go in with one COPY; a part that renames visits (late events merged or moved
@@ -160,10 +162,12 @@ def ingest_many(batches: Sequence[tuple[str, list[EnrichedEvent]]]) -> dict[str,
                     site_id, [(v, visit_id(v, old), visit_id(v, new)) for v, old, new in result.renames]
                 )
         inserted += store.insert_events(rows)
+    metrics.POSTGRES_CALL_SECONDS.labels(metrics.postgres_server()).observe(time.monotonic() - stored)
     _test_pause("after_store")
 
     _count_quota(parts, sites)
     _push_live(parts, results)
+    freshness.applied(parts, results, time.monotonic() - started)
     answer: dict[str, dict[int, rollups.BatchResult]] = defaultdict(dict)
     for (batch_id, site_id, _), result in zip(parts, results, strict=True):
         answer[batch_id][site_id] = result

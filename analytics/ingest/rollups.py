@@ -80,7 +80,7 @@ from analytics.fields import COUNTER_FIELDS, ROLLUP_ATTRIBUTES, ROLLUP_SPEC
 from analytics.ingest.batch_result import BatchResult, parse_result
 from analytics.ingest.siteinfo import SiteSettings
 from analytics.payloads import EnrichedEvent
-from spinnakr import redis_clients, redis_scripts
+from spinnakr import metrics, redis_clients, redis_scripts
 
 MARKER_TTL = 48 * 3600
 # Events of one script call at most (a single larger batch still goes whole; see apply_batches).
@@ -308,7 +308,9 @@ def apply_batches(
                     ],
                 )
             )
-        for (_, indexes), raws in zip(calls, redis_scripts.run(server, scripts), strict=True):
+        with metrics.timed_rollups(server):
+            answers = redis_scripts.run(server, scripts)
+        for (_, indexes), raws in zip(calls, answers, strict=True):
             for n, raw in zip(indexes, raws, strict=True):
                 results[n] = parse_result(raw, parts[n][2])
     return [result for result in results if result is not None]

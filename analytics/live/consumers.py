@@ -23,6 +23,8 @@ site: a socket of its own in the group would make Redis carry, and the process
 decode, one copy per socket (bench/README.md, bench/live). Access is checked again
 at most once a minute while deltas flow, so a revoked member or a deleted
 shared link stops receiving within a minute. The socket never polls anything.
+
+Every open socket of each kind is counted in ``spinnakr_live_consumers`` (``spinnakr.metrics``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from django.http import Http404
 from accounts import access
 from accounts.access import DashboardAccess, dashboard_access, overview_sites
 from accounts.models import APIKey, Site
+from spinnakr.metrics import LIVE_CONSUMERS
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,24 @@ RECHECK_SECONDS = 60.0
 GROUP_REFRESH_SECONDS = 3600.0
 DISCARD_TIMEOUT_SECONDS = 2.0
 DELTA_FIELDS = ("site_id", "batch_id", "batch_ids", "newest_ts", "counts", "visitors_now", "events")
+
+
+class CountedConsumer(AsyncJsonWebsocketConsumer):
+    """A consumer counted in ``spinnakr_live_consumers{kind}`` from its handshake to its close."""
+
+    kind = "site"
+    _counted = False
+
+    async def accept(self, subprotocol: str | None = None, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await super().accept(subprotocol, headers)
+        LIVE_CONSUMERS.labels(self.kind).inc()
+        self._counted = True
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self._counted:
+            self._counted = False
+            LIVE_CONSUMERS.labels(self.kind).dec()
+        await super().websocket_disconnect(message)
 
 
 def group_name(site_id: int) -> str:
@@ -187,7 +208,7 @@ def hub() -> Hub:
     return found
 
 
-class SiteLiveConsumer(AsyncJsonWebsocketConsumer):
+class SiteLiveConsumer(CountedConsumer):
     """One site's live dashboard."""
 
     access: DashboardAccess | None = None
@@ -241,8 +262,10 @@ class SiteLiveConsumer(AsyncJsonWebsocketConsumer):
             await self.deliver(json.dumps(_delta_message(event, self.access.site.domain)))
 
 
-class OverviewLiveConsumer(AsyncJsonWebsocketConsumer):
+class OverviewLiveConsumer(CountedConsumer):
     """Every site of the user's current account on one socket (the sites overview)."""
+
+    kind = "overview"
 
     domains: dict[int, str]
 
@@ -292,8 +315,10 @@ def feed_site(raw_key: str, domain: str) -> tuple[APIKey, Site]:
         raise FeedError(CLOSE_NOT_FOUND, "not found") from None
 
 
-class FeedConsumer(AsyncJsonWebsocketConsumer):
+class FeedConsumer(CountedConsumer):
     """A customer's own code following one site's live events, with an API key."""
+
+    kind = "feed"
 
     site: Site | None = None
     checked_at = 0.0

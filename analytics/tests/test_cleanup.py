@@ -9,7 +9,7 @@ import pytest
 import time_machine
 
 from accounts.signals import account_deleted, site_deleted
-from analytics.ingest import quota, rollups
+from analytics.ingest import freshness, quota, rollups
 from analytics.ingest.cleanup import purge_account, purge_site
 from analytics.ingest.pipeline import ingest
 from analytics.models import Event
@@ -40,6 +40,7 @@ def test_purging_a_site_removes_its_events_and_keys_and_spares_the_others():
     assert not Event.objects.filter(site_id=site.id).exists()
     assert Event.objects.filter(site_id=other.id).count() == 1
     assert site_keys(other.id)
+    assert list(freshness.of_sites([site.id, other.id])) == [other.id]
 
 
 @pytest.mark.django_db

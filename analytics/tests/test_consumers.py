@@ -23,6 +23,7 @@ from analytics.dashboard import sharing
 from analytics.live import consumers as live
 from analytics.models import SharedLink
 from analytics.tests.dashboard_fixtures import Cast, cast, session_cookie
+from spinnakr.tests.scrape import local, value
 
 __all__ = ["cast"]
 
@@ -286,3 +287,23 @@ async def test_the_overview_socket_follows_the_current_account_only(cast: Cast) 
     assert connected
     assert (await socket.receive_json_from(timeout=5))["domains"] == ["elsewhere.example"]
     await socket.disconnect()
+
+
+def live_consumers(kind: str) -> float:
+    return value(local(), "spinnakr_live_consumers", kind=kind)
+
+
+async def test_an_open_dashboard_socket_is_counted_until_it_closes_and_a_refused_one_never(cast: Cast) -> None:
+    before = await sync_to_async(live_consumers)("site")
+    cookie = await sync_to_async(session_cookie)(cast.teammate)
+    outsider = await sync_to_async(session_cookie)(cast.outsider)
+    socket, connected, _ = await connect(f"/ws/sites/{cast.site.domain}/", cookie)
+    _, refused, _ = await connect(f"/ws/sites/{cast.site.domain}/", outsider)
+    assert connected
+    assert not refused
+    while_open = await sync_to_async(live_consumers)("site")
+
+    await socket.disconnect()
+
+    assert while_open == before + 1
+    assert await sync_to_async(live_consumers)("site") == before

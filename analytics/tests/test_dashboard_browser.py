@@ -9,6 +9,7 @@ visitor's; the page must change without a reload. Screenshots are kept under
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -252,3 +253,26 @@ def test_a_delta_naming_a_batch_seen_before_is_dropped(live_app: LiveApp, contex
     )
 
     assert kept == ["gab", "c", "old"]
+
+
+def test_the_freshness_indicator_says_when_events_were_last_applied_and_their_lag(
+    live_app: LiveApp, new_context: Callable[..., BrowserContext]
+) -> None:
+    light = new_context(viewport={"width": 1280, "height": 800})
+    page = light.new_page()
+    log_in(page, live_app, "owner@dash.test")
+    open_dashboard(page, live_app)
+    assert page.locator("#freshness").get_attribute("data-state") == "none"
+
+    live_app.send("dash.example", "/pricing", count=2)
+
+    page.wait_for_selector("#freshness[data-state=fresh]", timeout=WAIT_MS)
+    assert re.fullmatch(r"updated \d+s ago · lag \d+(\.\d)? (ms|s|min)", page.inner_text("#freshness"))
+    shoot(page, "dashboard-freshness-light")
+    dark = new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+    page = dark.new_page()
+    log_in(page, live_app, "owner@dash.test")
+    open_dashboard(page, live_app)
+    assert page.locator("#freshness").get_attribute("data-state") == "fresh"
+    assert page.inner_text("#freshness").startswith("updated ")
+    shoot(page, "dashboard-freshness-dark")

@@ -14,10 +14,11 @@ from django.test import Client
 from django.utils import timezone
 
 from analytics.dashboard import sharing
-from analytics.ingest import pipeline
+from analytics.ingest import freshness, pipeline
 from analytics.models import SharedLink
 from analytics.tests.dashboard_fixtures import Cast, cast
 from analytics.tests.factories import make_event
+from spinnakr import redis_clients
 
 __all__ = ["cast"]
 
@@ -403,3 +404,24 @@ def test_dashboard_access_and_shared_links_are_404_for_text_no_domain_holds(cast
         sharing.dashboard_access(AnonymousUser(), {}, text)
     with pytest.raises(Http404):
         sharing.link_for_slug(text)
+
+
+def test_the_dashboard_says_when_the_sites_events_were_last_applied_and_their_lag(cast: Cast) -> None:
+    applied = int(timezone.now().timestamp() * 1000) - 120_000
+    redis_clients.data().hset(freshness.KEY, str(cast.site.pk), f"{applied} {applied - 800}")
+    try:
+        body = client_for(cast.teammate).get("/sites/dash.example/").content.decode()
+    finally:
+        freshness.forget([cast.site.pk])
+
+    assert f'data-applied="{applied}" data-lag="800"' in body
+    assert "updated 2\xa0minutes ago · lag 0.8 s" in body
+
+
+def test_a_site_without_applied_events_says_so(cast: Cast) -> None:
+    freshness.forget([cast.site.pk])
+
+    body = client_for(cast.teammate).get("/sites/dash.example/").content.decode()
+
+    assert 'data-state="none"' in body
+    assert "no events applied yet" in body

@@ -118,7 +118,12 @@ def checkout() -> Iterator[Path]:
 
 def checkout_env(var: Path) -> dict[str, str]:
     named = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
-    return {**{k: v for k, v in os.environ.items() if k not in named}, "SPINNAKR_VAR_DIR": str(var)}
+    return {
+        **{k: v for k, v in os.environ.items() if k not in named},
+        "SPINNAKR_VAR_DIR": str(var),
+        # make run empties its metrics directory: the checkout's own, never the test session's.
+        "PROMETHEUS_MULTIPROC_DIR": str(var / "metrics"),
+    }
 
 
 # The supervisor of `make run` without its children: only the embedded servers to watch.

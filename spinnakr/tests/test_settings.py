@@ -55,6 +55,7 @@ def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
         ("CELERY_BROKER_URL", "sqs://queue", "CELERY_BROKER_URL='sqs://queue' must start with one of amqp://"),
         ("SPINNAKR_ENV", "staging", "SPINNAKR_ENV='staging' must be 'development' or 'production'"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml' must be 'plain' or 'json'"),
         ("SITE_URL", "ftp://example.com", "SITE_URL='ftp://example.com' must start with http"),
         ("WORKER_NICE", "low", "WORKER_NICE='low' is not an integer"),
         ("WORKER_NICE", "20", "WORKER_NICE=20 is above the maximum of 19"),

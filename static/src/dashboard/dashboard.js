@@ -2,6 +2,7 @@ import { runQueries } from "./api.js";
 import { renderError, renderRows, renderStream, rowLabel } from "./breakdown.js";
 import { MainChart } from "./chart.js";
 import { formatAge, formatChange, formatMetric, setMetrics } from "./format.js";
+import { Freshness } from "./freshness.js";
 import { LiveSocket, LiveStatus } from "./socket.js";
 import { MINUTE, floorMinute, parseBucket, wallTime } from "./time.js";
 import { dateRange, readState, timeDimension, v2Filters, writeState } from "./url.js";
@@ -33,6 +34,7 @@ export class Dashboard {
     this.lastRender = 0;
     this.dirty = false;
     this.status = new LiveStatus(document.getElementById("live-status"), document.getElementById("live-age"), formatAge);
+    this.freshness = new Freshness(document.getElementById("freshness"), formatAge, () => Date.now() + this.status.clockOffset);
     this.chart = new MainChart(document.getElementById("main-chart"), document.getElementById("chart-legend"));
     this.panels = [...root.querySelectorAll("[data-panel]")];
     this.bindControls();
@@ -345,6 +347,7 @@ export class Dashboard {
     if (message.type !== "delta") return;
     this.deltaCount += 1;
     this.status.seen(message.newest_ts);
+    this.freshness.appliedNow(message.batch_ids);
     for (const e of message.events || []) {
       this.stream.unshift({ ...e, key: `${e.ts}|${e.name}|${e.pathname}|${e.browser}|${e.country}|${++this.streamSeq}` });
     }
