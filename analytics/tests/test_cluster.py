@@ -24,19 +24,15 @@ from analytics.ingest import rollups
 from analytics.ingest.cleanup import purge_site
 from analytics.ingest.pipeline import ingest
 from analytics.live.push import group_name
-from analytics.query import run_query
 from analytics.tests.cluster_servers import ThrowawayCluster, assert_throwaway
 from analytics.tests.conftest import WorkerProcess
 from analytics.tests.factories import make_event, make_site
+from analytics.tests.test_shards import DAY, NOW, answers, visits
 from spinnakr import redis_clients, run
 from spinnakr.celery import app
 from spinnakr.tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_redis")]
-NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
-DAY = NOW.date().isoformat()
-TOTALS = {"metrics": ["visitors", "visits", "pageviews", "bounce_rate", "visit_duration"], "date_range": [DAY, DAY]}
-PAGES = {"metrics": ["visitors", "pageviews"], "dimensions": ["event:page"], "date_range": [DAY, DAY]}
 
 
 @pytest.fixture
@@ -82,19 +78,6 @@ def sites_on_every_master(cluster: ThrowawayCluster, count: int = 9) -> list[Sit
         sites.append(make_site(f"site{len(sites)}.example"))
         assert len(sites) < 100, "the slots leave a master empty"
     return sites
-
-
-def visits(site: Site, n: int, at: datetime = NOW) -> list[Any]:
-    """``n`` + 1 visitors' pageviews over the hour before ``at``: each site's own figures."""
-    return [
-        make_event(site, at - timedelta(minutes=50 - 5 * p), visitor=v, pathname=f"/p{p}")
-        for v in range(n + 1)
-        for p in range(1 + v % 3)
-    ]
-
-
-def answers(sites: list[Site]) -> list[tuple[Any, Any]]:
-    return [(run_query(site, TOTALS)["results"], run_query(site, PAGES)["results"]) for site in sites]
 
 
 def owners(cluster: ThrowawayCluster, sites: list[Site]) -> dict[int, set[int]]:
